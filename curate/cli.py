@@ -1,0 +1,52 @@
+"""The typer app: parses options and calls stages, nothing else.
+
+Each command lives in `curate/commands/<name>.py` with a `register(app)`; heavy
+libraries are imported inside the commands so `curate --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from curate import __version__
+
+app = typer.Typer(
+    name="curate",
+    help="Turn raw preference datasets into clean reward-model training data, and train on it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+COMMAND_MODULES = [
+    "curate.commands.ingest",
+    "curate.commands.demo",
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"curate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """curate: ingest -> dedup -> similar -> decontam -> reward -> shard -> train -> eval."""
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""`curate ingest` and `curate info`."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from curate.commands.common import (
+    EngineOpt,
+    ForceOpt,
+    OutOpt,
+    QuietOpt,
+    WorkersOpt,
+    handle_errors,
+    make_engine,
+    print_summary,
+)
+from curate.images import PIL_DEFAULT_MAX_PIXELS
+
+KINDS = "rlaif-v, llava-critic, skywork-pref, hh-rlhf, sharegpt, rewardbench, vl-rewardbench, generic"
+
+
+@handle_errors
+def ingest(
+    kind: Annotated[str, typer.Argument(help=f"Source format: {KINDS}.")],
+    inputs: Annotated[list[str], typer.Argument(
+        help="Files, folders or globs (.jsonl/.json/.parquet/.csv, .gz allowed), or hf://ORG/NAME."
+    )],
+    out: OutOpt,
+    image_root: Annotated[Path | None, typer.Option(
+        help="Folder that relative image paths resolve under; paths escaping it are rejected."
+    )] = None,
+    mapping: Annotated[str | None, typer.Option(
+        "--map", help="generic: FIELD=COLUMN,... (prompt, chosen, rejected, image, id, category, "
+        "chosen_score, rejected_score, system)."
+    )] = None,
+    source: Annotated[str | None, typer.Option(help="Source label (default: the KIND).")] = None,
+    config: Annotated[str | None, typer.Option(
+        help="Dataset config (hub datasets; llava-critic: pairwise or pointwise)."
+    )] = None,
+    split: Annotated[str, typer.Option(help="Split of a hub dataset.")] = "train",
+    max_pixels: Annotated[int, typer.Option(
+        help="Images with more pixels are rejected (image_too_large) before decoding."
+    )] = PIL_DEFAULT_MAX_PIXELS,
+    engine: EngineOpt = "local",
+    workers: WorkersOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Read a source dataset into a canonical dataset folder (kept/, rejected/, manifest.json).
+
+    Every image is fully decoded once; rows with a corrupt, oversized or unreachable
+    image, no prompt, or a missing/empty/identical response go to rejected/ with a reason.
+
+    Example:
+        curate ingest hh-rlhf data/harmless-base-test.jsonl.gz --out work/hh
+        curate ingest generic pairs.parquet --map prompt=question,image=img --out work/g
+    """
+    from curate.sources.generic import parse_mapping
+    from curate.stages.ingest import ingest as run_ingest
+
+    manifest = run_ingest(
+        kind, inputs, out, source=source, mapping=parse_mapping(mapping), config=config,
+        split=split, image_root=image_root, max_pixels=max_pixels,
+        engine=make_engine(engine, workers), force=force,
+    )
+    if not quiet:
+        print_summary(manifest, out)
+
+
+@handle_errors
+def info(
+    folder: Annotated[Path, typer.Argument(help="A dataset folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Rows kept and rejected, by source and by reason.
+
+    Example:
+        curate info work/hh --json
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from curate.dataset import KEPT, REJECTED, Dataset
+
+    ds = Dataset.open(folder)
+    m = ds.manifest
+    kept_by_source = Counter(ds.read(KEPT, columns=["source"])["source"].to_pylist())
+    rej = ds.read(REJECTED, columns=["source", "reject_reason"])
+    rej_by = Counter(zip(rej["source"].to_pylist(), rej["reject_reason"].to_pylist(),
+                         strict=True))
+    summary = {
+        "path": str(folder),
+        "stage": m["stage"],
+        "rows_in": m["rows_in"],
+        "rows_kept": m["rows_kept"],
+        "rows_rejected": m["rows_rejected"],
+        "kept_by_source": dict(sorted(kept_by_source.items())),
+        "rejected_by_reason": m["rejected_by_reason"],
+        "rejected_by_source_and_reason": {
+            f"{s}/{r}": n for (s, r), n in sorted(rej_by.items())
+        },
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    out = Console()
+    t = Table(title=f"{folder} ({m['stage']}): {m['rows_in']} in, {m['rows_kept']} kept, "
+                    f"{m['rows_rejected']} rejected")
+    t.add_column("source")
+    t.add_column("kept", justify="right")
+    t.add_column("rejected: reason", justify="left")
+    sources = sorted(set(kept_by_source) | {s for s, _ in rej_by})
+    for s in sources:
+        reasons = ", ".join(f"{r}: {n}" for (src, r), n in sorted(rej_by.items()) if src == s)
+        t.add_row(s, str(kept_by_source.get(s, 0)), reasons or "-")
+    out.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(ingest)
+    app.command()(info)

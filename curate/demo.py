@@ -1,0 +1,182 @@
+"""The embedded demo: a small multimodal + text sample made from scikit-image's photos.
+
+`build_sample` writes raw files in four source formats with planted problems
+(re-encoded and resized image copies, exact duplicates across sources, a corrupt
+image, ties, empty responses); `run_demo` runs every stage over them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "hubble_deep_field",
+          "immunohistochemistry", "colorwheel", "clock", "moon", "brick", "grass", "logo",
+          "page", "text"]
+
+QUESTIONS = [
+    "What is the main subject of this image?",
+    "Describe the colours you can see in the picture.",
+    "Is there any text visible in this image? If so, what does it say?",
+]
+
+
+def _photo(name: str) -> Any:
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    arr = getattr(skimage.data, name)()
+    if arr.dtype == bool:
+        arr = arr.astype("uint8") * 255
+    im = Image.fromarray(np.asarray(arr))
+    if im.mode not in ("RGB", "L"):
+        im = im.convert("RGB")
+    return im
+
+
+def _jpeg(im: Any, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _answers(name: str, q: int) -> tuple[str, str]:
+    subject = name.replace("_", " ")
+    good = [
+        f"The image shows {subject}; it is the clear focus of the frame, photographed in detail.",
+        f"The picture of the {subject} is dominated by its natural tones, with contrast between "
+        "the bright and dark regions.",
+        f"I do not see legible text in the {subject} image apart from what belongs to the scene.",
+    ][q]
+    bad = [
+        f"This is a photograph of a crowded city street at night, not {subject}.",
+        "It is entirely purple.",
+        "Yes, the text says 'Welcome to Paris' in large red letters.",
+    ][q]
+    return good, bad
+
+
+def build_sample(folder: Path) -> dict[str, Path]:
+    """Write the raw demo inputs under `folder`; returns {format: path}."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    images_dir = folder / "images"
+    images_dir.mkdir(exist_ok=True)
+    photos = {n: _photo(n) for n in PHOTOS}
+
+    # 1. rlaif-v parquet: image bytes inline; planted re-encoded / resized copies
+    rows: list[dict[str, Any]] = []
+    idx = 0
+    for n, im in photos.items():
+        for q in range(2):
+            good, bad = _answers(n, q)
+            rows.append({"ds_name": "demo", "image": {"bytes": _jpeg(im), "path": f"{n}.jpg"},
+                         "question": QUESTIONS[q], "chosen": good, "rejected": bad,
+                         "origin_dataset": "skimage", "origin_split": json.dumps({"q": q}),
+                         "idx": idx, "image_path": f"{n}.jpg"})
+            idx += 1
+    for n in ("astronaut", "coffee", "rocket"):  # same question, re-encoded at quality 40
+        good, bad = _answers(n, 0)
+        rows.append({"ds_name": "demo", "image": {"bytes": _jpeg(photos[n], 40), "path": None},
+                     "question": QUESTIONS[0], "chosen": good, "rejected": bad,
+                     "origin_dataset": "skimage", "origin_split": "{}", "idx": idx,
+                     "image_path": f"{n}_q40.jpg"})
+        idx += 1
+    for n in ("chelsea", "hubble_deep_field"):  # same question, resized to 60%
+        im = photos[n]
+        small = im.resize((int(im.width * 0.6), int(im.height * 0.6)))
+        good, bad = _answers(n, 0)
+        rows.append({"ds_name": "demo", "image": {"bytes": _jpeg(small), "path": None},
+                     "question": QUESTIONS[0], "chosen": good, "rejected": bad,
+                     "origin_dataset": "skimage", "origin_split": "{}", "idx": idx,
+                     "image_path": f"{n}_small.jpg"})
+        idx += 1
+    rows.append({"ds_name": "demo", "image": {"bytes": _jpeg(photos["coins"])[:2000], "path": None},
+                 "question": QUESTIONS[0], "chosen": "Coins.", "rejected": "A dog.",
+                 "origin_dataset": "skimage", "origin_split": "{}", "idx": idx,
+                 "image_path": "coins_truncated.jpg"})  # planted corrupt (truncated) image
+    rlaif = folder / "rlaif-v.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), rlaif)
+
+    # 2. sharegpt json: images as files under images/; one exact duplicate of an rlaif-v row
+    sg: list[dict[str, Any]] = []
+    for n in ("astronaut", "camera", "moon", "clock"):
+        (images_dir / f"{n}.png").write_bytes(_png(photos[n]))
+        good, bad = _answers(n, 1)
+        sg.append({"conversations": [{"from": "human", "value": "<image>" + QUESTIONS[1]}],
+                   "chosen": {"from": "gpt", "value": good},
+                   "rejected": {"from": "gpt", "value": bad}, "images": [f"images/{n}.png"]})
+    good, bad = _answers("astronaut", 0)
+    (images_dir / "astronaut.jpg").write_bytes(_jpeg(photos["astronaut"]))
+    sg.append({"conversations": [{"from": "human", "value": QUESTIONS[0]}],
+               "chosen": {"from": "gpt", "value": good}, "rejected": {"from": "gpt", "value": bad},
+               "images": ["images/astronaut.jpg"]})  # exact duplicate of an rlaif-v pair
+    sg.append({"conversations": [{"from": "human", "value": "Summarise the plot of Hamlet."},
+                                 {"from": "gpt", "value": "Which part?"},
+                                 {"from": "human", "value": "The whole play, briefly."}],
+               "chosen": {"from": "gpt", "value": "Prince Hamlet avenges his father's murder "
+                          "by his uncle Claudius; nearly everyone dies."},
+               "rejected": {"from": "gpt", "value": "   "}})  # planted empty response
+    sg.append({"conversations": [{"from": "human", "value": "<image>What is this?"}],
+               "chosen": {"from": "gpt", "value": "A file outside the folder."},
+               "rejected": {"from": "gpt", "value": "Nothing."},
+               "images": ["../outside.png"]})  # planted path escape
+    sharegpt = folder / "sharegpt.json"
+    sharegpt.write_text(json.dumps(sg, indent=1))
+
+    # 3. hh-rlhf jsonl: text pairs with a planted exact duplicate and identical responses
+    topics = ["bake bread", "learn to swim", "fix a bike tyre", "write a cover letter",
+              "start running", "plant tomatoes", "save money", "sleep better"]
+    hh = []
+    for t in topics:
+        hh.append({"chosen": f"\n\nHuman: How do I {t}?\n\nAssistant: Start small, follow a "
+                             f"trusted guide on how to {t}, and practise a little every day.",
+                   "rejected": f"\n\nHuman: How do I {t}?\n\nAssistant: Why would you want to "
+                               f"{t}? Just don't."})
+    hh.append(dict(hh[0]))  # planted exact duplicate
+    hh.append({"chosen": "\n\nHuman: Say hi.\n\nAssistant: Hi!",
+               "rejected": "\n\nHuman: Say hi.\n\nAssistant: Hi!"})  # identical responses
+    hh_path = folder / "hh-rlhf.jsonl"
+    hh_path.write_text("".join(json.dumps(r) + "\n" for r in hh))
+
+    # 4. llava-critic pairwise jsonl: judge verdicts, one tie and one unparseable
+    lc = []
+    for i, n in enumerate(("coffee", "rocket", "colorwheel", "logo")):
+        good, bad = _answers(n, 0)
+        first, second = (good, bad) if i % 2 == 0 else (bad, good)
+        verdict = ["The better response: [1]", "The better response: [2]",
+                   "Two responses are equally good.", "I cannot decide."][i]
+        (images_dir / f"lc_{n}.jpg").write_bytes(_jpeg(photos[n], 85))
+        human = (f"<image>\nQuestion: [{QUESTIONS[0]}]\nThe first response: [{first}]\n"
+                 f"The second response: [{second}]\nASSISTANT:\n")
+        lc.append({"id": f"lc-{i}", "source": "demo",
+                   "conversations": [{"from": "human", "value": human},
+                                     {"from": "gpt", "value": f"Both were read. {verdict}"}],
+                   "image": f"images/lc_{n}.jpg"})
+    llava = folder / "llava-critic.jsonl"
+    llava.write_text("".join(json.dumps(r) + "\n" for r in lc))
+    return {"rlaif-v": rlaif, "sharegpt": sharegpt, "hh-rlhf": hh_path, "llava-critic": llava}
+
+
+def _png(im: Any) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def run_demo(out: Path, *, force: bool = False) -> dict[str, Any]:
+    """Build the sample and run every stage over it; returns {step: manifest}."""
+    from curate.stages.ingest import ingest
+
+    raw = build_sample(out / "raw")
+    results: dict[str, Any] = {}
+    for kind, path in raw.items():
+        results[f"ingest-{kind}"] = ingest(
+            kind, [str(path)], out / f"01-ingest-{kind}", image_root=out / "raw", force=force
+        )
+    return results

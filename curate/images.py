@@ -1,0 +1,103 @@
+"""Image validation: decode fully once, guard against bombs, record size and content hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+PIL_DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own Image.MAX_IMAGE_PIXELS
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    sha256: str
+    pixel_sha256: str
+    width: int
+    height: int
+    format: str
+
+
+class ImageRejected(Exception):
+    """An image that sends its row to rejected; `reason` is a stable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def inspect_image(data: bytes, max_pixels: int = PIL_DEFAULT_MAX_PIXELS) -> ImageInfo:
+    """Fully decode `data` (so truncated files are caught) and describe it.
+
+    Raises ImageRejected('corrupt_image' | 'image_too_large', detail).
+    The pixel hash covers mode, size and every decoded pixel of the first frame, so
+    the same picture saved twice (other metadata, other container) hashes the same.
+    """
+    if not data:
+        raise ImageRejected("corrupt_image", "empty image bytes")
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    old_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # our own limit is checked below, before decoding
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            width, height = im.size
+            if width * height > max_pixels:
+                raise ImageRejected(
+                    "image_too_large", f"{width}x{height} exceeds --max-pixels {max_pixels}"
+                )
+            fmt = im.format or "UNKNOWN"
+            im.load()
+            pixels = im.tobytes()
+    except ImageRejected:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageRejected("corrupt_image", f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_limit
+    ph = hashlib.sha256(f"{im.mode}|{width}x{height}|".encode())
+    ph.update(pixels)
+    return ImageInfo(
+        sha256=hashlib.sha256(data).hexdigest(),
+        pixel_sha256=ph.hexdigest(),
+        width=width,
+        height=height,
+        format=fmt,
+    )
+
+
+def resolve_image_path(path: str, root: Path | None) -> Path:
+    """Resolve a relative image path under `root`; refuse anything that escapes it.
+
+    Raises ImageRejected('image_path_escape' | 'missing_image' | 'no_image_root').
+    """
+    if root is None:
+        raise ImageRejected("no_image_root", f"image path {path!r} given but no --image-root")
+    root_real = Path(os.path.realpath(root))
+    candidate = Path(path)
+    if not candidate.is_absolute():
+        candidate = root_real / candidate
+    real = Path(os.path.realpath(candidate))
+    if real != root_real and root_real not in real.parents:
+        raise ImageRejected("image_path_escape", f"{path!r} resolves outside {root}")
+    if not real.is_file():
+        raise ImageRejected("missing_image", f"{path!r} not found under {root}")
+    return real
+
+
+def image_record(data: bytes, info: ImageInfo) -> dict[str, object]:
+    return {
+        "bytes": data,
+        "sha256": info.sha256,
+        "pixel_sha256": info.pixel_sha256,
+        "width": info.width,
+        "height": info.height,
+        "format": info.format,
+    }

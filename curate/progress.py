@@ -1,0 +1,78 @@
+"""rich progress bars that stay quiet under --quiet and when stderr is not a terminal."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+_QUIET = False
+
+
+def set_quiet(quiet: bool) -> None:
+    global _QUIET
+    _QUIET = quiet
+
+
+def is_quiet() -> bool:
+    return _QUIET or not sys.stderr.isatty()
+
+
+def console() -> Console:
+    return Console(stderr=True, quiet=_QUIET)
+
+
+class _Bar:
+    def __init__(self, progress: Progress | None, task: int | None) -> None:
+        self._progress = progress
+        self._task = task
+
+    def advance(self, n: int = 1) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.advance(self._task, n)
+
+
+@contextmanager
+def bar(description: str, total: int | None = None, unit: str = "rows") -> Iterator[_Bar]:
+    """A progress bar showing done/total, rate and ETA; a no-op when quiet."""
+    if is_quiet():
+        yield _Bar(None, None)
+        return
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console(),
+        transient=False,
+    )
+    with progress:
+        task = progress.add_task(description, total=total, rate="")
+        inner = _RateBar(progress, task, unit)
+        yield inner
+
+
+class _RateBar(_Bar):
+    def __init__(self, progress: Progress, task: int, unit: str) -> None:
+        super().__init__(progress, task)
+        self._unit = unit
+
+    def advance(self, n: int = 1) -> None:
+        assert self._progress is not None and self._task is not None
+        self._progress.advance(self._task, n)
+        t = self._progress.tasks[self._task]
+        speed = t.speed
+        if speed:
+            self._progress.update(self._task, rate=f"{speed:,.0f} {self._unit}/s")

@@ -1,0 +1,259 @@
+"""`curate ingest`: source records -> canonical pairs, validated, every row kept or rejected.
+
+The adapter runs in the main process (it reads the files in order); `build_chunk`,
+a pure function over a chunk of raw pairs, validates text, decodes every image and
+builds the Arrow rows. The engine runs it in worker processes, in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate import dataset as D
+from curate import schema as S
+from curate.images import (
+    PIL_DEFAULT_MAX_PIXELS,
+    ImageRejected,
+    image_record,
+    inspect_image,
+    resolve_image_path,
+)
+from curate.progress import bar
+from curate.sources import AdapterOptions, make_adapter
+from curate.sources.base import RawPair, jsonable
+from curate.sources.readers import HubSpec, expand_inputs, iter_records
+from curate.stage import StageRun
+
+
+@dataclass
+class IngestOptions:
+    image_root: Path | None = None
+    max_pixels: int = PIL_DEFAULT_MAX_PIXELS
+
+
+@dataclass
+class Chunk:
+    """What `build_chunk` returns for one chunk of raw pairs."""
+
+    kept: pa.Table
+    kept_consumed: int
+    rejected: pa.Table
+    reasons: list[str]
+    details: list[str | None]
+    rejected_consumed: int
+    rows_in: int
+    pair_ids_kept: list[str] = field(default_factory=list)
+
+
+def _clean_prompt(prompt: Any) -> tuple[list[dict[str, str]] | None, tuple[str, str] | None]:
+    if prompt is None or prompt == []:
+        return None, ("no_prompt", "the row has no prompt")
+    if not isinstance(prompt, list):
+        return None, ("malformed_row", f"prompt is a {type(prompt).__name__}")
+    msgs = []
+    for m in prompt:
+        content, role = m.get("content"), m.get("role")
+        if not isinstance(content, str) or not isinstance(role, str):
+            return None, ("malformed_row", "a prompt message has no string role/content")
+        msgs.append({"role": role, "content": content})
+    if not any(m["role"] == "user" and m["content"].strip() for m in msgs):
+        return msgs, ("no_prompt", "the prompt has no non-empty user message")
+    return msgs, None
+
+
+def _check_response(name: str, value: Any) -> tuple[str, str] | None:
+    if value is None:
+        return ("missing_response", f"{name} is missing or null")
+    if not isinstance(value, str):
+        return ("response_not_string", f"{name} is a {type(value).__name__}, not a string")
+    if not value.strip():
+        return ("empty_response", f"{name} is empty or whitespace only")
+    return None
+
+
+def _load_image(ref: Any, opts: IngestOptions) -> bytes:
+    if ref.data is not None:
+        return ref.data
+    path = resolve_image_path(ref.path, opts.image_root)
+    return path.read_bytes()
+
+
+def _row(pair: RawPair, source: str, opts: IngestOptions) -> tuple[dict[str, Any], tuple | None]:
+    """The canonical row for `pair` and its rejection (reason, detail), if any."""
+    problem = pair.reject
+    prompt, prompt_problem = _clean_prompt(pair.prompt)
+    problem = problem or prompt_problem
+    chosen = pair.chosen if isinstance(pair.chosen, str) else None
+    rejected = pair.rejected if isinstance(pair.rejected, str) else None
+    meta = dict(pair.meta)
+    for name, value in (("chosen", pair.chosen), ("rejected", pair.rejected)):
+        if value is not None and not isinstance(value, str):
+            meta[f"raw_{name}"] = jsonable(value)
+        problem = problem or _check_response(name, value)
+    if problem is None and chosen == rejected:
+        problem = ("identical_responses", "chosen and rejected are the same text")
+    images: list[dict[str, Any]] = []
+    for i, ref in enumerate(pair.images):
+        if problem is not None:  # a rejected row keeps what it has, unvalidated
+            images.append({"bytes": ref.data, "sha256": None, "pixel_sha256": None,
+                           "width": None, "height": None, "format": None})
+            if ref.path:
+                meta.setdefault("image_paths", []).append(ref.path)
+            continue
+        try:
+            data = _load_image(ref, opts)
+            images.append(image_record(data, inspect_image(data, opts.max_pixels)))
+        except ImageRejected as exc:
+            problem = (exc.reason, f"image {i}: {exc.detail}")
+            images.append({"bytes": ref.data, "sha256": None, "pixel_sha256": None,
+                           "width": None, "height": None, "format": None})
+            if ref.path:
+                meta.setdefault("image_paths", []).append(ref.path)
+    image_hashes = [
+        im["sha256"] or (hashlib.sha256(im["bytes"]).hexdigest() if im["bytes"] else "")
+        for im in images
+    ]
+    row = {
+        "pair_id": S.compute_pair_id(source, pair.source_id, prompt, chosen, rejected,
+                                     image_hashes),
+        "source": source,
+        "source_id": pair.source_id,
+        "prompt": prompt,
+        "chosen": chosen,
+        "rejected": rejected,
+        "images": images,
+        "chosen_score": pair.chosen_score,
+        "rejected_score": pair.rejected_score,
+        "category": pair.category if isinstance(pair.category, str) or pair.category is None
+        else str(pair.category),
+        "meta": json.dumps(jsonable(meta), ensure_ascii=False, sort_keys=True) if meta else None,
+    }
+    return row, problem
+
+
+def build_chunk(args: tuple[list[RawPair], str, IngestOptions]) -> Chunk:
+    """Validate a chunk of raw pairs into kept and rejected Arrow tables (pure; runs anywhere)."""
+    pairs, source, opts = args
+    kept_rows, rej_rows, reasons, details = [], [], [], []
+    kept_consumed = rej_consumed = 0
+    for pair in pairs:
+        row, problem = _row(pair, source, opts)
+        if problem is None:
+            kept_rows.append(row)
+            kept_consumed += pair.consumed
+        else:
+            rej_rows.append(row)
+            reasons.append(problem[0])
+            details.append(problem[1])
+            rej_consumed += pair.consumed
+    return Chunk(
+        kept=pa.Table.from_pylist(kept_rows, schema=S.PAIR_SCHEMA),
+        kept_consumed=kept_consumed,
+        rejected=pa.Table.from_pylist(rej_rows, schema=S.PAIR_SCHEMA),
+        reasons=reasons,
+        details=details,
+        rejected_consumed=rej_consumed,
+        rows_in=kept_consumed + rej_consumed,
+    )
+
+
+def _chunks(pairs: Iterable[RawPair], size: int) -> Iterator[list[RawPair]]:
+    chunk: list[RawPair] = []
+    for p in pairs:
+        chunk.append(p)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def input_fingerprints(inputs: list[str], config: str | None, split: str) -> list[dict[str, Any]]:
+    out = []
+    for item in expand_inputs(inputs):
+        if isinstance(item, HubSpec):
+            out.append({"path": f"hf://{item.name}",
+                        "fingerprint": D.json_fingerprint([item.name, config, split])})
+        else:
+            out.append({"path": item, "fingerprint": D.sha256_file(Path(item))})
+    return out
+
+
+def ingest(
+    kind: str,
+    inputs: list[str],
+    out: str | Path,
+    *,
+    source: str | None = None,
+    mapping: dict[str, str] | None = None,
+    config: str | None = None,
+    split: str = "train",
+    image_root: str | Path | None = None,
+    max_pixels: int = PIL_DEFAULT_MAX_PIXELS,
+    engine: Any = None,
+    force: bool = False,
+    chunk_size: int = 64,
+) -> dict[str, Any]:
+    """Ingest `inputs` of format `kind` into the dataset folder `out`; returns the manifest."""
+    from curate.engine import get_engine
+
+    engine = engine or get_engine("local")
+    root = Path(image_root).resolve() if image_root else None
+    adapter = make_adapter(
+        kind,
+        AdapterOptions(source=source, mapping=mapping or {}, config=config,
+                       has_image_root=root is not None),
+    )
+    opts = IngestOptions(image_root=root, max_pixels=max_pixels)
+    cfg = {"kind": kind, "source": adapter.source, "mapping": mapping or {}, "config": config,
+           "split": split, "image_root": str(root) if root else None, "max_pixels": max_pixels}
+    run = StageRun("ingest", Path(out), cfg, input_fingerprints(inputs, config, split),
+                   force=force, engine=engine.describe())
+    with run:
+        if run.skipped:
+            return run.manifest
+        run.open()
+        seen: set[int] = set()
+        t0 = time.perf_counter()
+        records = lambda: iter_records(inputs, config=config, split=split)  # noqa: E731
+        work = ((chunk, adapter.source, opts) for chunk in _chunks(adapter.pairs(records),
+                                                                   chunk_size))
+        with bar(f"ingest {kind}", None) as b:
+            for res in engine.map(build_chunk, work):
+                run.add_in(res.rows_in)
+                kept, dup_mask = _split_duplicate_ids(res.kept, seen)
+                if dup_mask is not None:
+                    dups = res.kept.filter(dup_mask)
+                    n = dups.num_rows
+                    run.reject(dups, ["duplicate_pair_id"] * n,
+                               [f"same source, id and content as {p}" for p in
+                                dups["pair_id"].to_pylist()])
+                    res.kept_consumed -= n
+                run.keep(kept, consumed=res.kept_consumed)
+                run.reject(res.rejected, res.reasons, res.details,
+                           consumed=res.rejected_consumed)
+                b.advance(res.rows_in)
+        run.steps["ingest"] = time.perf_counter() - t0
+        run.extra.update(adapter.extra_manifest())
+    return run.manifest
+
+
+def _split_duplicate_ids(kept: pa.Table, seen: set[int]) -> tuple[pa.Table, Any]:
+    mask = []
+    for pid in kept["pair_id"].to_pylist():
+        key = int(pid, 16)
+        mask.append(key in seen)
+        seen.add(key)
+    if not any(mask):
+        return kept, None
+    arr = pa.array(mask)
+    return kept.filter(pc.invert(arr)), arr
