@@ -1,0 +1,1 @@
+"""Benchmarks: each `bench_*.py` measures its baseline in the same run and prints the ratio."""
