@@ -29,7 +29,7 @@ def is_quiet() -> bool:
 
 
 def console() -> Console:
-    return Console(stderr=True, quiet=_QUIET)
+    return Console(stderr=True, quiet=_QUIET, soft_wrap=True)
 
 
 class _Bar:

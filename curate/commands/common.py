@@ -39,8 +39,7 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("quiet"):
-            set_quiet(True)
+        set_quiet(bool(kwargs.get("quiet")))
         try:
             return fn(*args, **kwargs)
         except (InputError, DatasetError, SchemaError, UsageFailure, ValueError,

@@ -21,7 +21,10 @@ from curate.commands.common import (
 )
 from curate.images import PIL_DEFAULT_MAX_PIXELS
 
-KINDS = "rlaif-v, llava-critic, skywork-pref, hh-rlhf, sharegpt, rewardbench, vl-rewardbench, generic"
+KINDS = (
+    "rlaif-v, llava-critic, skywork-pref, hh-rlhf, sharegpt, rewardbench, vl-rewardbench, "
+    "generic"
+)
 
 
 @handle_errors

@@ -55,6 +55,7 @@ class Adapter:
     kind: str = ""
     default_source: str = ""
     description: str = ""
+    id_keys: tuple[str, ...] = ("id",)  # where the source keeps its own row id
 
     def __init__(self, options: AdapterOptions | None = None) -> None:
         self.options = options or AdapterOptions()
@@ -73,7 +74,7 @@ class Adapter:
                 yield self.convert(rec)
             except MalformedRow as exc:
                 yield RawPair(
-                    source_id=default_source_id(rec),
+                    source_id=record_id(rec, *self.id_keys),
                     prompt=None,
                     chosen=None,
                     rejected=None,

@@ -1,4 +1,7 @@
-"""Anthropic HH-RLHF: `chosen` / `rejected` transcripts of `\\n\\nHuman: ...\\n\\nAssistant: ...`."""
+"""Anthropic HH-RLHF: `chosen` / `rejected` transcripts.
+
+Each is `\\n\\nHuman: ...\\n\\nAssistant: ...`; the shared prefix becomes the prompt.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +43,8 @@ class HHRLHF(Adapter):
             raise MalformedRow("a transcript does not end with an Assistant turn")
         prompt = chosen[:-1]
         if rejected[:-1] != prompt:
-            raise MalformedRow("chosen and rejected differ before their last Assistant turn")
+            raise MalformedRow("chosen and rejected differ before their last Assistant turn "
+                              "(the transcripts do not share one context)")
         return RawPair(
             source_id=record_id(record, "id"),
             prompt=prompt,

@@ -158,7 +158,9 @@ class LLaVACritic(Adapter):
             yield from super().pairs(records)
             return
         if self.config != "pointwise":
-            raise ValueError(f"llava-critic --config must be pairwise or pointwise, not {self.config}")
+            raise ValueError(
+                f"llava-critic --config must be pairwise or pointwise, not {self.config}"
+            )
         yield from self._pointwise(records)
 
     # -- pointwise -------------------------------------------------------------------------

@@ -185,7 +185,9 @@ def read_file(path: str) -> Iterator[Record]:
         return _read_parquet(path)
     if name.endswith(".csv"):
         return _read_csv(path)
-    raise InputError(f"{path}: unknown file type; use .jsonl, .json, .parquet or .csv (.gz allowed)")
+    raise InputError(
+        f"{path}: unknown file type; use .jsonl, .json, .parquet or .csv (.gz allowed)"
+    )
 
 
 def iter_records(

@@ -12,6 +12,7 @@ class RLAIFV(Adapter):
     kind = "rlaif-v"
     default_source = "rlaif-v"
     description = "openbmb/RLAIF-V-Dataset (image {bytes, path}, question, chosen, rejected)"
+    id_keys = ("idx", "id")
 
     def convert(self, record: Record) -> RawPair:
         d = record.data
@@ -31,7 +32,7 @@ class RLAIFV(Adapter):
         if not refs and d.get("image_path"):
             refs = image_refs(d.get("image_path"))
         return RawPair(
-            source_id=record_id(record, "idx", "id"),
+            source_id=record_id(record, *self.id_keys),
             prompt=user(d.get("question")) if d.get("question") is not None else None,
             chosen=d.get("chosen"),
             rejected=d.get("rejected"),

@@ -1,0 +1,71 @@
+"""The CLI as a user meets it: help text, info, demo, version."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from curate.cli import app
+from curate.stages.ingest import ingest
+from tests.helpers import assert_conserved, write_jsonl
+
+
+def _commands() -> list[str]:
+    import typer.main
+
+    return sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+
+
+def test_every_command_has_help_with_an_example(run_cli) -> None:
+    names = _commands()
+    assert {"ingest", "info", "demo"} <= set(names)
+    for name in names:
+        res = run_cli(name, "--help")
+        assert "Example" in res.output, f"curate {name} --help shows no example"
+
+
+def test_help_is_fast_and_imports_no_model_library() -> None:
+    code = ("import sys, time; t=time.perf_counter(); from curate.cli import app; "
+            "heavy=[m for m in ('torch','transformers','sentence_transformers','faiss','datasets')"
+            " if m in sys.modules]; print(heavy, time.perf_counter()-t)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    heavy, seconds = out.stdout.rsplit(" ", 1)
+    assert heavy == "[]", heavy
+    assert float(seconds) < 3.0
+
+
+def test_version(run_cli) -> None:
+    assert run_cli("--version").output.startswith("curate ")
+
+
+def test_info_json_counts_by_source_and_reason(tmp_path: Path, run_cli) -> None:
+    src = write_jsonl(tmp_path / "x.jsonl", [
+        {"prompt": "a", "chosen": "b", "rejected": "c"},
+        {"prompt": "a", "chosen": "", "rejected": "c"},
+        {"prompt": "", "chosen": "b", "rejected": "c"},
+    ])
+    ingest("generic", [str(src)], tmp_path / "d", source="mine")
+    res = run_cli("info", tmp_path / "d", "--json")
+    info = json.loads(res.output)
+    assert info["kept_by_source"] == {"mine": 1}
+    assert info["rejected_by_source_and_reason"] == {"mine/empty_response": 1, "mine/no_prompt": 1}
+    table = run_cli("info", tmp_path / "d").output
+    assert "empty_response: 1" in table and "mine" in table
+
+
+def test_demo_runs_end_to_end(tmp_path: Path, run_cli) -> None:
+    out = tmp_path / "demo"
+    t = time.perf_counter()
+    res = run_cli("demo", "--out", out)
+    assert time.perf_counter() - t < 300
+    assert "Results are in" in res.output
+    for folder in sorted(out.glob("[0-9][0-9]-*")):
+        assert_conserved(folder)
+    ingested = {p.name for p in out.glob("01-ingest-*")}
+    assert ingested == {"01-ingest-rlaif-v", "01-ingest-sharegpt", "01-ingest-hh-rlhf",
+                        "01-ingest-llava-critic"}
+    again = run_cli("demo", "--out", out)
+    assert "up to date" in again.output
