@@ -146,7 +146,15 @@ def iter_inputs(
 
 
 class PartWriter:
-    """Writes `part-00000.parquet`, `part-00001.parquet`, ... rolling by rows and bytes."""
+    """Writes `part-00000.parquet`, `part-00001.parquet`, ... rolling by rows and bytes.
+
+    Rows are buffered into row groups of about `ROW_GROUP_ROWS` rows or
+    `ROW_GROUP_BYTES` bytes, whichever comes first, so small input batches do not
+    make thousands of tiny row groups, and image-heavy ones do not hold much memory.
+    """
+
+    ROW_GROUP_ROWS = 2048
+    ROW_GROUP_BYTES = 32 * 1024 * 1024
 
     def __init__(
         self,
@@ -161,16 +169,20 @@ class PartWriter:
         self.bytes_per_file = bytes_per_file
         folder.mkdir(parents=True, exist_ok=True)
         self._writer: pq.ParquetWriter | None = None
+        self._name = ""
         self._index = 0
         self._rows_in_file = 0
         self._bytes_in_file = 0
+        self._buffer: list[pa.RecordBatch] = []
+        self._buffer_rows = 0
+        self._buffer_bytes = 0
         self.rows = 0
         self.file_rows: dict[str, int] = {}
 
     def _open(self) -> None:
-        name = f"part-{self._index:05d}.parquet"
-        self._writer = pq.ParquetWriter(self.folder / name, self.schema, compression="zstd")
-        self.file_rows[name] = 0
+        self._name = f"part-{self._index:05d}.parquet"
+        self._writer = pq.ParquetWriter(self.folder / self._name, self.schema, compression="zstd")
+        self.file_rows[self._name] = 0
         self._rows_in_file = 0
         self._bytes_in_file = 0
         self._index += 1
@@ -178,7 +190,19 @@ class PartWriter:
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
         if batch.num_rows == 0:
             return
-        batch = conform(batch, self.schema)
+        conformed = conform(batch, self.schema)
+        self._buffer.append(conformed)
+        self._buffer_rows += conformed.num_rows
+        self._buffer_bytes += conformed.nbytes
+        self.rows += conformed.num_rows
+        if self._buffer_rows >= self.ROW_GROUP_ROWS or self._buffer_bytes >= self.ROW_GROUP_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        table = pa.Table.from_batches(self._buffer, schema=self.schema)
+        self._buffer, self._buffer_rows, self._buffer_bytes = [], 0, 0
         if self._writer is None:
             self._open()
         elif (
@@ -187,19 +211,24 @@ class PartWriter:
             self._writer.close()
             self._open()
         assert self._writer is not None
-        self._writer.write_batch(batch)
-        name = f"part-{self._index - 1:05d}.parquet"
-        self.file_rows[name] += batch.num_rows
-        self._rows_in_file += batch.num_rows
-        self._bytes_in_file += batch.nbytes
-        self.rows += batch.num_rows
+        self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self.file_rows[self._name] += table.num_rows
+        self._rows_in_file += table.num_rows
+        self._bytes_in_file += table.nbytes
 
     def close(self) -> None:
+        self._flush()
         if self._writer is None:  # always leave one file so readers learn the schema
             self._open()
         assert self._writer is not None
         self._writer.close()
         self._writer = None
+
+    def abort(self) -> None:
+        self._buffer = []
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 def stale_temp_folders(target: Path) -> list[Path]:

@@ -9,6 +9,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import xxhash
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 PIL_DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own Image.MAX_IMAGE_PIXELS
@@ -17,7 +18,7 @@ PIL_DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own Image.MAX_IMAGE_PIXELS
 @dataclass(frozen=True)
 class ImageInfo:
     sha256: str
-    pixel_sha256: str
+    pixel_hash: str
     width: int
     height: int
     format: str
@@ -36,8 +37,9 @@ def inspect_image(data: bytes, max_pixels: int = PIL_DEFAULT_MAX_PIXELS) -> Imag
     """Fully decode `data` (so truncated files are caught) and describe it.
 
     Raises ImageRejected('corrupt_image' | 'image_too_large', detail).
-    The pixel hash covers mode, size and every decoded pixel of the first frame, so
-    the same picture saved twice (other metadata, other container) hashes the same.
+    The pixel hash (xxh3-128, ~20x faster than sha256 on megabytes of pixels) covers
+    mode, size and every decoded pixel of the first frame, so the same picture saved
+    twice (other metadata, other container) hashes the same.
     """
     if not data:
         raise ImageRejected("corrupt_image", "empty image bytes")
@@ -62,11 +64,11 @@ def inspect_image(data: bytes, max_pixels: int = PIL_DEFAULT_MAX_PIXELS) -> Imag
         raise ImageRejected("corrupt_image", f"{type(exc).__name__}: {exc}") from exc
     finally:
         Image.MAX_IMAGE_PIXELS = old_limit
-    ph = hashlib.sha256(f"{im.mode}|{width}x{height}|".encode())
+    ph = xxhash.xxh3_128(f"{im.mode}|{width}x{height}|".encode())
     ph.update(pixels)
     return ImageInfo(
         sha256=hashlib.sha256(data).hexdigest(),
-        pixel_sha256=ph.hexdigest(),
+        pixel_hash=ph.hexdigest(),
         width=width,
         height=height,
         format=fmt,
@@ -96,7 +98,7 @@ def image_record(data: bytes, info: ImageInfo) -> dict[str, object]:
     return {
         "bytes": data,
         "sha256": info.sha256,
-        "pixel_sha256": info.pixel_sha256,
+        "pixel_hash": info.pixel_hash,
         "width": info.width,
         "height": info.height,
         "format": info.format,

@@ -20,7 +20,7 @@ IMAGE = pa.struct(
     [
         ("bytes", pa.binary()),
         ("sha256", pa.string()),  # of the encoded bytes
-        ("pixel_sha256", pa.string()),  # of the decoded pixels: same picture, other file
+        ("pixel_hash", pa.string()),  # xxh3-128 of the decoded pixels: same picture, other file
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("format", pa.string()),

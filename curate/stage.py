@@ -91,8 +91,8 @@ class StageRun:
             return
         if exc_type is not None:
             for w in (self._kept, self._rejected):
-                if w is not None and w._writer is not None:
-                    w._writer.close()
+                if w is not None:
+                    w.abort()
             if self._tmp is not None:
                 shutil.rmtree(self._tmp, ignore_errors=True)
             return

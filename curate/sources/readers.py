@@ -141,7 +141,7 @@ def _read_parquet(path: str) -> Iterator[Record]:
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise InputError(f"{path}: not a readable parquet file ({exc})") from exc
     i = 0
-    for batch in pf.iter_batches(batch_size=256):
+    for batch in pf.iter_batches(batch_size=64):  # small: rows may hold images
         for row in batch.to_pylist():
             yield Record(row, path, i)
             i += 1

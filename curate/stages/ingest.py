@@ -104,7 +104,7 @@ def _row(pair: RawPair, source: str, opts: IngestOptions) -> tuple[dict[str, Any
     images: list[dict[str, Any]] = []
     for i, ref in enumerate(pair.images):
         if problem is not None:  # a rejected row keeps what it has, unvalidated
-            images.append({"bytes": ref.data, "sha256": None, "pixel_sha256": None,
+            images.append({"bytes": ref.data, "sha256": None, "pixel_hash": None,
                            "width": None, "height": None, "format": None})
             if ref.path:
                 meta.setdefault("image_paths", []).append(ref.path)
@@ -114,7 +114,7 @@ def _row(pair: RawPair, source: str, opts: IngestOptions) -> tuple[dict[str, Any
             images.append(image_record(data, inspect_image(data, opts.max_pixels)))
         except ImageRejected as exc:
             problem = (exc.reason, f"image {i}: {exc.detail}")
-            images.append({"bytes": ref.data, "sha256": None, "pixel_sha256": None,
+            images.append({"bytes": ref.data, "sha256": None, "pixel_hash": None,
                            "width": None, "height": None, "format": None})
             if ref.path:
                 meta.setdefault("image_paths", []).append(ref.path)
