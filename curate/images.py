@@ -57,22 +57,43 @@ def inspect_image(data: bytes, max_pixels: int = PIL_DEFAULT_MAX_PIXELS) -> Imag
                 )
             fmt = im.format or "UNKNOWN"
             im.load()
-            pixels = im.tobytes()
+            ph = _pixel_hash(im)
     except ImageRejected:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected("corrupt_image", f"{type(exc).__name__}: {exc}") from exc
     finally:
         Image.MAX_IMAGE_PIXELS = old_limit
-    ph = xxhash.xxh3_128(f"{im.mode}|{width}x{height}|".encode())
-    ph.update(pixels)
     return ImageInfo(
         sha256=hashlib.sha256(data).hexdigest(),
-        pixel_hash=ph.hexdigest(),
+        pixel_hash=ph,
         width=width,
         height=height,
         format=fmt,
     )
+
+
+def _pixel_hash(im: Image.Image) -> str:
+    """xxh3-128 over mode, size and the decoded pixels.
+
+    Pillow's Arrow export hands over its pixel buffer without a copy (RGB pixels are
+    4 bytes with a constant pad byte, the same whichever decoder made them); modes
+    without Arrow export fall back to `tobytes()`.
+    """
+    h = xxhash.xxh3_128(f"{im.mode}|{im.width}x{im.height}|".encode())
+    try:
+        import pyarrow as pa
+
+        arr = pa.array(im)
+    except Exception:  # mode without Arrow export
+        h.update(b"bytes|")
+        h.update(im.tobytes())
+        return h.hexdigest()
+    h.update(b"arrow|")
+    for buf in arr.buffers():
+        if buf is not None:
+            h.update(memoryview(buf))
+    return h.hexdigest()
 
 
 def resolve_image_path(path: str, root: Path | None) -> Path:

@@ -240,3 +240,24 @@ def test_killed_ingest_leaves_no_complete_folder_and_rerun_succeeds(tmp_path: Pa
     assert m["rows_kept"] == 60_000
     assert_conserved(out)
     assert not list(tmp_path.glob(".out.tmp-*")), "the stale temp folder is cleaned up"
+
+
+def test_pixel_hash_matches_the_same_picture_in_other_files() -> None:
+    from PIL import Image
+
+    from curate.images import inspect_image
+
+    rgb = Image.effect_mandelbrot((64, 48), (-2, -1.5, 1, 1.5), 50).convert("RGB")
+    exif = Image.Exif()
+    exif[0x010E] = "a description"
+    same = [_encode(rgb, "PNG"), _encode(rgb, "BMP"), _encode(rgb, "TIFF"),
+            _encode(rgb, "WEBP", lossless=True)]
+    infos = [inspect_image(b) for b in same]
+    assert len({i.sha256 for i in infos}) == 4
+    assert len({i.pixel_hash for i in infos}) == 1
+    jpeg_a = inspect_image(_encode(rgb, "JPEG", quality=90))
+    jpeg_b = inspect_image(_encode(rgb, "JPEG", quality=90, exif=exif))
+    assert jpeg_a.sha256 != jpeg_b.sha256 and jpeg_a.pixel_hash == jpeg_b.pixel_hash
+    assert inspect_image(_encode(rgb.rotate(90), "PNG")).pixel_hash != infos[0].pixel_hash
+    gray = inspect_image(_encode(rgb.convert("L"), "PNG"))
+    assert gray.pixel_hash not in {i.pixel_hash for i in infos}
