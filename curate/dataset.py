@@ -181,7 +181,10 @@ class PartWriter:
 
     def _open(self) -> None:
         self._name = f"part-{self._index:05d}.parquet"
-        self._writer = pq.ParquetWriter(self.folder / self._name, self.schema, compression="zstd")
+        self._writer = pq.ParquetWriter(
+            self.folder / self._name, self.schema, compression="zstd",
+            use_dictionary=_dictionary_columns(self.schema),
+        )
         self.file_rows[self._name] = 0
         self._rows_in_file = 0
         self._bytes_in_file = 0
@@ -229,6 +232,27 @@ class PartWriter:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Parquet column paths worth dictionary-encoding: all but binary leaves.
+
+    Dictionary-encoding image bytes costs a hash of every blob and never pays off.
+    """
+    paths: list[str] = []
+
+    def walk(prefix: str, typ: pa.DataType) -> None:
+        if pa.types.is_struct(typ):
+            for f in typ:
+                walk(f"{prefix}.{f.name}", f.type)
+        elif pa.types.is_list(typ) or pa.types.is_large_list(typ):
+            walk(f"{prefix}.list.element", typ.value_type)
+        elif not (pa.types.is_binary(typ) or pa.types.is_large_binary(typ)):
+            paths.append(prefix)
+
+    for field in schema:
+        walk(field.name, field.type)
+    return paths
 
 
 def stale_temp_folders(target: Path) -> list[Path]:
