@@ -99,11 +99,20 @@ class StageRun:
         self._finish()
 
     # -- writing ---------------------------------------------------------------------
-    def open(self, kept_schema: pa.Schema | None = None) -> None:
+    def open(
+        self,
+        kept_schema: pa.Schema | None = None,
+        kept_writer: Callable[[Path, pa.Schema], Any] | None = None,
+    ) -> None:
+        """Open the writers; `kept_writer(folder, schema)` replaces the default PartWriter
+        for kept rows (a writer with PartWriter's interface that names its own files)."""
         kept_schema = kept_schema or self.base_schema
         S.validate(kept_schema, base=self.base_schema)
         assert self._tmp is not None
-        self._kept = D.PartWriter(self._tmp / D.KEPT, kept_schema, self.rows_per_file)
+        if kept_writer is not None:
+            self._kept = kept_writer(self._tmp / D.KEPT, kept_schema)
+        else:
+            self._kept = D.PartWriter(self._tmp / D.KEPT, kept_schema, self.rows_per_file)
         self._rejected = D.PartWriter(
             self._tmp / D.REJECTED, S.with_reject_columns(kept_schema), self.rows_per_file
         )

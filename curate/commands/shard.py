@@ -1,0 +1,90 @@
+"""`curate shard`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from curate.commands.common import (
+    EngineOpt,
+    ForceOpt,
+    InputsArg,
+    OutOpt,
+    QuietOpt,
+    WorkersOpt,
+    handle_errors,
+    make_engine,
+    print_summary,
+)
+
+
+@handle_errors
+def shard(
+    inputs: InputsArg,
+    out: OutOpt,
+    rows_per_shard: Annotated[int | None, typer.Option(
+        help="At most this many rows a shard (default 50000 when --shards is not given)."
+    )] = None,
+    shards: Annotated[int | None, typer.Option(
+        help="Number of train shards (instead of --rows-per-shard)."
+    )] = None,
+    eval_fraction: Annotated[float, typer.Option(
+        help="Fraction of each source's rows held out as the eval split (eval-*.parquet)."
+    )] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the shuffle and the eval split.")] = 0,
+    formats: Annotated[list[str] | None, typer.Option(
+        "--format", help="Also write a training framework's format under OUT/FORMAT: "
+        "trl (conversational prompt/chosen/rejected parquet) or llamafactory (sharegpt "
+        "preference JSON, images as files). Repeat for several."
+    )] = None,
+    engine: EngineOpt = "local",
+    workers: WorkersOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write deterministic, length-balanced parquet shards and an eval split.
+
+    Rows are shuffled by seed (independently of input order), an --eval-fraction of
+    each source goes to eval, and rows are dealt to shards longest first in snake
+    order, so shards have equal row counts (within one) and similar token totals.
+    Every row gets `split` (train|eval), `stage` (multimodal|text: what the two-stage
+    schedule of `curate train` selects by) and `est_tokens`. kept/ holds
+    train-*.parquet and eval-*.parquet; the manifest lists each shard's rows and sha256.
+
+    Example:
+        curate shard work/reward --out work/shards --shards 8 --eval-fraction 0.02 --format trl
+    """
+    from curate.stages.shard import shard as run_shard
+
+    manifest = run_shard(
+        inputs, out, rows_per_shard=rows_per_shard, shards=shards, eval_fraction=eval_fraction,
+        seed=seed, formats=formats or [], engine=make_engine(engine, workers), force=force,
+    )
+    if not quiet:
+        print_summary(manifest, out)
+        _print_shards(manifest, out)
+
+
+def _print_shards(manifest: dict[str, Any], out: Path) -> None:
+    from rich.table import Table
+
+    from curate.progress import console
+
+    t = Table(title=f"shards in {out / 'kept'}")
+    t.add_column("file", no_wrap=True)
+    t.add_column("split")
+    for col in ("rows", "multimodal", "est. tokens"):
+        t.add_column(col, justify="right")
+    t.add_column("sha256")
+    for s in manifest.get("shards", []):
+        t.add_row(Path(s["file"]).name, s["split"], str(s["rows"]), str(s["multimodal_rows"]),
+                  str(s["est_tokens"]), s["sha256"][:12])
+    console().print(t)
+    for name in manifest.get("exports", {}):
+        console().print(f"{name}: {out / name}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(shard)

@@ -1,0 +1,378 @@
+"""`curate shard`: deterministic, length-balanced parquet shards with `split` and `stage` tags.
+
+The output is an ordinary dataset folder whose `kept/` holds the shards:
+
+    OUT/kept/train-00000-of-00004.parquet ... train-00003-of-00004.parquet
+    OUT/kept/eval-00000-of-00001.parquet
+    OUT/rejected/part-00000.parquet      (empty: sharding rejects nothing)
+    OUT/manifest.json                    (each shard's split, rows, est. tokens, sha256)
+    OUT/trl/..., OUT/llamafactory/...    (with --format)
+
+Why kept/ holds both splits: conservation stays the plain contract (rows in = kept
+rows; train + eval shards are all kept), `Dataset.open(OUT)` and every downstream
+stage read it as any other folder, `curate train OUT` finds the eval rows by the
+`split` column, and `datasets.load_dataset("parquet", data_files={"train":
+"OUT/kept/train-*.parquet", "eval": "OUT/kept/eval-*.parquet"})` reads the splits as is.
+
+How rows are placed (a pure function of the pair ids, the seed and the config, not
+of the input order):
+1. shuffle: rows ordered by `pair_id`, then permuted by `numpy.random.default_rng(seed)`;
+2. eval split: within each source, the first round(F x n_source) rows of the shuffle;
+3. shards: within a split, rows sorted by estimated tokens (longest first) are dealt
+   to the shards in snake order (0..k-1, k-1..0, ...), so every shard gets one row
+   of each length band: row counts within one, token totals close;
+4. inside a shard, rows keep their shuffled order.
+Writing streams the input once into an uncompressed Arrow spill file, then each
+shard is gathered from the memory-mapped spill, so memory holds one shard at a time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate import dataset as D
+from curate.progress import bar
+from curate.stage import StageRun, input_record
+
+SPLITS = ("train", "eval")
+SHARD_FIELDS = [
+    pa.field("split", pa.string()),  # train | eval
+    pa.field("stage", pa.string()),  # multimodal (the pair has images) | text
+    pa.field("est_tokens", pa.int64()),  # see estimate_tokens
+]
+SHARD_COLUMNS = [f.name for f in SHARD_FIELDS]
+# the key pass reads image sizes only, never the image bytes (nested parquet projection)
+KEY_COLUMNS = ["pair_id", "source", "prompt", "chosen", "rejected",
+               "images.list.element.width", "images.list.element.height"]
+CHARS_PER_TOKEN = 4
+PIXELS_PER_IMAGE_TOKEN = 28 * 28  # Qwen2-VL / Qwen2.5-VL: a 14px patch, 2x2 merged
+IMAGE_TOKENS_MIN, IMAGE_TOKENS_MAX = 4, 16384
+SHARD_ROW_GROUP = 1024
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    """`rows_per_shard` (at most that many rows a shard) or `shards` (train shard count)."""
+
+    rows_per_shard: int | None = None
+    shards: int | None = None
+    eval_fraction: float = 0.0
+    seed: int = 0
+    formats: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.rows_per_shard is not None and self.shards is not None:
+            raise ValueError("give --rows-per-shard or --shards, not both")
+        if self.rows_per_shard is None and self.shards is None:
+            object.__setattr__(self, "rows_per_shard", D.DEFAULT_ROWS_PER_FILE)
+        if (self.rows_per_shard or 1) < 1 or (self.shards or 1) < 1:
+            raise ValueError("--rows-per-shard and --shards must be at least 1")
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError("--eval-fraction must be in [0, 1)")
+        from curate.export import get_exporter
+
+        for f in self.formats:
+            get_exporter(f)
+        object.__setattr__(self, "formats", tuple(sorted(set(self.formats))))
+
+
+# -- per batch (pure) ------------------------------------------------------------------
+def _list_sum(lists: pa.Array, values: pa.Array) -> np.ndarray:
+    """Per-row sum of `values`, one value per element of the list array `lists`."""
+    n = len(lists)
+    if len(values) == 0:
+        return np.zeros(n, dtype=np.int64)
+    parents = pc.list_parent_indices(lists).to_numpy()
+    vals = np.asarray(pc.fill_null(values, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return np.bincount(parents, weights=vals, minlength=n).astype(np.int64)
+
+
+def estimate_tokens(batch: pa.RecordBatch) -> np.ndarray:
+    """Tokens the trainer processes for a pair, roughly: both sequences (prompt + chosen,
+    prompt + rejected) at 4 characters a token, plus each image's tokens in both (one per
+    28x28 pixels, clamped to [4, 16384], as Qwen2.5-VL's processor does by default)."""
+    def chars(col: pa.Array) -> np.ndarray:
+        return np.asarray(pc.fill_null(pc.utf8_length(col), 0).to_numpy(zero_copy_only=False),
+                          dtype=np.int64)
+
+    prompt = batch.column("prompt")
+    prompt_chars = _list_sum(prompt, pc.utf8_length(pc.list_flatten(prompt).field("content")))
+    text = 2 * prompt_chars + chars(batch.column("chosen")) + chars(batch.column("rejected"))
+    images = batch.column("images")
+    flat = pc.list_flatten(images)
+    pixels = pc.multiply(flat.field("width").cast(pa.int64()),
+                         flat.field("height").cast(pa.int64()))
+    per_image = pc.max_element_wise(pc.min_element_wise(
+        pc.divide(pc.fill_null(pixels, 0), PIXELS_PER_IMAGE_TOKEN), IMAGE_TOKENS_MAX),
+        IMAGE_TOKENS_MIN)
+    return -(-text // CHARS_PER_TOKEN) + 2 * _list_sum(images, per_image)
+
+
+def shard_keys(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The compact keys the plan needs: pair_id, source, est_tokens, multimodal."""
+    n_images = pc.fill_null(pc.list_value_length(batch.column("images")), 0)
+    return pa.RecordBatch.from_arrays(
+        [batch.column("pair_id"), batch.column("source"), pa.array(estimate_tokens(batch)),
+         pc.greater(n_images, 0)],
+        names=["pair_id", "source", "est_tokens", "multimodal"],
+    )
+
+
+# -- global step over the keys -----------------------------------------------------------
+@dataclass
+class ShardPlan:
+    """Where every input row goes, in input order."""
+
+    is_eval: np.ndarray  # bool
+    shard: np.ndarray  # index into `names`
+    position: np.ndarray  # row position inside its shard
+    names: list[str]
+    splits: list[str]  # split of each shard
+    est_tokens: np.ndarray
+    multimodal: np.ndarray
+
+    def rows(self, shard: int) -> np.ndarray:
+        """Input indices of a shard's rows, in the order they are written."""
+        idx = np.flatnonzero(self.shard == shard)
+        return idx[np.argsort(self.position[idx], kind="stable")]
+
+
+def shuffle_rank(pair_ids: pa.Array | pa.ChunkedArray, seed: int) -> np.ndarray:
+    """Each row's place in a seeded shuffle that depends on the ids, not the input order."""
+    n = len(pair_ids)
+    order = pc.sort_indices(pair_ids).to_numpy()
+    perm = order[np.random.default_rng(seed).permutation(n)]
+    rank = np.empty(n, dtype=np.int64)
+    rank[perm] = np.arange(n)
+    return rank
+
+
+def stratified_eval(sources: Sequence[str], rank: np.ndarray, fraction: float) -> np.ndarray:
+    """round(fraction x n) rows of each source (half up), the first in shuffle order."""
+    is_eval = np.zeros(len(rank), dtype=bool)
+    if fraction <= 0:
+        return is_eval
+    src = np.asarray(sources, dtype=object)
+    for s in sorted(set(sources)):
+        idx = np.flatnonzero(src == s)
+        k = int(math.floor(fraction * len(idx) + 0.5))
+        is_eval[idx[np.argsort(rank[idx], kind="stable")[:k]]] = True
+    return is_eval
+
+
+def snake_assign(est_tokens: np.ndarray, rank: np.ndarray, k: int) -> np.ndarray:
+    """Shard of each row: longest first, dealt 0..k-1, k-1..0, ... (ties by shuffle rank)."""
+    order = np.lexsort((rank, -est_tokens))
+    i = np.arange(len(order))
+    block, j = i // k, i % k
+    shard = np.empty(len(order), dtype=np.int64)
+    shard[order] = np.where(block % 2 == 0, j, k - 1 - j)
+    return shard
+
+
+def plan_shards(keys: pa.Table, cfg: ShardConfig) -> ShardPlan:
+    n = keys.num_rows
+    rank = shuffle_rank(keys["pair_id"], cfg.seed)
+    est = np.asarray(keys["est_tokens"].to_numpy(), dtype=np.int64)
+    is_eval = stratified_eval(keys["source"].to_pylist(), rank, cfg.eval_fraction)
+    n_train = int(n - is_eval.sum())
+    per_shard = cfg.rows_per_shard or max(1, math.ceil(n_train / (cfg.shards or 1)))
+    shard = np.zeros(n, dtype=np.int64)
+    position = np.zeros(n, dtype=np.int64)
+    names: list[str] = []
+    splits: list[str] = []
+    for split, mask in (("train", ~is_eval), ("eval", is_eval)):
+        idx = np.flatnonzero(mask)
+        if len(idx) == 0 and split == "eval":
+            continue
+        if split == "train" and cfg.shards is not None:
+            k = max(1, min(cfg.shards, len(idx)))
+        else:
+            k = max(1, math.ceil(len(idx) / per_shard))
+        local = snake_assign(est[idx], rank[idx], k)
+        shard[idx] = local + len(names)
+        for s in range(k):  # position inside a shard: shuffled order
+            members = idx[local == s]
+            position[members[np.argsort(rank[members], kind="stable")]] = np.arange(len(members))
+        names += [f"{split}-{s:05d}-of-{k:05d}.parquet" for s in range(k)]
+        splits += [split] * k
+    return ShardPlan(is_eval, shard, position, names, splits, est,
+                     np.asarray(keys["multimodal"].to_numpy(zero_copy_only=False), dtype=bool))
+
+
+# -- writing -------------------------------------------------------------------------
+class ShardWriter:
+    """Takes the kept rows in input order (StageRun's kept writer); `close` writes the shards.
+
+    Rows are appended to an uncompressed Arrow spill file; at close each shard's rows
+    are gathered from the memory-mapped spill in their final order, written, hashed
+    and handed to the exporters. `shards` (the manifest's list) is filled at close.
+    """
+
+    def __init__(self, folder: Path, schema: pa.Schema, plan: ShardPlan,
+                 formats: Sequence[str] = ()) -> None:
+        from curate.export import get_exporter
+
+        self.folder, self.schema, self.plan = folder, schema, plan
+        folder.mkdir(parents=True, exist_ok=True)
+        self.spill_path = folder.parent / ".spill.arrow"
+        self._spill: pa.ipc.RecordBatchFileWriter | None = pa.ipc.new_file(
+            str(self.spill_path), schema)
+        has_images = bool(plan.multimodal.any())
+        self.exporters = [get_exporter(f)(folder.parent / f, has_images=has_images)
+                          for f in formats]
+        self.rows = 0
+        self.file_rows: dict[str, int] = {}
+        self.shards: list[dict[str, Any]] = []
+        self.exports: dict[str, Any] = {}
+
+    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
+        if batch.num_rows == 0:
+            return
+        assert self._spill is not None
+        conformed = D.conform(batch, self.schema)
+        self._spill.write_batch(conformed)
+        self.rows += conformed.num_rows
+
+    def close(self) -> None:
+        assert self._spill is not None
+        self._spill.close()
+        self._spill = None
+        if self.rows != len(self.plan.shard):
+            raise RuntimeError(f"shard: planned {len(self.plan.shard)} rows, got {self.rows}")
+        with pa.memory_map(str(self.spill_path)) as source:
+            spilled = pa.ipc.open_file(source).read_all()
+            with bar("shard: write", self.rows) as b:
+                for s, name in enumerate(self.plan.names):
+                    idx = self.plan.rows(s)
+                    table = spilled.take(pa.array(idx, pa.int64()))
+                    self._write_shard(s, name, table)
+                    b.advance(len(idx))
+            del spilled
+        self.spill_path.unlink()
+        for e in self.exporters:
+            self.exports[e.name] = e.close()
+
+    def _write_shard(self, s: int, name: str, table: pa.Table) -> None:
+        path = self.folder / name
+        pq.write_table(table, path, compression="zstd", row_group_size=SHARD_ROW_GROUP,
+                       use_dictionary=D._dictionary_columns(table.schema))
+        split = self.plan.splits[s]
+        idx = np.flatnonzero(self.plan.shard == s)
+        self.file_rows[name] = table.num_rows
+        self.shards.append({
+            "file": f"{D.KEPT}/{name}", "split": split, "rows": table.num_rows,
+            "multimodal_rows": int(self.plan.multimodal[idx].sum()),
+            "est_tokens": int(self.plan.est_tokens[idx].sum()), "sha256": D.sha256_file(path),
+        })
+        for e in self.exporters:
+            e.write(split, name, table)
+
+    def abort(self) -> None:
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+        for e in self.exporters:
+            e.abort()
+
+
+def split_summary(keys: pa.Table, plan: ShardPlan) -> dict[str, Any]:
+    """Rows by split, and by split and source (the stratification, for the manifest)."""
+    sources = keys["source"].to_pylist()
+    out: dict[str, Any] = {}
+    for split in SPLITS:
+        mask = plan.is_eval if split == "eval" else ~plan.is_eval
+        by_source = Counter(s for s, m in zip(sources, mask.tolist(), strict=True) if m)
+        out[split] = {"rows": int(mask.sum()), "multimodal_rows": int(plan.multimodal[mask].sum()),
+                      "by_source": dict(sorted(by_source.items()))}
+    return out
+
+
+def shard(
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    rows_per_shard: int | None = None,
+    shards: int | None = None,
+    eval_fraction: float = 0.0,
+    seed: int = 0,
+    formats: Sequence[str] = (),
+    engine: Any = None,
+    force: bool = False,
+    batch_size: int = 512,
+) -> dict[str, Any]:
+    """Shard the kept rows of `inputs` into `out` (see the module docstring); returns the
+    manifest, whose `shards` lists each file's split, rows, est. tokens and sha256."""
+    from curate.engine import get_engine
+
+    engine = engine or get_engine("local", workers=1)
+    cfg = ShardConfig(rows_per_shard, shards, eval_fraction, seed, tuple(formats))
+    datasets = [D.Dataset.open(p) for p in inputs]
+    config = asdict(cfg) | {"formats": list(cfg.formats)}
+    run = StageRun("shard", Path(out), config, [input_record(d) for d in datasets], force=force,
+                   engine=engine.describe())
+    with run:
+        if run.skipped:
+            return run.manifest
+        total = sum(d.count() for d in datasets)
+        t = time.perf_counter()
+        parts = []
+        with bar("shard: keys", total) as b:
+            batches = (batch for d in datasets
+                       for batch in d.iter_batches(D.KEPT, KEY_COLUMNS, batch_size))
+            for res in engine.map(shard_keys, batches):
+                parts.append(res)
+                b.advance(res.num_rows)
+        keys = pa.Table.from_batches(parts, schema=shard_keys_schema())
+        plan = plan_shards(keys, cfg)
+        run.steps["plan"] = time.perf_counter() - t
+        schema = D.unified_schema(datasets)
+        for name in SHARD_COLUMNS:
+            if schema.get_field_index(name) >= 0:
+                schema = schema.remove(schema.get_field_index(name))
+        schema = pa.schema(list(schema) + SHARD_FIELDS)
+        writers: list[ShardWriter] = []
+
+        def make_writer(folder: Path, kept_schema: pa.Schema) -> ShardWriter:
+            writers.append(ShardWriter(folder, kept_schema, plan, cfg.formats))
+            return writers[0]
+
+        run.open(schema, kept_writer=make_writer)
+        writer = writers[0]
+        # filled by writer.close(), which StageRun calls before it writes the manifest
+        run.extra.update({"shards": writer.shards, "exports": writer.exports,
+                          "splits": split_summary(keys, plan),
+                          "data_files": {s: f"{D.KEPT}/{s}-*.parquet" for s in
+                                         sorted(set(plan.splits))}})
+        t = time.perf_counter()
+        offset = 0
+        for batch in D.iter_inputs(datasets, batch_size=batch_size):
+            n = batch.num_rows
+            sl = slice(offset, offset + n)
+            offset += n
+            tbl = pa.Table.from_batches([batch])
+            tbl = tbl.drop_columns([c for c in SHARD_COLUMNS if c in tbl.column_names])
+            tbl = tbl.append_column("split", pa.array(np.where(plan.is_eval[sl], "eval", "train")))
+            tbl = tbl.append_column(
+                "stage", pa.array(np.where(plan.multimodal[sl], "multimodal", "text")))
+            tbl = tbl.append_column("est_tokens", pa.array(plan.est_tokens[sl], pa.int64()))
+            run.add_in(n)
+            run.keep(tbl)
+        run.steps["spill"] = time.perf_counter() - t
+    return run.manifest
+
+
+def shard_keys_schema() -> pa.Schema:
+    return pa.schema([("pair_id", pa.string()), ("source", pa.string()),
+                      ("est_tokens", pa.int64()), ("multimodal", pa.bool_())])
