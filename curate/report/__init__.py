@@ -1,0 +1,37 @@
+"""`curate report`: one self-contained HTML page over the dataset folders of a pipeline run.
+
+`pipeline` links the folders through their manifests, `collect` gathers each
+section's data, `svg` draws the charts and `html` renders the page.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def build_report(
+    paths: Iterable[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    title: str = "curate report",
+    examples: int = 3,
+    clusters: int = 12,
+) -> Path:
+    """Write the report over the folders named by `paths` to `out`; returns `out`.
+
+    `examples` rows are shown per reject reason and `clusters` duplicate clusters
+    per duplicate reason. The file is written beside `out` and renamed into place.
+    """
+    from curate.report.collect import collect
+    from curate.report.html import render
+    from curate.report.pipeline import load_run
+
+    data = collect(load_run(paths), examples=examples, clusters=clusters)
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp.write_text(render(data, title), encoding="utf-8")
+    os.replace(tmp, target)
+    return target
