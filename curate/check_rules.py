@@ -1,0 +1,342 @@
+"""The rules `curate check` knows: each a function over a run that returns what offends.
+
+A rule sees a `Context` (the folders of the run; `finals` are the folders whose
+kept rows are the product) and its parameters, and returns a `Finding`: how many
+rows (or folders, or sources) offend, the first few of them, and one line saying
+what was measured. Rules read only the columns they need.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from curate import dataset as D
+from curate import schema as S
+from curate.report.pipeline import Run, Step, iter_rows, load_run, user_text
+
+
+@dataclass
+class Finding:
+    """What a rule found: `count` offenders (0 = pass), the first ones, and a summary."""
+
+    count: int
+    offending: list[str]
+    message: str
+
+
+@dataclass
+class Context:
+    run: Run
+    limit: int = 5  # offenders kept per rule
+
+    @property
+    def finals(self) -> list[Step]:
+        return self.run.finals
+
+    @property
+    def folders(self) -> list[Step]:
+        return self.run.steps
+
+    def where(self) -> str:
+        return ", ".join(s.name for s in self.finals)
+
+
+@dataclass(frozen=True)
+class Param:
+    kind: type | tuple[type, ...]
+    default: Any = None
+    required: bool = False
+    fraction: bool = False  # a number in [0, 1]
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    name: str
+    fn: Callable[..., Finding]
+    params: dict[str, Param] = field(default_factory=dict)
+    doc: str = ""
+
+
+RULES: dict[str, RuleSpec] = {}
+
+
+def rule(name: str, **params: Param) -> Callable[[Callable[..., Finding]], Callable[..., Finding]]:
+    """Register a rule function under `name` with its parameters."""
+    def wrap(fn: Callable[..., Finding]) -> Callable[..., Finding]:
+        doc = " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split())
+        RULES[name] = RuleSpec(name, fn, params, doc)
+        return fn
+    return wrap
+
+
+class _Collector:
+    """Counts offenders and keeps the first `limit` of them."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self.first: list[str] = []
+
+    def add(self, item: str) -> None:
+        self.count += 1
+        if len(self.first) < self.limit:
+            self.first.append(item)
+
+    def finding(self, ok: str, bad: str) -> Finding:
+        return Finding(self.count, self.first, bad.format(n=self.count) if self.count else ok)
+
+
+def _kept_rows(ctx: Context, columns: list[str]) -> Iterator[dict[str, Any]]:
+    for s in ctx.finals:
+        yield from iter_rows(s, D.KEPT, columns)
+
+
+# -- structure -----------------------------------------------------------------------------------
+@rule("schema_valid")
+def schema_valid(ctx: Context) -> Finding:
+    """Every parquet file has the canonical columns and types; ids are never null."""
+    c = _Collector(ctx.limit)
+    for s in ctx.folders:
+        for part in (D.KEPT, D.REJECTED):
+            files = s.dataset.files(part)
+            if not files:
+                c.add(f"{s.name}/{part}: no parquet file")
+            for f in files:
+                where = f"{s.name}/{part}/{f.name}"
+                try:
+                    schema = pq.read_schema(f)
+                    S.validate(schema, rejected=part == D.REJECTED)
+                except (S.SchemaError, OSError) as exc:
+                    c.add(f"{where}: {exc}")
+                    continue
+                table = pq.read_table(f, columns=["pair_id", "source", "source_id"])
+                for col in table.column_names:
+                    if table[col].null_count:
+                        c.add(f"{where}: {table[col].null_count} null {col}")
+    return c.finding(f"{len(ctx.folders)} folders, every file canonical",
+                     "{n} files break the schema")
+
+
+@rule("conservation")
+def conservation(ctx: Context) -> Finding:
+    """Manifests agree with the files, rows in = kept + rejected, and every input row comes
+    out exactly once (pair ids of the parents' kept rows = the child's kept + rejected)."""
+    c = _Collector(ctx.limit)
+    for s in ctx.folders:
+        m = s.manifest
+        kept, rejected = s.dataset.count(D.KEPT), s.dataset.count(D.REJECTED)
+        consumed = m.get("inputs_consumed") or {"kept": kept, "rejected": rejected}
+        checks = [
+            (m.get("rows_kept") == kept, f"manifest rows_kept {m.get('rows_kept')} != {kept}"),
+            (m.get("rows_rejected") == rejected,
+             f"manifest rows_rejected {m.get('rows_rejected')} != {rejected}"),
+            (m.get("rows_in") == consumed["kept"] + consumed["rejected"],
+             f"rows_in {m.get('rows_in')} != kept {consumed['kept']} + rejected "
+             f"{consumed['rejected']}"),
+            (sum((m.get("rejected_by_reason") or {}).values()) == rejected,
+             "rejected_by_reason does not add up to rows_rejected"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                c.add(f"{s.name}: {msg}")
+        for name, sha in (m.get("files") or {}).items():
+            p = s.path / name
+            if not p.is_file() or D.sha256_file(p) != sha:
+                c.add(f"{s.name}: {name} does not match its manifest checksum")
+        if rejected and "reject_reason" in s.columns(D.REJECTED):
+            reasons = s.dataset.read(D.REJECTED, columns=["reject_reason"])["reject_reason"]
+            if reasons.null_count:
+                c.add(f"{s.name}: {reasons.null_count} rejected rows without a reason")
+        if s.parents:
+            _conserved_ids(ctx.run, s, c)
+    return c.finding(f"{len(ctx.folders)} folders: rows in = kept + rejected, ids conserved",
+                     "{n} conservation failures")
+
+
+def _ids(step: Step, part: str) -> Counter[str]:
+    if "pair_id" not in step.columns(part):
+        return Counter()
+    return Counter(step.dataset.read(part, columns=["pair_id"])["pair_id"].to_pylist())
+
+
+def _conserved_ids(run: Run, s: Step, c: _Collector) -> None:
+    parents = [run.steps[p] for p in s.parents]
+    if len(parents) != len(s.manifest.get("inputs") or []):
+        return  # some inputs are not among the given folders: nothing to compare
+    before: Counter[str] = Counter()
+    for p in parents:
+        before.update(_ids(p, D.KEPT))
+    after = _ids(s, D.KEPT) + _ids(s, D.REJECTED)
+    for pid in sorted((before - after).keys()):
+        c.add(f"{pid}: in {', '.join(p.name for p in parents)} but lost by {s.name}")
+    for pid in sorted((after - before).keys()):
+        c.add(f"{pid}: in {s.name} but not in its inputs (invented or written twice)")
+
+
+# -- rows ----------------------------------------------------------------------------------------
+def _image_ids(images: list[dict[str, Any]] | None) -> list[str]:
+    return [str(im.get("pixel_hash") or im.get("sha256") or
+                hashlib.sha256(im.get("bytes") or b"").hexdigest()) for im in images or []]
+
+
+@rule("no_exact_duplicates")
+def no_exact_duplicates(ctx: Context) -> Finding:
+    """No two kept rows share the normalised prompt, the decoded images and both responses
+    (dedup's definition of an exact duplicate)."""
+    from curate.stages.dedup import normalise_prompt
+
+    c = _Collector(ctx.limit)
+    first: dict[bytes, str] = {}
+    for r in _kept_rows(ctx, ["pair_id", "prompt", "chosen", "rejected", "images"]):
+        key = json.dumps([normalise_prompt(r["prompt"]), _image_ids(r["images"]), r["chosen"],
+                          r["rejected"]], ensure_ascii=False).encode()
+        digest = hashlib.blake2b(key, digest_size=16).digest()
+        if digest in first:
+            c.add(f"{r['pair_id']} (duplicates {first[digest]})")
+        else:
+            first[digest] = r["pair_id"]
+    return c.finding(f"{len(first)} distinct kept rows in {ctx.where()}",
+                     "{n} kept rows duplicate another kept row")
+
+
+@rule("no_empty_responses")
+def no_empty_responses(ctx: Context) -> Finding:
+    """Both responses of every kept row are non-empty after trimming whitespace."""
+    c = _Collector(ctx.limit)
+    n = 0
+    for r in _kept_rows(ctx, ["pair_id", "chosen", "rejected"]):
+        n += 1
+        empty = [k for k in ("chosen", "rejected") if not (r[k] or "").strip()]
+        if empty:
+            c.add(f"{r['pair_id']} (empty {' and '.join(empty)})")
+    return c.finding(f"{n} kept rows, every response non-empty",
+                     "{n} kept rows have an empty response")
+
+
+@rule("chosen_differs")
+def chosen_differs(ctx: Context) -> Finding:
+    """Chosen and rejected differ (after trimming whitespace) in every kept row."""
+    c = _Collector(ctx.limit)
+    n = 0
+    for r in _kept_rows(ctx, ["pair_id", "chosen", "rejected"]):
+        n += 1
+        if (r["chosen"] or "").strip() == (r["rejected"] or "").strip():
+            c.add(r["pair_id"])
+    return c.finding(f"{n} kept rows, chosen != rejected in each",
+                     "{n} kept rows have chosen == rejected")
+
+
+@rule("images_decodable", max_pixels=Param(int, 89_478_485, help="larger images fail"))
+def images_decodable(ctx: Context, max_pixels: int) -> Finding:
+    """Every image of every kept row decodes fully (truncated files and bombs fail)."""
+    from curate.images import ImageRejected, inspect_image
+
+    c = _Collector(ctx.limit)
+    n = 0
+    for r in _kept_rows(ctx, ["pair_id", "images"]):
+        for i, im in enumerate(r["images"] or []):
+            n += 1
+            try:
+                inspect_image(im.get("bytes") or b"", max_pixels)
+            except ImageRejected as exc:
+                c.add(f"{r['pair_id']} (image {i}: {exc.reason})")
+    return c.finding(f"{n} images decoded", "{n} images do not decode")
+
+
+@rule("no_contamination",
+      eval=Param(list, required=True, help="eval dataset folders (their kept rows)"),
+      min_chars=Param(int, 0, help="ignore prompts shorter than this (normalised)"))
+def no_contamination(ctx: Context, eval: list[str], min_chars: int) -> Finding:
+    """No kept row asks an eval set's question: the same normalised last user message, and
+    for an eval row with images, at least one of the same images (by decoded pixels)."""
+    from curate.stages.dedup import normalise_text
+
+    bench: dict[str, list[set[str]]] = {}
+    for folder in eval:
+        for s in load_run([folder]).steps:
+            for r in iter_rows(s, D.KEPT, ["pair_id", "prompt", "images"]):
+                text = normalise_text(user_text(r["prompt"]))
+                if len(text) >= max(min_chars, 1):
+                    bench.setdefault(text, []).append(set(_image_ids(r["images"])))
+    c = _Collector(ctx.limit)
+    n = 0
+    for r in _kept_rows(ctx, ["pair_id", "prompt", "images"]):
+        n += 1
+        text = normalise_text(user_text(r["prompt"]))
+        images = set(_image_ids(r["images"]))
+        if any(not ids or ids & images for ids in bench.get(text, [])):
+            c.add(f"{r['pair_id']} ({text[:60]!r})")
+    return c.finding(f"{n} kept rows against {sum(map(len, bench.values()))} eval prompts",
+                     "{n} kept rows appear in an eval set")
+
+
+# -- proportions -------------------------------------------------------------------------------
+@rule("row_count", min=Param(int, None, help="at least this many kept rows"),
+      max=Param(int, None, help="at most this many kept rows"))
+def row_count(ctx: Context, min: int | None, max: int | None) -> Finding:
+    """The number of kept rows is within [min, max]."""
+    n = sum(s.dataset.count(D.KEPT) for s in ctx.finals)
+    bounds = f"[{'-' if min is None else min}, {'-' if max is None else max}]"
+    bad = (min is not None and n < min) or (max is not None and n > max)
+    return Finding(int(bad), [f"{ctx.where()}: {n} kept rows"] if bad else [],
+                   f"{n} kept rows, {'outside' if bad else 'within'} {bounds}")
+
+
+@rule("max_source_share", max=Param((int, float), required=True, fraction=True,
+                                    help="the largest share one source may have"))
+def max_source_share(ctx: Context, max: float) -> Finding:
+    """No source has more than `max` of the kept rows."""
+    counts: Counter[str] = Counter()
+    for s in ctx.finals:
+        if "source" in s.columns(D.KEPT):
+            counts.update(s.dataset.read(D.KEPT, columns=["source"])["source"].to_pylist())
+    total = sum(counts.values()) or 1
+    over = [(src, n / total) for src, n in counts.most_common() if n / total > max]
+    top = counts.most_common(1)
+    share = f"{top[0][0]} has {100 * top[0][1] / total:.1f}%" if top else "no rows"
+    return Finding(len(over), [f"{src}: {100 * f:.1f}% of kept rows" for src, f in over],
+                   f"largest source: {share} (max {100 * max:.1f}%)")
+
+
+@rule("max_reject_fraction",
+      max=Param((int, float), required=True, fraction=True,
+                help="the largest fraction of a folder's rows in one reason may reject"),
+      reasons=Param(list, None, help="only these reasons (default: every reason)"),
+      stage=Param(str, None, help="only folders of this stage (default: every stage)"))
+def max_reject_fraction(ctx: Context, max: float, reasons: list[str] | None,
+                        stage: str | None) -> Finding:
+    """No reason rejects more than `max` of the rows that entered its folder."""
+    c = _Collector(ctx.limit)
+    worst = (0.0, "")
+    for s in ctx.folders:
+        if stage is not None and s.stage != stage:
+            continue
+        rows_in = int(s.manifest.get("rows_in") or 0)
+        for reason, n in (s.manifest.get("rejected_by_reason") or {}).items():
+            if reasons is not None and reason not in reasons:
+                continue
+            f = n / rows_in if rows_in else 0.0
+            worst = (f, f"{s.name}: {reason}") if f > worst[0] else worst
+            if f > max:
+                c.add(f"{s.name}: {reason} rejected {n}/{rows_in} = {100 * f:.1f}%")
+    return c.finding(f"largest: {worst[1] or '-'} {100 * worst[0]:.1f}% (max {100 * max:.1f}%)",
+                     "{n} reasons reject more than " + f"{100 * max:.1f}%")
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(rule, parameters, what it checks) for every rule, for help texts."""
+    out = []
+    for spec in RULES.values():
+        params = ", ".join(f"{k}{'' if p.required else '=' + json.dumps(p.default)}"
+                           for k, p in spec.params.items())
+        out.append((spec.name, params, spec.doc))
+    return out
+
