@@ -24,6 +24,9 @@ COMMAND_MODULES = [
     "curate.commands.ingest",
     "curate.commands.shard",
     "curate.commands.demo",
+    "curate.commands.report",
+    "curate.commands.check",
+    "curate.commands.explain",
 ]
 
 
