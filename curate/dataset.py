@@ -2,6 +2,11 @@
 
 A folder is complete only when its manifest exists; writers build the whole
 folder beside the target and rename it into place at the end (atomic commit).
+
+A folder may also be a pyarrow filesystem URI (`file://`, `s3://`, `gs://`, ...):
+readers go through the filesystem; writers build the folder in a local staging
+folder and upload it at the end, data files first and the manifest last, so a
+folder with a manifest is complete there too.
 """
 
 from __future__ import annotations
@@ -10,12 +15,14 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from curate import schema as S
@@ -44,14 +51,40 @@ def json_fingerprint(obj: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def is_uri(location: str | os.PathLike[str]) -> bool:
+    """True for a filesystem URI such as `s3://bucket/x` or `file:///data/x`."""
+    return isinstance(location, str) and "://" in location
+
+
+def location(value: str | os.PathLike[str]) -> Path | str:
+    """A dataset folder as given: a URI stays text (Path would fold its `//`), else a Path."""
+    return value if is_uri(value) else Path(value)
+
+
+def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    fs, inner = pafs.FileSystem.from_uri(uri)
+    return fs, inner.rstrip("/")
+
+
 @dataclass(frozen=True)
 class Dataset:
-    """A committed dataset folder (read side)."""
+    """A committed dataset folder (read side).
+
+    `path` is a local path, or for a URI folder the path inside `filesystem`.
+    """
 
     path: Path
+    filesystem: pafs.FileSystem | None = None
+    uri: str | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Dataset:
+        if is_uri(path):
+            fs, inner = _resolve(str(path))
+            info = fs.get_file_info(f"{inner}/{MANIFEST}")
+            if info.type != pafs.FileType.File:
+                raise DatasetError(f"{path}: no {MANIFEST}; not a complete dataset folder")
+            return cls(Path(inner), fs, str(path))
         p = Path(path)
         if not p.is_dir():
             raise DatasetError(f"{p}: no such dataset folder")
@@ -63,7 +96,15 @@ class Dataset:
         return cls(p)
 
     @property
+    def location(self) -> str:
+        """The folder as the user named it (URI or path)."""
+        return self.uri or str(self.path)
+
+    @property
     def manifest(self) -> dict[str, Any]:
+        if self.filesystem is not None:
+            with self.filesystem.open_input_stream(f"{self.path}/{MANIFEST}") as fh:
+                return json.loads(fh.read().decode("utf-8"))
         return json.loads((self.path / MANIFEST).read_text())
 
     @property
@@ -72,16 +113,28 @@ class Dataset:
         return json_fingerprint(self.manifest["files"])
 
     def files(self, part: str = KEPT) -> list[Path]:
+        if self.filesystem is not None:
+            sel = pafs.FileSelector(f"{self.path}/{part}", allow_not_found=True)
+            return sorted(Path(i.path) for i in self.filesystem.get_file_info(sel)
+                          if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
         return sorted((self.path / part).glob("*.parquet"))
+
+    def parquet_file(self, file: Path) -> pq.ParquetFile:
+        """One of `files()` opened for reading (through `filesystem` for a URI folder)."""
+        if self.filesystem is not None:
+            return pq.ParquetFile(str(file), filesystem=self.filesystem)
+        return pq.ParquetFile(file)
 
     def schema(self, part: str = KEPT) -> pa.Schema:
         files = self.files(part)
         if not files:
-            raise DatasetError(f"{self.path}: no parquet files in {part}/")
+            raise DatasetError(f"{self.location}: no parquet files in {part}/")
+        if self.filesystem is not None:
+            return pq.read_schema(str(files[0]), filesystem=self.filesystem)
         return pq.read_schema(files[0])
 
     def count(self, part: str = KEPT) -> int:
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files(part))
+        return sum(self.parquet_file(f).metadata.num_rows for f in self.files(part))
 
     def iter_batches(
         self,
@@ -90,7 +143,7 @@ class Dataset:
         batch_size: int = 1024,
     ) -> Iterator[pa.RecordBatch]:
         for f in self.files(part):
-            pf = pq.ParquetFile(f)
+            pf = self.parquet_file(f)
             yield from pf.iter_batches(batch_size=batch_size, columns=columns)
 
     def read(self, part: str = KEPT, columns: list[str] | None = None) -> pa.Table:
@@ -98,7 +151,9 @@ class Dataset:
         if not files:
             return S.empty_table()
         return pa.concat_tables(
-            [pq.read_table(f, columns=columns) for f in files], promote_options="default"
+            [pq.read_table(f if self.filesystem is None else str(f), columns=columns,
+                           filesystem=self.filesystem) for f in files],
+            promote_options="default",
         )
 
 
@@ -259,7 +314,22 @@ def stale_temp_folders(target: Path) -> list[Path]:
     return sorted(target.parent.glob(f".{target.name}.tmp-*"))
 
 
-def temp_folder_for(target: Path) -> Path:
+def read_manifest(target: Path | str) -> dict[str, Any] | None:
+    """The manifest of the complete folder at `target` (path or URI), else None."""
+    if is_uri(target):
+        try:
+            return Dataset.open(target).manifest
+        except DatasetError:
+            return None
+    path = Path(target) / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def temp_folder_for(target: Path | str) -> Path:
+    """A fresh folder to build `target` in: beside it, or for a URI a local staging folder."""
+    if is_uri(target):
+        return Path(tempfile.mkdtemp(prefix="curate-staging-"))
+    target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in stale_temp_folders(target):
         pid = stale.name.rsplit("-", 1)[-1]
@@ -283,8 +353,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def commit(tmp: Path, target: Path) -> None:
+def commit(tmp: Path, target: Path | str) -> None:
     """Move a finished temporary folder into place, replacing any older version."""
+    if is_uri(target):
+        _upload(tmp, str(target))
+        return
+    target = Path(target)
     old = None
     if target.exists():
         old = target.parent / f".{target.name}.old-{os.getpid()}"
@@ -293,6 +367,20 @@ def commit(tmp: Path, target: Path) -> None:
     os.replace(tmp, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _upload(tmp: Path, uri: str) -> None:
+    """Replace the folder at `uri` with `tmp`'s files, the manifest last; then remove `tmp`."""
+    fs, inner = _resolve(uri)
+    if fs.get_file_info(inner).type != pafs.FileType.NotFound:
+        fs.delete_dir(inner)
+    local = pafs.LocalFileSystem()
+    files = [p for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != MANIFEST]
+    for p in [*files, tmp / MANIFEST]:
+        dest = f"{inner}/{p.relative_to(tmp).as_posix()}"
+        fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
+        pafs.copy_files(str(p), dest, source_filesystem=local, destination_filesystem=fs)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
