@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ class StageRun:
     """
 
     stage: str
-    out: Path
+    out: Path | str  # a path, or a filesystem URI (see curate.dataset)
     config: dict[str, Any]
     inputs: list[dict[str, Any]]
     force: bool = False
@@ -53,7 +53,7 @@ class StageRun:
     engine: dict[str, Any] = field(default_factory=lambda: {"engine": "local", "workers": 1})
 
     def __post_init__(self) -> None:
-        self.out = Path(self.out)
+        self.out = D.location(self.out)
         self.fingerprint = D.json_fingerprint(
             {"stage": self.stage, "version": __version__, "config": self.config,
              "inputs": [i.get("fingerprint") for i in self.inputs]}
@@ -72,17 +72,15 @@ class StageRun:
     # -- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> StageRun:
         self._t0 = time.perf_counter()
-        manifest_path = self.out / D.MANIFEST
-        if not self.force and manifest_path.is_file():
-            old = D.Dataset(self.out).manifest
-            if old.get("fingerprint") == self.fingerprint:
-                self.skipped = True
-                self.manifest = old
-                console().print(
-                    f"[yellow]{self.stage}: {self.out} is up to date "
-                    "(same input and config); skipped. Use --force to redo it."
-                )
-                return self
+        old = None if self.force else D.read_manifest(self.out)
+        if old is not None and old.get("fingerprint") == self.fingerprint:
+            self.skipped = True
+            self.manifest = old
+            console().print(
+                f"[yellow]{self.stage}: {self.out} is up to date "
+                "(same input and config); skipped. Use --force to redo it."
+            )
+            return self
         self._tmp = D.temp_folder_for(self.out)
         return self
 
@@ -201,7 +199,7 @@ class StageRun:
 
 
 def input_record(ds: D.Dataset) -> dict[str, Any]:
-    return {"path": str(ds.path), "fingerprint": ds.fingerprint, "stage": ds.manifest.get("stage")}
+    return {"path": ds.location, "fingerprint": ds.fingerprint, "stage": ds.manifest.get("stage")}
 
 
 @dataclass
@@ -232,7 +230,7 @@ def run_filter_stage(
     """Run a two-pass stage over the kept rows of `inputs` (see the module docstring)."""
     datasets = [D.Dataset.open(p) for p in inputs]
     run = StageRun(
-        stage, Path(out), config, [input_record(d) for d in datasets], force=force,
+        stage, out, config, [input_record(d) for d in datasets], force=force,
         engine=engine.describe(),
     )
     with run:
@@ -296,10 +294,13 @@ def _collect_keys(
     cols = columns if columns is not None else ["pair_id"]
     if "pair_id" not in cols:
         cols = ["pair_id", *cols]
-    batches: Iterator[pa.RecordBatch] = D.iter_inputs(datasets, columns=cols, batch_size=batch_size)
     parts: list[pa.RecordBatch] = []
     with bar("annotate", total) as b:
-        results = engine.map(annotate, batches) if annotate is not None else batches
+        results: Iterable[pa.RecordBatch]
+        if annotate is not None:
+            results = engine.map_inputs(annotate, datasets, cols, batch_size)
+        else:
+            results = D.iter_inputs(datasets, columns=cols, batch_size=batch_size)
         for res in results:
             parts.append(res)
             b.advance(res.num_rows)
