@@ -1,13 +1,44 @@
-"""Engines run a stage's pure per-batch functions; stages never know which engine runs them."""
+"""Engines run a stage's pure per-batch functions; stages never know which engine runs them.
+
+Every engine has the same interface, and a stage gets the same results from each:
+- `map(fn, items)`: `fn` over `items`, results in input order;
+- `map_inputs(fn, datasets, columns, batch_size)`: `fn` over the kept rows of dataset
+  folders, batch by batch, in order (the Ray engine's workers read their own rows);
+- `map_actors(setup, items)`: for model stages, `setup()` builds the function once
+  per worker (a model load), then it maps `items` in order;
+- `describe()` (recorded in the manifest) and `close()`.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from curate.engine.local import LocalEngine
 
-__all__ = ["LocalEngine", "get_engine"]
+if TYPE_CHECKING:
+    from curate.engine.ray import RayEngine
+
+__all__ = ["ENGINES", "LocalEngine", "get_engine"]
+
+ENGINES = ("local", "ray")
 
 
-def get_engine(name: str = "local", workers: int | None = None, **kwargs: object) -> LocalEngine:
+def get_engine(
+    name: str = "local",
+    workers: int | None = None,
+    *,
+    address: str | None = None,
+    gpus_per_worker: float = 0.0,
+    **kwargs: Any,
+) -> LocalEngine | RayEngine:
+    """An engine by name: 'local' (process pool) or 'ray' (`address`: join that cluster)."""
     if name == "local":
+        if address:
+            raise ValueError("--ray-address needs --engine ray")
         return LocalEngine(workers=workers)
-    raise ValueError(f"unknown engine {name!r}; choose 'local'")
+    if name == "ray":
+        from curate.engine.ray import RayEngine
+
+        return RayEngine(address=address, workers=workers, gpus_per_worker=gpus_per_worker,
+                         **kwargs)
+    raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")

@@ -7,7 +7,12 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from curate.dataset import Dataset
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -18,6 +23,20 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux
         return max(1, os.cpu_count() or 1)
+
+
+# the per-process function of `map_actors`, built once by the pool's initializer
+_ACTOR_FN: Callable[[Any], Any] | None = None
+
+
+def _init_actor(setup: Callable[[], Callable[[Any], Any]]) -> None:
+    global _ACTOR_FN
+    _ACTOR_FN = setup()
+
+
+def _call_actor(item: Any) -> Any:
+    assert _ACTOR_FN is not None, "the worker's setup did not run"
+    return _ACTOR_FN(item)
 
 
 class LocalEngine:
@@ -37,15 +56,61 @@ class LocalEngine:
             for item in items:
                 yield fn(item)
             return
+        yield from self._pool_map(fn, items, self.workers)
+
+    def map_inputs(
+        self,
+        fn: Callable[[pa.RecordBatch], R],
+        datasets: list[Dataset],
+        columns: list[str] | None = None,
+        batch_size: int = 1024,
+    ) -> Iterator[R]:
+        """`fn` over the kept rows of `datasets` (`D.iter_inputs` batches), in order.
+
+        The driver reads the batches and the pool maps them; the Ray engine lets each
+        worker read its own fragment instead. Same results, batch for batch.
+        """
+        from curate.dataset import iter_inputs
+
+        return self.map(fn, iter_inputs(datasets, columns=columns, batch_size=batch_size))
+
+    def map_actors(
+        self,
+        setup: Callable[[], Callable[[T], R]],
+        items: Iterable[T],
+        workers: int | None = None,
+    ) -> Iterator[R]:
+        """Like `map`, for a function that is expensive to build (a model): `setup()` runs
+        once per worker process and returns the function applied to each item, in order."""
+        n = workers or self.workers
+        if n <= 1:
+            fn = setup()
+            for item in items:
+                yield fn(item)
+            return
+        yield from self._pool_map(_call_actor, items, n, initializer=_init_actor,
+                                  initargs=(setup,))
+
+    def _pool_map(self, fn: Callable[[Any], R], items: Iterable[Any], workers: int,
+                  **pool_kwargs: Any) -> Iterator[R]:
         ctx = mp.get_context("forkserver")
         window: deque[Future[Any]] = deque()
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, **pool_kwargs) as pool:
             for item in items:
                 window.append(pool.submit(fn, item))
-                if len(window) >= 2 * self.workers:
+                if len(window) >= 2 * workers:
                     yield window.popleft().result()
             while window:
                 yield window.popleft().result()
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "workers": self.workers}
+
+    def close(self) -> None:
+        """Nothing to release: each map owns its pool."""
+
+    def __enter__(self) -> LocalEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

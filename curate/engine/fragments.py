@@ -1,0 +1,74 @@
+"""Input fragments: a picklable slice of a dataset folder that a worker reads itself.
+
+The local engine streams input batches from the driver to its process pool; a
+distributed engine instead hands each worker a `Fragment` (one parquet file's row
+groups, the columns wanted and the schema to conform to), so image bytes go from
+storage to the worker that needs them and never through the driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate import dataset as D
+
+ROWS_PER_FRAGMENT = 4096
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """Row groups `row_groups` of parquet file `file` (on `filesystem`, None = local)."""
+
+    file: str
+    row_groups: tuple[int, ...]
+    columns: tuple[str, ...]  # the columns this file has, of those wanted
+    schema: pa.Schema  # what every batch is conformed to
+    filesystem: Any = None
+    rows: int = 0
+
+
+def fragments(
+    datasets: list[D.Dataset],
+    columns: list[str] | None = None,
+    rows_per_fragment: int = ROWS_PER_FRAGMENT,
+) -> list[Fragment]:
+    """The kept rows of `datasets`, in `D.iter_inputs` order, cut at row-group boundaries."""
+    schema = D.unified_schema(datasets)
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
+    out: list[Fragment] = []
+    for d in datasets:
+        have = set(d.schema().names)
+        cols = tuple(c for c in schema.names if c in have)
+        for f in d.files(D.KEPT):
+            meta = d.parquet_file(f).metadata
+            group: list[int] = []
+            rows = 0
+            for i in range(meta.num_row_groups):
+                group.append(i)
+                rows += meta.row_group(i).num_rows
+                if rows >= rows_per_fragment:
+                    out.append(Fragment(str(f), tuple(group), cols, schema, d.filesystem, rows))
+                    group, rows = [], 0
+            if group:
+                out.append(Fragment(str(f), tuple(group), cols, schema, d.filesystem, rows))
+    return out
+
+
+def read_fragment(frag: Fragment, batch_size: int = 1024) -> Iterator[pa.RecordBatch]:
+    """The fragment's rows as batches of at most `batch_size`, conformed to its schema."""
+    pf = pq.ParquetFile(frag.file, filesystem=frag.filesystem)
+    for batch in pf.iter_batches(batch_size=batch_size, row_groups=list(frag.row_groups),
+                                 columns=list(frag.columns)):
+        yield D.conform(batch, frag.schema)
+
+
+def apply_to_fragment(fn: Callable[[pa.RecordBatch], Any], batch_size: int,
+                      frag: Fragment) -> list[Any]:
+    """`fn` over every batch of `frag`, in order (what a worker runs for one fragment)."""
+    return [fn(batch) for batch in read_fragment(frag, batch_size)]
