@@ -216,7 +216,7 @@ def ingest(
     opts = IngestOptions(image_root=root, max_pixels=max_pixels)
     cfg = {"kind": kind, "source": adapter.source, "mapping": mapping or {}, "config": config,
            "split": split, "image_root": str(root) if root else None, "max_pixels": max_pixels}
-    run = StageRun("ingest", Path(out), cfg, input_fingerprints(inputs, config, split),
+    run = StageRun("ingest", out, cfg, input_fingerprints(inputs, config, split),
                    force=force, engine=engine.describe())
     with run:
         if run.skipped:
