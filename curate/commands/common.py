@@ -13,18 +13,42 @@ from curate.progress import console, set_quiet
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output dataset folder.")]
+
+
+def location(value: str) -> Any:
+    """A dataset folder: a Path, or a filesystem URI (file://, s3://, gs://) kept as text."""
+    from curate.dataset import location as as_location
+
+    return as_location(value)
+
+
+OutOpt = Annotated[Path, typer.Option(
+    "--out", "-o", parser=location,
+    help="Output dataset folder: a path or a pyarrow filesystem URI (file://, s3://, gs://).",
+)]
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Redo the stage even if the output is up to date.")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries.")]
-EngineOpt = Annotated[
-    str, typer.Option("--engine", help="Where per-batch work runs: 'local' (process pool).")
-]
-WorkersOpt = Annotated[
-    int | None, typer.Option("--workers", help="Worker processes (default: all cores).")
-]
-InputsArg = Annotated[list[Path], typer.Argument(help="Input dataset folder(s).")]
+EngineOpt = Annotated[str, typer.Option(
+    "--engine", help="Where per-batch work runs: 'local' (process pool) or 'ray' (pip install "
+    "'curate[ray]'; a local Ray with --workers CPUs, or the cluster at --ray-address).",
+)]
+WorkersOpt = Annotated[int | None, typer.Option(
+    "--workers", help="Worker processes (default: all cores; with --ray-address, the "
+    "cluster's CPUs).",
+)]
+RayAddressOpt = Annotated[str | None, typer.Option(
+    "--ray-address", help="--engine ray: join this Ray cluster (auto, HOST:6379 or "
+    "ray://HOST:10001; default: $RAY_ADDRESS, else start a local Ray).",
+)]
+GpusPerWorkerOpt = Annotated[float, typer.Option(
+    "--gpus-per-worker", help="--engine ray, model stages: GPUs each model worker (actor) holds; "
+    "one worker per that many GPUs in the cluster.",
+)]
+InputsArg = Annotated[list[Path], typer.Argument(
+    parser=location, help="Input dataset folder(s): paths or filesystem URIs.",
+)]
 
 
 class UsageFailure(Exception):
@@ -50,10 +74,17 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def make_engine(name: str, workers: int | None) -> Any:
+def make_engine(name: str, workers: int | None, ray_address: str | None = None,
+                gpus_per_worker: float = 0.0) -> Any:
+    """The engine a command's --engine/--workers/--ray-address/--gpus-per-worker name."""
+    import os
+
     from curate.engine import get_engine
 
-    return get_engine(name, workers=workers)
+    if name == "ray" and not ray_address:
+        ray_address = os.environ.get("RAY_ADDRESS") or None
+    return get_engine(name, workers=workers, address=ray_address,
+                      gpus_per_worker=gpus_per_worker)
 
 
 def print_summary(manifest: dict[str, Any], out: Path) -> None:

@@ -14,6 +14,7 @@ from curate.commands.common import (
     ForceOpt,
     OutOpt,
     QuietOpt,
+    RayAddressOpt,
     WorkersOpt,
     handle_errors,
     make_engine,
@@ -51,6 +52,7 @@ def ingest(
     )] = PIL_DEFAULT_MAX_PIXELS,
     engine: EngineOpt = "local",
     workers: WorkersOpt = None,
+    ray_address: RayAddressOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -69,7 +71,7 @@ def ingest(
     manifest = run_ingest(
         kind, inputs, out, source=source, mapping=parse_mapping(mapping), config=config,
         split=split, image_root=image_root, max_pixels=max_pixels,
-        engine=make_engine(engine, workers), force=force,
+        engine=make_engine(engine, workers, ray_address), force=force,
     )
     if not quiet:
         print_summary(manifest, out)

@@ -13,6 +13,7 @@ from curate.commands.common import (
     InputsArg,
     OutOpt,
     QuietOpt,
+    RayAddressOpt,
     WorkersOpt,
     handle_errors,
     make_engine,
@@ -41,6 +42,7 @@ def shard(
     )] = None,
     engine: EngineOpt = "local",
     workers: WorkersOpt = None,
+    ray_address: RayAddressOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -60,7 +62,8 @@ def shard(
 
     manifest = run_shard(
         inputs, out, rows_per_shard=rows_per_shard, shards=shards, eval_fraction=eval_fraction,
-        seed=seed, formats=formats or [], engine=make_engine(engine, workers), force=force,
+        seed=seed, formats=formats or [], force=force,
+        engine=make_engine(engine, workers, ray_address),
     )
     if not quiet:
         print_summary(manifest, out)
@@ -72,7 +75,7 @@ def _print_shards(manifest: dict[str, Any], out: Path) -> None:
 
     from curate.progress import console
 
-    t = Table(title=f"shards in {out / 'kept'}")
+    t = Table(title=f"shards in {out}/kept")
     t.add_column("file", no_wrap=True)
     t.add_column("split")
     for col in ("rows", "multimodal", "est. tokens"):
@@ -83,7 +86,7 @@ def _print_shards(manifest: dict[str, Any], out: Path) -> None:
                   str(s["est_tokens"]), s["sha256"][:12])
     console().print(t)
     for name in manifest.get("exports", {}):
-        console().print(f"{name}: {out / name}", highlight=False)
+        console().print(f"{name}: {out}/{name}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
