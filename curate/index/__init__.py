@@ -1,0 +1,1 @@
+"""Search structures over compact keys: Hamming range search and union-find clustering."""

@@ -1,0 +1,185 @@
+"""All pairs of 64-bit codes within a Hamming radius, found by multi-index hashing.
+
+The 64 bits are cut into `m` contiguous blocks. By the pigeonhole principle, two
+codes at distance <= r agree within distance s = r // m on one of the blocks
+(refined: with r = s*m + t, on one of the first t + 1 blocks within s, or on one
+of the others within s - 1). Each block gets a direct-address table (bucket
+start and size for every block value); every code then probes its own block
+value and the values a few bit flips away, and the candidates are verified with
+a popcount. A pair is reported only by the first block that can find it and only
+from its lower index, so no pair is reported twice and nothing is sorted globally.
+
+The work is about n * probes * (1 + n / 2^w) for blocks of w bits: sub-quadratic,
+and the planner picks the block count that minimises it for the given n and r.
+Everything is vectorised numpy; memory is O(n + 2^w) per block plus the candidates
+of one probe.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from math import comb
+
+import numpy as np
+
+BITS = 64
+MAX_TABLE_BITS = 24  # a block table has 2^w + 1 entries
+_PROBE_COST = 1.0  # relative cost of one probe (two gathers) ...
+_CANDIDATE_COST = 3.0  # ... of one candidate (expand, xor, popcount, filter) ...
+_TABLE_COST = 0.3  # ... and of one table entry (bincount + cumsum)
+CHUNK = 1 << 22  # candidates verified at once
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Block widths (bits, low block first) and the radius searched in each (-1 = skipped)."""
+
+    widths: tuple[int, ...]
+    radii: tuple[int, ...]
+
+    def cost(self, n: int) -> float:
+        total = 0.0
+        for w, s in zip(self.widths, self.radii, strict=True):
+            if s < 0:
+                continue
+            probes = sum(comb(w, k) for k in range(s + 1))
+            total += n * probes * (_PROBE_COST + _CANDIDATE_COST * n / 2**w) + _TABLE_COST * 2**w
+        return total
+
+
+def make_plan(radius: int, blocks: int) -> Plan:
+    """The refined pigeonhole split of `BITS` bits into `blocks` blocks for `radius`."""
+    if blocks < 1 or blocks > BITS:
+        raise ValueError(f"blocks must be in 1..{BITS}, got {blocks}")
+    base, extra = divmod(BITS, blocks)
+    widths = tuple(base + (1 if k < extra else 0) for k in range(blocks))
+    s, t = divmod(radius, blocks)
+    radii = tuple(s if k <= t else s - 1 for k in range(blocks))
+    return Plan(widths, radii)
+
+
+def plan_for(n: int, radius: int) -> Plan:
+    """The cheapest plan (by `Plan.cost`) whose tables fit MAX_TABLE_BITS."""
+    lo = -(-BITS // MAX_TABLE_BITS)
+    candidates = [make_plan(radius, m) for m in range(lo, min(BITS, max(lo, radius + 1)) + 1)]
+    return min(candidates, key=lambda p: (p.cost(n), len(p.widths)))
+
+
+def _flips(width: int, radius: int) -> np.ndarray:
+    """Every `width`-bit mask with at most `radius` bits set, as int32."""
+    masks = [0]
+    for k in range(1, radius + 1):
+        for bits in itertools.combinations(range(width), k):
+            masks.append(sum(1 << b for b in bits))
+    return np.asarray(masks, dtype=np.int32)
+
+
+def _block(codes: np.ndarray, shift: int, width: int) -> np.ndarray:
+    mask = np.uint64((1 << width) - 1)
+    return ((codes >> np.uint64(shift)) & mask).astype(np.int32)
+
+
+def as_codes(codes: object) -> np.ndarray:
+    """Codes as a 1-d uint64 array: from Python ints, or any integer array (int64 reinterpreted)."""
+    if not isinstance(codes, np.ndarray):
+        return np.fromiter((int(c) for c in codes), dtype=np.uint64)  # type: ignore[attr-defined]
+    if codes.dtype.kind not in "iu":
+        raise TypeError(f"codes must be integers, got {codes.dtype}")
+    if codes.dtype.kind == "i":
+        codes = codes.astype(np.int64).view(np.uint64)
+    return codes.astype(np.uint64, copy=False).reshape(-1)
+
+
+def _sorted_pairs(i: list[np.ndarray], j: list[np.ndarray], d: list[np.ndarray]) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray]:
+    if not i:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty.copy(), np.empty(0, dtype=np.uint8)
+    ii, jj, dd = np.concatenate(i), np.concatenate(j), np.concatenate(d)
+    order = np.lexsort((jj, ii))
+    return ii[order], jj[order], dd[order]
+
+
+def radius_pairs(
+    codes: object, radius: int, *, plan: Plan | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All (i, j, distance) with i < j and popcount(codes[i] ^ codes[j]) <= radius.
+
+    Sorted by (i, j). `radius` is inclusive (faiss' range_search radius is strict).
+    """
+    x = as_codes(codes)
+    n = len(x)
+    if radius < 0:
+        raise ValueError("radius must be >= 0")
+    if n < 2:
+        return _sorted_pairs([], [], [])
+    plan = plan or plan_for(n, radius)
+    shifts = np.cumsum((0,) + plan.widths[:-1]).tolist()
+    out_i: list[np.ndarray] = []
+    out_j: list[np.ndarray] = []
+    out_d: list[np.ndarray] = []
+    searched: list[tuple[int, int, int]] = []  # (shift, width, radius) of earlier blocks
+    for shift, width, s in zip(shifts, plan.widths, plan.radii, strict=True):
+        if s < 0:
+            continue
+        key = _block(x, shift, width)
+        order = np.argsort(key, kind="stable")
+        # work in block-sorted order: probes of neighbouring codes hit neighbouring buckets
+        skey = key[order]
+        sx = x[order]
+        counts = np.bincount(skey, minlength=1 << width).astype(np.int32)
+        starts = np.cumsum(counts, dtype=np.int64) - counts
+        for flip in _flips(width, s):
+            probe = skey ^ flip
+            cnt = counts[probe]
+            q = np.flatnonzero(cnt)
+            if q.size == 0:
+                continue
+            cnt = cnt[q]
+            ends = np.cumsum(cnt, dtype=np.int64)
+            # bound the candidates held at once (skewed codes can crowd one bucket)
+            cuts = np.searchsorted(ends, np.arange(CHUNK, int(ends[-1]), CHUNK), side="left")
+            for a, b in zip((0, *cuts.tolist()), (*cuts.tolist(), q.size), strict=True):
+                if a >= b:
+                    continue
+                qa, ca = q[a:b], cnt[a:b]
+                ea = ends[a:b] - (ends[a - 1] if a else 0)
+                cp = np.arange(int(ea[-1]), dtype=np.int64) - np.repeat(
+                    ea - ca - starts[probe[qa]], ca)
+                qp = np.repeat(qa, ca)
+                diff = sx[qp] ^ sx[cp]
+                dist = np.bitwise_count(diff)
+                ok = dist <= radius
+                for e_shift, e_width, e_s in searched:  # found by an earlier block already
+                    ok &= np.bitwise_count(_block(diff, e_shift, e_width)) > e_s
+                if not ok.any():
+                    continue
+                qi, cj = order[qp[ok]], order[cp[ok]]
+                lower = qi < cj
+                out_i.append(qi[lower])
+                out_j.append(cj[lower])
+                out_d.append(dist[ok][lower].astype(np.uint8))
+        searched.append((shift, width, s))
+    return _sorted_pairs(out_i, out_j, out_d)
+
+
+def brute_force_pairs(
+    codes: object, radius: int, chunk: int = 2048
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The quadratic reference for `radius_pairs` (same output); for tests and small n."""
+    x = as_codes(codes)
+    n = len(x)
+    out_i: list[np.ndarray] = []
+    out_j: list[np.ndarray] = []
+    out_d: list[np.ndarray] = []
+    for a in range(0, n, chunk):
+        rows = x[a:a + chunk]
+        dist = np.bitwise_count(rows[:, None] ^ x[None, :])
+        ii, jj = np.nonzero(dist <= radius)
+        ii += a
+        keep = jj > ii
+        out_i.append(ii[keep].astype(np.int64))
+        out_j.append(jj[keep].astype(np.int64))
+        out_d.append(dist[ii[keep] - a, jj[keep]].astype(np.uint8))
+    return _sorted_pairs(out_i, out_j, out_d)

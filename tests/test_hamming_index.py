@@ -1,0 +1,110 @@
+"""The Hamming range search against brute force, and union-find."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from curate.index.hamming import (
+    brute_force_pairs,
+    make_plan,
+    plan_for,
+    radius_pairs,
+)
+from curate.index.unionfind import UnionFind, components
+
+U64 = st.integers(min_value=0, max_value=2**64 - 1)
+
+
+@st.composite
+def clustered_codes(draw: st.DrawFn) -> list[int]:
+    """Random codes plus copies of some with a few bits flipped, so near pairs exist."""
+    base = draw(st.lists(U64, min_size=0, max_size=60))
+    out = list(base)
+    for code in base:
+        for flips in draw(st.lists(st.sets(st.integers(0, 63), max_size=12), max_size=3)):
+            out.append(code ^ sum(1 << b for b in flips))
+    return out
+
+
+def _as_set(res: tuple[np.ndarray, np.ndarray, np.ndarray]) -> set[tuple[int, int, int]]:
+    return set(zip(*(a.tolist() for a in res), strict=True))
+
+
+@settings(max_examples=150, deadline=None)
+@given(codes=clustered_codes(), radius=st.integers(0, 14), blocks=st.integers(3, 16))
+def test_index_equals_brute_force(codes: list[int], radius: int, blocks: int) -> None:
+    expected = brute_force_pairs(codes, radius)
+    got = radius_pairs(codes, radius, plan=make_plan(radius, blocks))
+    assert _as_set(got) == _as_set(expected)
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))  # same order
+    assert all(i < j for i, j, _ in _as_set(got))
+
+
+@settings(max_examples=40, deadline=None)
+@given(codes=clustered_codes(), radius=st.integers(0, 10))
+def test_chosen_plan_equals_brute_force(codes: list[int], radius: int) -> None:
+    assert _as_set(radius_pairs(codes, radius)) == _as_set(brute_force_pairs(codes, radius))
+
+
+def test_duplicates_and_extreme_codes() -> None:
+    codes = [0, 0, 2**64 - 1, 2**64 - 1, 1, 2**63]
+    got = _as_set(radius_pairs(codes, 1))
+    assert got == {(0, 1, 0), (2, 3, 0), (0, 4, 1), (1, 4, 1), (0, 5, 1), (1, 5, 1)}
+    assert _as_set(radius_pairs(codes, 64)) == _as_set(brute_force_pairs(codes, 64))
+
+
+def test_radius_is_inclusive() -> None:
+    a = 0b1111_1111  # 8 bits from 0
+    assert _as_set(radius_pairs([0, a], 8)) == {(0, 1, 8)}
+    assert _as_set(radius_pairs([0, a], 7)) == set()
+
+
+def test_many_codes_in_one_bucket_are_verified_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import curate.index.hamming as H
+
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 2**16, 3000, dtype=np.uint64)  # the top blocks are all zero
+    monkeypatch.setattr(H, "CHUNK", 1000)
+    assert _as_set(radius_pairs(codes, 3)) == _as_set(brute_force_pairs(codes, 3))
+
+
+def test_plans_cover_the_radius() -> None:
+    for radius in range(0, 20):
+        for blocks in range(3, 12):
+            plan = make_plan(radius, blocks)
+            assert sum(plan.widths) == 64
+            # refined pigeonhole: radii + 1 summed over the blocks exceeds the radius
+            assert sum(s + 1 for s in plan.radii) == radius + 1
+    assert plan_for(1_000_000, 8).widths == (22, 21, 21)  # three blocks, radius 2 in each
+
+
+def test_union_find_labels_are_the_smallest_member() -> None:
+    uf = UnionFind(7)
+    uf.union(5, 3)
+    uf.union(3, 6)
+    uf.union(1, 2)
+    assert uf.labels().tolist() == [0, 1, 1, 3, 4, 3, 3]
+    assert components(7, np.array([6, 2, 3]), np.array([3, 1, 5])).tolist() == uf.labels().tolist()
+    assert components(0, np.array([]), np.array([])).tolist() == []
+
+
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(1, 40), edges=st.lists(st.tuples(st.integers(0, 39), st.integers(0, 39))))
+def test_components_match_a_graph_search(n: int, edges: list[tuple[int, int]]) -> None:
+    edges = [(a % n, b % n) for a, b in edges]
+    labels = components(n, np.array([a for a, _ in edges], dtype=np.int64),
+                        np.array([b for _, b in edges], dtype=np.int64))
+    adj: dict[int, set[int]] = {k: set() for k in range(n)}
+    for a, b in edges:
+        adj[a].add(b)
+        adj[b].add(a)
+    for start in range(n):
+        seen, todo = {start}, [start]
+        while todo:
+            for nxt in adj[todo.pop()] - seen:
+                seen.add(nxt)
+                todo.append(nxt)
+        assert labels[start] == min(seen)
