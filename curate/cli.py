@@ -22,6 +22,7 @@ app = typer.Typer(
 
 COMMAND_MODULES = [
     "curate.commands.ingest",
+    "curate.commands.dedup",
     "curate.commands.shard",
     "curate.commands.demo",
     "curate.commands.report",
