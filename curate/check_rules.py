@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ class RuleSpec:
 
 
 RULES: dict[str, RuleSpec] = {}
+IMAGE_TOKEN = re.compile(r"<image>", re.IGNORECASE)
 
 
 def rule(name: str, **params: Param) -> Callable[[Callable[..., Finding]], Callable[..., Finding]]:
@@ -92,6 +94,10 @@ class _Collector:
 
     def finding(self, ok: str, bad: str) -> Finding:
         return Finding(self.count, self.first, bad.format(n=self.count) if self.count else ok)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _kept_rows(ctx: Context, columns: list[str]) -> Iterator[dict[str, Any]]:
@@ -121,8 +127,8 @@ def schema_valid(ctx: Context) -> Finding:
                 for col in table.column_names:
                     if table[col].null_count:
                         c.add(f"{where}: {table[col].null_count} null {col}")
-    return c.finding(f"{len(ctx.folders)} folders, every file canonical",
-                     "{n} files break the schema")
+    return c.finding(f"{plural(len(ctx.folders), 'folder')}, every file canonical",
+                     "{n} schema problem(s)")
 
 
 @rule("conservation")
@@ -157,8 +163,8 @@ def conservation(ctx: Context) -> Finding:
                 c.add(f"{s.name}: {reasons.null_count} rejected rows without a reason")
         if s.parents:
             _conserved_ids(ctx.run, s, c)
-    return c.finding(f"{len(ctx.folders)} folders: rows in = kept + rejected, ids conserved",
-                     "{n} conservation failures")
+    return c.finding(f"{plural(len(ctx.folders), 'folder')}: rows in = kept + rejected, "
+                     "ids conserved", "{n} conservation failure(s)")
 
 
 def _ids(step: Step, part: str) -> Counter[str]:
@@ -203,8 +209,8 @@ def no_exact_duplicates(ctx: Context) -> Finding:
             c.add(f"{r['pair_id']} (duplicates {first[digest]})")
         else:
             first[digest] = r["pair_id"]
-    return c.finding(f"{len(first)} distinct kept rows in {ctx.where()}",
-                     "{n} kept rows duplicate another kept row")
+    return c.finding(f"{plural(len(first), 'distinct kept row')} in {ctx.where()}",
+                     "{n} kept row(s) duplicate another kept row")
 
 
 @rule("no_empty_responses")
@@ -217,8 +223,8 @@ def no_empty_responses(ctx: Context) -> Finding:
         empty = [k for k in ("chosen", "rejected") if not (r[k] or "").strip()]
         if empty:
             c.add(f"{r['pair_id']} (empty {' and '.join(empty)})")
-    return c.finding(f"{n} kept rows, every response non-empty",
-                     "{n} kept rows have an empty response")
+    return c.finding(f"{plural(n, 'kept row')}, every response non-empty",
+                     "{n} kept row(s) with an empty response")
 
 
 @rule("chosen_differs")
@@ -230,8 +236,8 @@ def chosen_differs(ctx: Context) -> Finding:
         n += 1
         if (r["chosen"] or "").strip() == (r["rejected"] or "").strip():
             c.add(r["pair_id"])
-    return c.finding(f"{n} kept rows, chosen != rejected in each",
-                     "{n} kept rows have chosen == rejected")
+    return c.finding(f"{plural(n, 'kept row')}, chosen != rejected in each",
+                     "{n} kept row(s) with chosen == rejected")
 
 
 @rule("images_decodable", max_pixels=Param(int, 89_478_485, help="larger images fail"))
@@ -248,7 +254,7 @@ def images_decodable(ctx: Context, max_pixels: int) -> Finding:
                 inspect_image(im.get("bytes") or b"", max_pixels)
             except ImageRejected as exc:
                 c.add(f"{r['pair_id']} (image {i}: {exc.reason})")
-    return c.finding(f"{n} images decoded", "{n} images do not decode")
+    return c.finding(f"{plural(n, 'image')} decoded", "{n} image(s) do not decode")
 
 
 @rule("no_contamination",
@@ -256,26 +262,31 @@ def images_decodable(ctx: Context, max_pixels: int) -> Finding:
       min_chars=Param(int, 0, help="ignore prompts shorter than this (normalised)"))
 def no_contamination(ctx: Context, eval: list[str], min_chars: int) -> Finding:
     """No kept row asks an eval set's question: the same normalised last user message, and
-    for an eval row with images, at least one of the same images (by decoded pixels)."""
+    for an eval row with images, at least one of the same images (by decoded pixels).
+
+    Normalised: `<image>` placeholders removed, NFKC, case-folded, whitespace collapsed."""
     from curate.stages.dedup import normalise_text
+
+    def question(prompt: Any) -> str:
+        return normalise_text(IMAGE_TOKEN.sub(" ", user_text(prompt)))
 
     bench: dict[str, list[set[str]]] = {}
     for folder in eval:
         for s in load_run([folder]).steps:
             for r in iter_rows(s, D.KEPT, ["pair_id", "prompt", "images"]):
-                text = normalise_text(user_text(r["prompt"]))
+                text = question(r["prompt"])
                 if len(text) >= max(min_chars, 1):
                     bench.setdefault(text, []).append(set(_image_ids(r["images"])))
     c = _Collector(ctx.limit)
     n = 0
     for r in _kept_rows(ctx, ["pair_id", "prompt", "images"]):
         n += 1
-        text = normalise_text(user_text(r["prompt"]))
+        text = question(r["prompt"])
         images = set(_image_ids(r["images"]))
         if any(not ids or ids & images for ids in bench.get(text, [])):
             c.add(f"{r['pair_id']} ({text[:60]!r})")
     return c.finding(f"{n} kept rows against {sum(map(len, bench.values()))} eval prompts",
-                     "{n} kept rows appear in an eval set")
+                     "{n} kept row(s) appear in an eval set")
 
 
 # -- proportions -------------------------------------------------------------------------------
@@ -286,8 +297,8 @@ def row_count(ctx: Context, min: int | None, max: int | None) -> Finding:
     n = sum(s.dataset.count(D.KEPT) for s in ctx.finals)
     bounds = f"[{'-' if min is None else min}, {'-' if max is None else max}]"
     bad = (min is not None and n < min) or (max is not None and n > max)
-    return Finding(int(bad), [f"{ctx.where()}: {n} kept rows"] if bad else [],
-                   f"{n} kept rows, {'outside' if bad else 'within'} {bounds}")
+    return Finding(int(bad), [f"{ctx.where()}: {plural(n, 'kept row')}"] if bad else [],
+                   f"{plural(n, 'kept row')}, {'outside' if bad else 'within'} {bounds}")
 
 
 @rule("max_source_share", max=Param((int, float), required=True, fraction=True,
@@ -328,7 +339,7 @@ def max_reject_fraction(ctx: Context, max: float, reasons: list[str] | None,
             if f > max:
                 c.add(f"{s.name}: {reason} rejected {n}/{rows_in} = {100 * f:.1f}%")
     return c.finding(f"largest: {worst[1] or '-'} {100 * worst[0]:.1f}% (max {100 * max:.1f}%)",
-                     "{n} reasons reject more than " + f"{100 * max:.1f}%")
+                     "{n} reason(s) reject more than " + f"{100 * max:.1f}%")
 
 
 def describe() -> list[tuple[str, str, str]]:

@@ -52,8 +52,9 @@ def evals(tmp_path_factory: pytest.TempPathFactory, run_root: Path) -> dict[str,
     return {
         "clean": eval_set(base / "eval-clean", ["What is the capital of France?",
                                                 "Write a haiku about autumn leaves."]),
-        "dirty": eval_set(base / "eval-dirty", ["What is the capital of France?",
-                                                user_text(contaminated["prompt"]).upper()]),
+        "dirty": eval_set(base / "eval-dirty", [  # other case, spacing and an <image> token
+            "What is the capital of France?",
+            "<image> " + "  ".join(user_text(contaminated["prompt"]).upper().split())]),
         "dirty_id": Path(contaminated["pair_id"]),
     }
 

@@ -255,3 +255,27 @@ def test_svg_pieces() -> None:
     assert detail_note("0123456789abcdef0123456789abcdef distance=3") == "distance=3"
     assert detail_note("0123456789abcdef0123456789abcdef (prompt cosine 0.9712)") == \
         "prompt cosine 0.9712"
+
+
+@pytest.mark.slow
+def test_similar_stage_in_report_and_explain(run_root: Path, tmp_path: Path) -> None:
+    """With `curate similar` after dedup: its clusters, its score columns, and explain (~30 s:
+    the text embedder)."""
+    similar_mod = pytest.importorskip("curate.stages.similar")
+    from curate.explain import explain
+
+    out = tmp_path / "03-similar"
+    similar_mod.similar([run_root / "02-dedup"], out,
+                        config=similar_mod.SimilarConfig(threshold=0.9), engine=one_worker())
+    rej = D.Dataset.open(out).read(D.REJECTED).to_pylist()
+    assert rej, "the sample has prompts that differ only by an <image> token"
+    d = collect(load_run([run_root, out]))
+    assert [f.stage for f in d.funnel] == ["ingest", "dedup", "similar"]
+    sims = [c for c in d.clusters if c.stage == "similar"]
+    assert {m.pair_id for c in sims for m in c.members} == {r["pair_id"] for r in rej}
+    assert all("cosine" in m.note for c in sims for m in c.members)
+    assert {"similar_prompt_sim", "similar_response_sim"} <= {h.key for h in d.histograms}
+    e = explain(rej[0]["pair_id"], [run_root, out])
+    assert [v.stage for v in e.visits] == ["ingest", "dedup", "similar"]
+    assert e.final.related[0].pair_id == rej[0]["reject_detail"].split()[0]
+    assert e.final.related[0].outcome == "kept"

@@ -293,8 +293,11 @@ def _clusters(run: Run, thumbs: Thumbnails, limit: int,
             chosen += [(reason, sid, groups[(reason, sid)][:members]) for _, sid in keys[:limit]]
         wanted = {pid for _, _, ids in chosen for pid in ids}
         rows = {r["pair_id"]: r for r in lookup(step, D.REJECTED, wanted)}
+        survivors = {sid for _, sid, _ in chosen}  # one pass over kept/ for all of them
+        found = {r["pair_id"]: r for r in lookup(step, D.KEPT, survivors)}
+        found.update({r["pair_id"]: r for r in lookup(step, D.REJECTED, survivors - set(found))})
         for reason, sid, ids in chosen:
-            survivor = find_pair(run, sid, prefer=step)
+            survivor = found.get(sid) or find_pair(run, sid)
             cards = []
             for pid in ids:
                 c = card(rows[pid], thumbs, step)

@@ -122,7 +122,7 @@ def histogram(series: Sequence[Series], *, title: str, xlabel: str, bins: int = 
     """Counts of each series in shared bins, drawn side by side within a bin."""
     finite = [s.values[np.isfinite(s.values)] for s in series]
     every = np.concatenate(finite) if finite else np.array([])
-    left, right, top, bottom = 48, 10, 10, 62
+    left, right, top, bottom = 48, 24, 10, 62
     plot_w, plot_h = width - left - right, height - top - bottom
     body: list[str] = []
     if every.size == 0:
