@@ -159,10 +159,12 @@ def demo_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def page(demo_report: Path):
-    browser = Chromium(require_chromium())
+def page(request: pytest.FixtureRequest):
+    binary = require_chromium()  # before the demo run is built, so a skip is quick
+    report: Path = request.getfixturevalue("demo_report")
+    browser = Chromium(binary)
     try:
-        browser.load(demo_report.resolve().as_uri())
+        browser.load(report.resolve().as_uri())
         yield browser
     finally:
         browser.close()
