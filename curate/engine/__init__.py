@@ -5,7 +5,8 @@ Every engine has the same interface, and a stage gets the same results from each
 - `map_inputs(fn, datasets, columns, batch_size)`: `fn` over the kept rows of dataset
   folders, batch by batch, in order (the Ray engine's workers read their own rows);
 - `map_actors(setup, items)`: for model stages, `setup()` builds the function once
-  per worker (a model load), then it maps `items` in order;
+  per worker (a model load), then it maps `items` in order; `map_inputs_actors(setup,
+  datasets, ...)` is the same over dataset rows (on Ray, with `gpus_per_worker` GPUs);
 - `describe()` (recorded in the manifest) and `close()`.
 """
 

@@ -8,6 +8,7 @@ storage to the worker that needs them and never through the driver.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -72,3 +73,9 @@ def apply_to_fragment(fn: Callable[[pa.RecordBatch], Any], batch_size: int,
                       frag: Fragment) -> list[Any]:
     """`fn` over every batch of `frag`, in order (what a worker runs for one fragment)."""
     return [fn(batch) for batch in read_fragment(frag, batch_size)]
+
+
+def fragment_setup(setup: Callable[[], Callable[[pa.RecordBatch], Any]],
+                   batch_size: int) -> Callable[[Fragment], list[Any]]:
+    """An actor's setup for fragments: build the batch function once, apply it per fragment."""
+    return functools.partial(apply_to_fragment, setup(), batch_size)

@@ -74,6 +74,19 @@ class LocalEngine:
 
         return self.map(fn, iter_inputs(datasets, columns=columns, batch_size=batch_size))
 
+    def map_inputs_actors(
+        self,
+        setup: Callable[[], Callable[[pa.RecordBatch], R]],
+        datasets: list[Dataset],
+        columns: list[str] | None = None,
+        batch_size: int = 1024,
+    ) -> Iterator[R]:
+        """`map_inputs` for a function built by `setup()` once per worker (a model)."""
+        from curate.dataset import iter_inputs
+
+        return self.map_actors(setup, iter_inputs(datasets, columns=columns,
+                                                  batch_size=batch_size))
+
     def map_actors(
         self,
         setup: Callable[[], Callable[[T], R]],

@@ -135,6 +135,20 @@ class RayEngine:
         for results in self.map(per_fragment, fragments(datasets, columns)):
             yield from results
 
+    def map_inputs_actors(
+        self,
+        setup: Callable[[], Callable[[pa.RecordBatch], R]],
+        datasets: list[Dataset],
+        columns: list[str] | None = None,
+        batch_size: int = 1024,
+    ) -> Iterator[R]:
+        """`map_inputs` on actors: `setup()` once per actor, fragments read by the actors."""
+        from curate.engine.fragments import fragment_setup, fragments
+
+        per_fragment = functools.partial(fragment_setup, setup, batch_size)
+        for results in self.map_actors(per_fragment, fragments(datasets, columns)):
+            yield from results
+
     def map_actors(
         self,
         setup: Callable[[], Callable[[T], R]],
