@@ -1,0 +1,352 @@
+"""The Ray engine gives the local engine's results, stage by stage, even when workers die.
+
+Ray runs locally with 2 CPUs, started once for the session by `ray_session` and shut
+down at its end, which also checks that none of its processes is left. Without Ray
+these tests skip, except under CI=true, where they fail (`make setup` installs the
+`ray` extra).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from curate import dataset as D
+
+try:
+    import ray
+except ImportError:  # pragma: no cover - depends on the environment
+    if os.environ.get("CI") == "true":
+        raise ImportError("CI=true needs Ray: pip install -e '.[ray]'") from None
+    pytest.skip("ray is not installed (pip install -e '.[ray]')", allow_module_level=True)
+
+from bench.bench_ray import make_raw  # noqa: E402
+from curate.engine import get_engine  # noqa: E402
+from curate.engine.ray import RayEngine  # noqa: E402
+from tests.helpers import assert_conserved  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+N_PAIRS = 600
+WORKERS = 2
+# scheduling-dependent by design: the dedup manifest says images_decoded depends on how
+# batches met worker processes (a per-process hash memo); everything else must agree
+SCHEDULING_DEPENDENT = {("dedup", "images_decoded")}
+
+
+def _ray_processes(exclude_ours: bool = False) -> dict[int, str]:
+    """Ray's processes on this machine (without this process's own Ray, if asked)."""
+    import psutil
+
+    ours = {p.pid for p in psutil.Process().children(recursive=True)} if exclude_ours else set()
+    found = {}
+    for p in psutil.process_iter(["pid", "name", "cmdline"]):
+        if p.info["pid"] in ours:
+            continue
+        text = " ".join(p.info.get("cmdline") or []) or (p.info.get("name") or "")
+        if any(k in text for k in ("raylet", "gcs_server", "ray::", "default_worker.py",
+                                   "dashboard/agent.py", "log_monitor.py")):
+            found[p.info["pid"]] = text[:120]
+    return found
+
+
+def _wait_gone(pids: dict[int, str], timeout: float = 30.0) -> dict[int, str]:
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    alive = dict(pids)
+    while alive and time.monotonic() < deadline:
+        alive = {p: t for p, t in alive.items()
+                 if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE}
+        time.sleep(0.3)
+    return alive
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """A local Ray with 2 CPUs for the whole session; afterwards none of its processes lives."""
+    before = set(_ray_processes())
+    ray.init(num_cpus=WORKERS, include_dashboard=False, object_store_memory=400 * 1024**2,
+             logging_level="WARNING")
+    yield
+    ours = {p: t for p, t in _ray_processes().items() if p not in before}
+    ray.shutdown()
+    left = _wait_gone(ours)
+    assert not left, f"Ray processes outlived the test session: {left}"
+
+
+class _DieOnce:
+    """Wraps a stage function: the first call anywhere SIGKILLs its own worker process.
+
+    The marker file is created before dying, so Ray's retry of that task succeeds.
+    """
+
+    def __init__(self, fn: Callable[[Any], Any], marker: str) -> None:
+        self.fn, self.marker = fn, marker
+
+    def __call__(self, item: Any) -> Any:
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return self.fn(item)
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)
+        raise AssertionError("unreachable")
+
+
+class KillingRayEngine(RayEngine):
+    """A RayEngine whose first task (or actor call) kills its worker mid-stage."""
+
+    def __init__(self, marker: Path) -> None:
+        super().__init__(workers=WORKERS)
+        self.marker = str(marker)
+
+    def map(self, fn: Callable[[Any], Any], items: Any) -> Iterator[Any]:
+        return super().map(_DieOnce(fn, self.marker), items)
+
+    def map_actors(self, setup: Callable[[], Any], items: Any, workers: int | None = None
+                   ) -> Iterator[Any]:
+        import functools
+
+        return super().map_actors(functools.partial(_die_once_setup, setup, self.marker),
+                                  items, workers)
+
+
+def _die_once_setup(setup: Callable[[], Any], marker: str) -> Callable[[Any], Any]:
+    return _DieOnce(setup(), marker)
+
+
+# -- the pipeline, once per engine ------------------------------------------------------
+def run_pipeline(engine: Any, raw: list[Path], out: Path) -> dict[str, Path]:
+    """Every stage that exists, chained: ingest (two sources) -> dedup -> shard."""
+    from curate.stages.dedup import dedup
+    from curate.stages.ingest import ingest
+    from curate.stages.shard import shard
+
+    folders: dict[str, Path] = {}
+    for k, path in enumerate(raw):
+        folders[f"ingest{k}"] = out / f"ingest{k}"
+        ingest("generic", [str(path)], folders[f"ingest{k}"], source=f"src{k}", engine=engine)
+    folders["dedup"] = out / "dedup"
+    dedup([folders["ingest0"], folders["ingest1"]], folders["dedup"], engine=engine,
+          prefer=["src1"])
+    folders["shard"] = out / "shard"
+    shard([folders["dedup"]], folders["shard"], shards=3, eval_fraction=0.1, engine=engine)
+    return folders
+
+
+STAGES = ["ingest0", "ingest1", "dedup", "shard"]
+
+
+@pytest.fixture(scope="session")
+def raw(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return make_raw(tmp_path_factory.mktemp("raw"), N_PAIRS)
+
+
+@pytest.fixture(scope="session")
+def local_run(raw: list[Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return run_pipeline(get_engine("local", workers=WORKERS), raw,
+                        tmp_path_factory.mktemp("local"))
+
+
+@pytest.fixture(scope="session")
+def ray_run(ray_session: None, raw: list[Path],
+            tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return run_pipeline(get_engine("ray", workers=WORKERS), raw, tmp_path_factory.mktemp("ray"))
+
+
+# -- comparisons --------------------------------------------------------------------------
+def pair_ids(folder: Path, part: str) -> list[str]:
+    return sorted(D.Dataset.open(folder).read(part, columns=["pair_id"])["pair_id"].to_pylist())
+
+
+def canonical_sha256(folder: Path, part: str) -> str:
+    """sha256 of a part's rows sorted by every scalar column (file layout and order aside)."""
+    table = D.Dataset.open(folder).read(part)
+    keys = [(c, "ascending") for c in ("pair_id", "source", "source_id", "reject_reason",
+                                       "reject_detail", "split") if c in table.column_names]
+    table = table.take(pc.sort_indices(table, sort_keys=keys)).combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+def manifest_counts(folder: Path) -> dict[str, Any]:
+    """The manifest minus what may differ between runs: engine, timings, paths."""
+    m = D.Dataset.open(folder).manifest
+    drop = {"engine", "steps", "seconds", "inputs", "fingerprint"}
+    out = {k: v for k, v in m.items() if k not in drop}
+    for stage, key in SCHEDULING_DEPENDENT:
+        out.get(stage, {}).pop(key, None)
+    return out
+
+
+def assert_same_output(a: Path, b: Path) -> None:
+    for part in (D.KEPT, D.REJECTED):
+        assert pair_ids(a, part) == pair_ids(b, part), part
+        assert canonical_sha256(a, part) == canonical_sha256(b, part), part
+    assert manifest_counts(a) == manifest_counts(b)
+    assert_conserved(b)
+
+
+# -- tests ------------------------------------------------------------------------------
+@pytest.mark.parametrize("stage", STAGES)
+def test_ray_gives_the_local_result(stage: str, local_run: dict[str, Path],
+                                    ray_run: dict[str, Path]) -> None:
+    a, b = local_run[stage], ray_run[stage]
+    assert_same_output(a, b)
+    # stronger than the contract: the ordered engines write the very same files
+    assert D.Dataset.open(a).manifest["files"] == D.Dataset.open(b).manifest["files"]
+    m = D.Dataset.open(b).manifest
+    assert m["engine"]["engine"] == "ray" and m["engine"]["workers"] == WORKERS
+    assert m["steps"], "the manifest times each step"
+
+
+def test_the_planted_problems_are_found(ray_run: dict[str, Path]) -> None:
+    """The comparison means something: every kind of planted row is there and rejected."""
+    ingest = D.Dataset.open(ray_run["ingest0"]).manifest["rejected_by_reason"]
+    dedup = D.Dataset.open(ray_run["dedup"]).manifest["rejected_by_reason"]
+    assert {"corrupt_image", "empty_response"} <= set(ingest)
+    assert {"exact_duplicate", "near_duplicate_image", "label_conflict"} <= set(dedup)
+
+
+@pytest.mark.parametrize("stage", ["ingest0", "dedup"])
+def test_a_worker_killed_mid_stage_is_retried(stage: str, ray_session: None, raw: list[Path],
+                                              local_run: dict[str, Path],
+                                              tmp_path: Path) -> None:
+    from curate.stages.dedup import dedup
+    from curate.stages.ingest import ingest
+
+    marker = tmp_path / "killed"
+    engine = KillingRayEngine(marker)
+    out = tmp_path / stage
+    if stage == "ingest0":
+        ingest("generic", [str(raw[0])], out, source="src0", engine=engine)
+    else:
+        dedup([local_run["ingest0"], local_run["ingest1"]], out, engine=engine,
+              prefer=["src1"])
+    assert marker.exists(), "a worker was killed"
+    assert_same_output(local_run[stage], out)
+
+
+def test_a_killed_actor_restarts_and_its_task_is_retried(ray_session: None,
+                                                         tmp_path: Path) -> None:
+    engine = KillingRayEngine(tmp_path / "killed")
+    got = list(engine.map_actors(_make_scaler, range(20), workers=2))
+    assert (tmp_path / "killed").exists()
+    assert got == [3 * i for i in range(20)]
+
+
+def _make_scaler() -> Callable[[int], int]:
+    return lambda x: 3 * x
+
+
+def _pid_of_setup() -> Callable[[int], tuple[int, int]]:
+    pid = os.getpid()
+    return lambda x: (x * x, pid)
+
+
+@pytest.mark.parametrize("name", ["local", "ray"])
+def test_map_actors_builds_once_per_worker_and_keeps_order(name: str, ray_session: None
+                                                           ) -> None:
+    engine = get_engine(name, workers=WORKERS)
+    got = list(engine.map_actors(_pid_of_setup, range(50)))
+    assert [v for v, _ in got] == [i * i for i in range(50)]
+    assert 1 <= len({pid for _, pid in got}) <= WORKERS
+
+
+def _shard_keys_setup() -> Callable[[pa.RecordBatch], pa.RecordBatch]:
+    from curate.stages.shard import shard_keys
+
+    return shard_keys
+
+
+@pytest.mark.parametrize("name", ["local", "ray"])
+def test_map_inputs_and_its_actor_form_read_the_same_rows(name: str, ray_session: None,
+                                                          local_run: dict[str, Path]) -> None:
+    from curate.stages.shard import shard_keys
+
+    cols = ["pair_id", "source", "prompt", "chosen", "rejected", "images"]
+    ds = [D.Dataset.open(local_run["ingest0"]), D.Dataset.open(local_run["ingest1"])]
+    inline = get_engine("local", workers=1)
+    want = pa.Table.from_batches(list(inline.map_inputs(shard_keys, ds, cols, 100)))
+    engine = get_engine(name, workers=WORKERS)
+    got = pa.Table.from_batches(list(engine.map_inputs(shard_keys, ds, cols, 100)))
+    got_actors = pa.Table.from_batches(
+        list(engine.map_inputs_actors(_shard_keys_setup, ds, cols, 100)))
+    assert want.num_rows == sum(d.count() for d in ds)
+    assert got.equals(want) and got_actors.equals(want)
+
+
+def _fail_on_seven(x: int) -> int:
+    if x == 7:
+        raise ValueError("seven is not allowed")
+    return x
+
+
+def test_map_keeps_order_and_raises_the_stage_error(ray_session: None) -> None:
+    engine = get_engine("ray", workers=WORKERS)
+    assert list(engine.map(_make_scaler(), range(30))) == [3 * i for i in range(30)]
+    with pytest.raises(ValueError, match="seven is not allowed"):
+        list(engine.map(_fail_on_seven, range(10)))
+
+
+def test_file_uris_in_and_out(ray_session: None, local_run: dict[str, Path],
+                              tmp_path: Path) -> None:
+    """Dataset folders as file:// URIs go through the pyarrow filesystem code path."""
+    from curate.stages.dedup import dedup
+
+    src = [local_run["ingest0"].as_uri(), local_run["ingest1"].as_uri()]
+    out = (tmp_path / "dedup").as_uri()
+    m = dedup(src, out, engine=get_engine("ray", workers=WORKERS), prefer=["src1"])
+    assert m["inputs"][0]["path"] == src[0]
+    assert_same_output(local_run["dedup"], tmp_path / "dedup")
+    again = dedup(src, out, engine=get_engine("ray", workers=WORKERS), prefer=["src1"])
+    assert again["fingerprint"] == m["fingerprint"]  # up to date: skipped, not rewritten
+    assert not list(tmp_path.glob(".dedup.tmp-*"))
+
+
+def test_cli_engine_ray_joins_the_running_ray(ray_session: None, local_run: dict[str, Path],
+                                              tmp_path: Path, run_cli) -> None:
+    out = tmp_path / "dedup"
+    res = run_cli("dedup", local_run["ingest0"], local_run["ingest1"], "--out", out,
+                  "--prefer", "src1", "--engine", "ray", "--workers", "2")
+    assert "rows in" in res.output
+    assert_same_output(local_run["dedup"], out)
+    assert ray.is_initialized(), "an engine that joined a running Ray leaves it running"
+
+
+def test_ray_address_needs_the_ray_engine(local_run: dict[str, Path], tmp_path: Path,
+                                          run_cli) -> None:
+    res = run_cli("dedup", local_run["ingest0"], "--out", tmp_path / "x", "--ray-address",
+                  "auto", expect=2)
+    assert "--ray-address needs --engine ray" in res.output
+
+
+def test_cli_in_its_own_process_leaves_no_ray_behind(raw: list[Path], tmp_path: Path) -> None:
+    """`curate ingest --engine ray` starts its own Ray and takes it down when it exits."""
+    before = _ray_processes(exclude_ours=True)
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    proc = subprocess.run(
+        [sys.executable, "-m", "curate.cli", "ingest", "generic", str(raw[0]), "--out",
+         str(tmp_path / "cli"), "--source", "src0", "--engine", "ray", "--workers", "1", "-q"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = assert_conserved(tmp_path / "cli")
+    assert m["engine"]["engine"] == "ray" and m["engine"]["workers"] == 1
+    started = {p: t for p, t in _ray_processes(exclude_ours=True).items() if p not in before}
+    assert not _wait_gone(started), "the CLI's Ray outlived it"
