@@ -50,6 +50,22 @@ REJECT_FIELDS: list[pa.Field] = [
 ]
 REJECT_COLUMNS = [f.name for f in REJECT_FIELDS]
 
+# A prompt with N responses sampled from a policy model, before a reward model picks
+# pairs among them (`curate ingest candidates`, read by `curate pairs`). Same message
+# and image types as a pair; `prompt_id` plays the role of `pair_id`.
+CANDIDATES_FIELDS: list[pa.Field] = [
+    pa.field("prompt_id", pa.string(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("source_id", pa.string(), nullable=False),
+    pa.field("prompt", pa.list_(MESSAGE)),
+    pa.field("responses", pa.list_(pa.string())),
+    pa.field("images", pa.list_(IMAGE)),
+    pa.field("model", pa.string()),  # the policy model that sampled the responses
+    pa.field("category", pa.string()),
+    pa.field("meta", pa.string()),
+]
+CANDIDATES_SCHEMA = pa.schema(CANDIDATES_FIELDS)
+
 
 class SchemaError(ValueError):
     """A table does not have the canonical columns with the canonical types."""

@@ -24,7 +24,7 @@ from curate.images import PIL_DEFAULT_MAX_PIXELS
 
 KINDS = (
     "rlaif-v, llava-critic, skywork-pref, hh-rlhf, sharegpt, rewardbench, vl-rewardbench, "
-    "generic"
+    "generic, candidates (prompts with N sampled responses, for `curate pairs`)"
 )
 
 
@@ -40,7 +40,8 @@ def ingest(
     )] = None,
     mapping: Annotated[str | None, typer.Option(
         "--map", help="generic: FIELD=COLUMN,... (prompt, chosen, rejected, image, id, category, "
-        "chosen_score, rejected_score, system)."
+        "chosen_score, rejected_score, system); candidates: prompt, responses, image, model, id, "
+        "category, system."
     )] = None,
     source: Annotated[str | None, typer.Option(help="Source label (default: the KIND).")] = None,
     config: Annotated[str | None, typer.Option(
@@ -65,11 +66,14 @@ def ingest(
         curate ingest hh-rlhf data/harmless-base-test.jsonl.gz --out work/hh
         curate ingest generic pairs.parquet --map prompt=question,image=img --out work/g
     """
-    from curate.sources.generic import parse_mapping
+    from curate.sources.generic import FIELDS, parse_mapping
     from curate.stages.ingest import ingest as run_ingest
 
+    if kind == "candidates":  # its own schema and stage, same signature
+        from curate.sources.candidates import FIELDS
+        from curate.sources.candidates import ingest as run_ingest
     manifest = run_ingest(
-        kind, inputs, out, source=source, mapping=parse_mapping(mapping), config=config,
+        kind, inputs, out, source=source, mapping=parse_mapping(mapping, FIELDS), config=config,
         split=split, image_root=image_root, max_pixels=max_pixels,
         engine=make_engine(engine, workers, ray_address), force=force,
     )

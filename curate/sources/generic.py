@@ -19,8 +19,9 @@ FIELDS = ("prompt", "chosen", "rejected", "image", "id", "category",
           "chosen_score", "rejected_score", "system")
 
 
-def parse_mapping(text: str | None) -> dict[str, str]:
-    """'prompt=question,chosen=good' -> {'prompt': 'question', 'chosen': 'good'}."""
+def parse_mapping(text: str | None, fields: tuple[str, ...] = FIELDS) -> dict[str, str]:
+    """'prompt=question,chosen=good' -> {'prompt': 'question', 'chosen': 'good'}; keys must be
+    in `fields` (another adapter's own fields, e.g. the candidates adapter's)."""
     mapping: dict[str, str] = {}
     if not text:
         return mapping
@@ -30,8 +31,8 @@ def parse_mapping(text: str | None) -> dict[str, str]:
         if "=" not in part:
             raise ValueError(f"--map entry {part!r} is not FIELD=COLUMN")
         key, col = (s.strip() for s in part.split("=", 1))
-        if key not in FIELDS:
-            raise ValueError(f"--map field {key!r} is not one of {', '.join(FIELDS)}")
+        if key not in fields:
+            raise ValueError(f"--map field {key!r} is not one of {', '.join(fields)}")
         mapping[key] = col
     return mapping
 

@@ -1,0 +1,233 @@
+"""Candidates: a prompt, optional images, and N responses sampled from a policy model.
+
+    curate ingest candidates samples.jsonl --out work/cands \\
+        --map prompt=question,responses=samples,image=image,model=policy
+
+The rows become a candidates dataset folder (schema `curate.schema.CANDIDATES_SCHEMA`),
+which `curate pairs` scores with a reward model and turns into preference pairs.
+
+The column map, prompt (text or messages, plus an optional `system` column), images,
+id and category are read exactly as the generic adapter reads them, and the prompt
+and every image are validated by the same code as `curate ingest`, so a candidates
+row is refused for the same reasons a pair would be (corrupt_image, no_prompt, ...).
+A response may be a string or a message (`{"role"|"from", "content"|"value"}`).
+Responses that are missing, empty or not text are left out of `responses` and named
+in `meta.invalid_responses`; a row with no usable response is rejected
+(`no_responses`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate import schema as S
+from curate.images import PIL_DEFAULT_MAX_PIXELS
+from curate.sources.base import AdapterOptions, RawPair, jsonable
+from curate.sources.generic import Generic
+from curate.sources.readers import Record
+from curate.stages.ingest import Chunk, IngestOptions, _check_response, _chunks, _row
+
+FIELDS = ("prompt", "responses", "image", "model", "id", "category", "system")
+KIND = "candidates"
+
+
+@dataclass
+class RawCandidates:
+    """One source row: `base` holds prompt, images, id, category, meta and any refusal."""
+
+    base: RawPair
+    responses: Any
+    model: Any
+
+
+class Candidates(Generic):
+    """The generic adapter's reading of a row, plus a list of responses and a model name."""
+
+    kind = KIND
+    default_source = KIND
+    description = ("prompts with N sampled responses: --map prompt=COL,responses=COL"
+                   "[,image=COL,model=COL,id=COL,category=COL,system=COL]")
+
+    def mapping(self) -> dict[str, str]:
+        m = {"prompt": "prompt", "responses": "responses", "image": "image", "model": "model"}
+        m.update(self.options.mapping)
+        # Generic.convert reads prompt, system, image, id and category; its chosen and
+        # rejected slots carry the responses and model columns (which keeps them out of meta)
+        return {**m, "chosen": m["responses"], "rejected": m["model"]}
+
+    def candidates(self, records: Callable[[], Iterator[Record]]) -> Iterator[RawCandidates]:
+        for raw in self.pairs(records):
+            yield RawCandidates(replace(raw, chosen=None, rejected=None), raw.chosen, raw.rejected)
+
+
+def _response_text(value: Any) -> Any:
+    """A response as text: a string, or the content of a message object."""
+    if isinstance(value, dict):
+        for key in ("content", "value", "text"):
+            if key in value:
+                return value[key]
+    return value
+
+
+def clean_responses(value: Any) -> tuple[list[str], list[dict[str, Any]], tuple[str, str] | None]:
+    """(usable responses in order, the unusable ones with reasons, the row's refusal or None)."""
+    if value is None:
+        return [], [], ("no_responses", "responses is missing or null")
+    if not isinstance(value, list | tuple):
+        return [], [], ("malformed_row",
+                        f"responses is a {type(value).__name__}, expected a list of responses")
+    good: list[str] = []
+    bad: list[dict[str, Any]] = []
+    for i, item in enumerate(value):
+        text = _response_text(item)
+        problem = _check_response(f"responses[{i}]", text)
+        if problem is None:
+            good.append(text)
+        else:
+            bad.append({"index": i, "reason": problem[0], "raw": jsonable(item)})
+    if not value:
+        return [], [], ("no_responses", "responses is an empty list")
+    if not good:
+        return good, bad, ("no_responses", f"none of the {len(value)} responses is usable text")
+    return good, bad, None
+
+
+def candidates_row(
+    cand: RawCandidates, source: str, opts: IngestOptions
+) -> tuple[dict[str, Any], tuple[str, str] | None]:
+    """The candidates row for `cand` and its refusal (reason, detail), if any."""
+    # validate prompt and images with ingest's own code: two distinct placeholder
+    # responses pass its response checks, so any problem it finds is the prompt's,
+    # an image's or the adapter's
+    pair_row, problem = _row(replace(cand.base, chosen="\0a", rejected="\0b"), source, opts)
+    responses, invalid, response_problem = clean_responses(cand.responses)
+    problem = problem or response_problem
+    meta = json.loads(pair_row["meta"]) if pair_row["meta"] else {}
+    if invalid:
+        meta["invalid_responses"] = invalid
+    model = cand.model if cand.model is None or isinstance(cand.model, str) else str(cand.model)
+    images = pair_row["images"]
+    hashes = [im["sha256"] or (hashlib.sha256(im["bytes"]).hexdigest() if im["bytes"] else "")
+              for im in images]
+    # the pair id's content hash, over the responses (as JSON) and the model name
+    prompt_id = S.compute_pair_id(source, cand.base.source_id, pair_row["prompt"],
+                                  json.dumps(responses, ensure_ascii=False), model, hashes)
+    row = {
+        "prompt_id": prompt_id,
+        "source": source,
+        "source_id": cand.base.source_id,
+        "prompt": pair_row["prompt"],
+        "responses": responses,
+        "images": images,
+        "model": model,
+        "category": pair_row["category"],
+        "meta": json.dumps(meta, ensure_ascii=False, sort_keys=True) if meta else None,
+    }
+    return row, problem
+
+
+def build_candidates_chunk(args: tuple[list[RawCandidates], str, IngestOptions]) -> Chunk:
+    """Validate a chunk of rows into kept and rejected tables (pure; runs in any worker)."""
+    rows, source, opts = args
+    kept, rejected, reasons, details = [], [], [], []
+    for cand in rows:
+        row, problem = candidates_row(cand, source, opts)
+        if problem is None:
+            kept.append(row)
+        else:
+            rejected.append(row)
+            reasons.append(problem[0])
+            details.append(problem[1])
+    return Chunk(
+        kept=pa.Table.from_pylist(kept, schema=S.CANDIDATES_SCHEMA),
+        kept_consumed=len(kept),
+        rejected=pa.Table.from_pylist(rejected, schema=S.CANDIDATES_SCHEMA),
+        reasons=reasons, details=details, rejected_consumed=len(rejected), rows_in=len(rows),
+    )
+
+
+def ingest(
+    kind: str,
+    inputs: list[str],
+    out: str | Path,
+    *,
+    source: str | None = None,
+    mapping: dict[str, str] | None = None,
+    config: str | None = None,
+    split: str = "train",
+    image_root: str | Path | None = None,
+    max_pixels: int = PIL_DEFAULT_MAX_PIXELS,
+    engine: Any = None,
+    force: bool = False,
+    chunk_size: int = 64,
+) -> dict[str, Any]:
+    """Ingest candidate rows from `inputs` into the dataset folder `out`; returns the manifest.
+
+    `curate.stages.ingest.ingest` for `kind` "candidates": the same folder contract
+    (kept/, rejected/, manifest; conservation counts rows, one per prompt), with the
+    candidates schema."""
+    if kind != KIND:
+        raise ValueError(f"curate.sources.candidates ingests {KIND!r} rows, not {kind!r}")
+    from curate.engine import get_engine
+    from curate.progress import bar
+    from curate.sources.readers import iter_records
+    from curate.stage import StageRun
+    from curate.stages.ingest import input_fingerprints
+
+    engine = engine or get_engine("local")
+    root = Path(image_root).resolve() if image_root else None
+    adapter = Candidates(AdapterOptions(source=source, mapping=mapping or {}, config=config,
+                                        has_image_root=root is not None))
+    opts = IngestOptions(image_root=root, max_pixels=max_pixels)
+    cfg = {"kind": KIND, "source": adapter.source, "mapping": mapping or {}, "config": config,
+           "split": split, "image_root": str(root) if root else None, "max_pixels": max_pixels}
+    run = StageRun("ingest", out, cfg, input_fingerprints(inputs, config, split), force=force,
+                   base_schema=S.CANDIDATES_SCHEMA, engine=engine.describe())
+    with run:
+        if run.skipped:
+            return run.manifest
+        run.open()
+        seen: set[str] = set()
+        per_prompt: Counter[int] = Counter()
+        invalid = 0
+        t0 = time.perf_counter()
+        records = lambda: iter_records(inputs, config=config, split=split)  # noqa: E731
+        work = ((chunk, adapter.source, opts)
+                for chunk in _chunks(adapter.candidates(records), chunk_size))
+        with bar(f"ingest {KIND}", None) as b:
+            for res in engine.map(build_candidates_chunk, work):
+                run.add_in(res.rows_in)
+                dup = []
+                for pid in res.kept["prompt_id"].to_pylist():
+                    dup.append(pid in seen)
+                    seen.add(pid)
+                if any(dup):
+                    mask = pa.array(dup)
+                    dups = res.kept.filter(mask)
+                    run.reject(dups, ["duplicate_prompt_id"] * dups.num_rows,
+                               [f"same source, id and content as {p}"
+                                for p in dups["prompt_id"].to_pylist()])
+                    res.kept = res.kept.filter(pc.invert(mask))
+                run.keep(res.kept)
+                run.reject(res.rejected, res.reasons, res.details)
+                per_prompt.update(pc.list_value_length(res.kept["responses"]).to_pylist())
+                invalid += sum(len(json.loads(m).get("invalid_responses", []))
+                               for m in res.kept["meta"].to_pylist() if m)
+                b.advance(res.rows_in)
+        run.steps["ingest"] = time.perf_counter() - t0
+        run.extra["candidates"] = {
+            "responses": sum(k * v for k, v in per_prompt.items()),
+            "responses_per_prompt": {str(k): v for k, v in sorted(per_prompt.items())},
+            "invalid_responses_left_out": invalid,
+        }
+    return run.manifest
