@@ -1,0 +1,93 @@
+"""`curate pairs`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from curate.commands.common import (
+    ForceOpt,
+    InputsArg,
+    OutOpt,
+    QuietOpt,
+    handle_errors,
+    print_summary,
+)
+
+
+@handle_errors
+def pairs(
+    inputs: InputsArg,
+    out: OutOpt,
+    model: Annotated[str, typer.Option(
+        help="The reward-model checkpoint (from `curate train`) that scores every response."
+    )],
+    strategy: Annotated[str, typer.Option(
+        help="best-worst: the best against the worst response; top-bottom: each of the --k "
+        "best against each of the --k worst; all: every two responses."
+    )] = "best-worst",
+    k: Annotated[int | None, typer.Option(
+        "--k", help="top-bottom: responses on each side (default 2; at most half of them)."
+    )] = None,
+    min_margin: Annotated[float, typer.Option(
+        help="A pair needs a score margin of at least M (and above 0); a prompt whose "
+        "best-worst margin is smaller gives no pair and goes to rejected as ambiguous."
+    )] = 0.0,
+    near_identical: Annotated[float, typer.Option(
+        help="Responses whose normalised texts are equal, or whose word-level similarity "
+        "(difflib ratio) is at least T, count as one and are never paired (1: equality only)."
+    )] = 0.95,
+    score_cache: Annotated[Path | None, typer.Option(
+        help="Score cache folder, shared by runs (default $CURATE_CACHE/scores or "
+        "~/.cache/curate/scores)."
+    )] = None,
+    batch_size: Annotated[int, typer.Option(help="Sequences per model forward.")] = 16,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Build preference pairs (DPO / MPO data) from a policy's sampled responses.
+
+    Reads candidates folders (`curate ingest candidates`), scores every distinct
+    response once with the reward model (cached by model fingerprint and text hash, so
+    a rerun with another strategy or margin scores nothing) and writes canonical pairs
+    with chosen_score / rejected_score and source pairs:<policy model>. A prompt with no
+    pair is rejected: too_few_candidates, near_identical_candidates or ambiguous.
+
+    Example:
+        curate pairs work/cands --model work/rm --out work/pairs --min-margin 0.5
+        curate pairs work/cands --model work/rm --out work/pairs-tb --strategy top-bottom --k 2
+    """
+    from curate.stages.pairs import PairsConfig, make_scorer
+    from curate.stages.pairs import pairs as run_pairs
+
+    cfg = PairsConfig(strategy=strategy, k=k, min_margin=min_margin,
+                      near_identical=near_identical)
+    manifest = run_pairs(inputs, out, scorer=make_scorer(model, batch_size), config=cfg,
+                         score_cache=score_cache, force=force)
+    if not quiet:
+        print_summary(manifest, out)
+        _print_pairs(manifest)
+
+
+def _print_pairs(manifest: dict[str, Any]) -> None:
+    from curate.progress import console
+
+    info = manifest.get("pairs", {})
+    c = console()
+    s = info["scores"]
+    c.print(f"scores: {s['computed']} computed, {s['cached']} from the cache "
+            f"(key {info['score_key'][:12]}); {info['candidates_near_identical']} of "
+            f"{info['candidates']} responses near-identical to another", highlight=False)
+    c.print(f"pairs: {info['pairs_produced']} from {info['prompts_with_pairs']} of "
+            f"{info['prompts']} prompts", highlight=False)
+    hist = info["margin_histogram"]
+    if hist["counts"]:
+        bins = ", ".join(f"{lo:.3g}-{hi:.3g}: {n}" for lo, hi, n in
+                         zip(hist["edges"], hist["edges"][1:], hist["counts"], strict=False))
+        c.print(f"margins: {bins}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(pairs)

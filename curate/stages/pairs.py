@@ -1,0 +1,489 @@
+"""`curate pairs`: preference pairs from a policy's sampled candidates, picked by a reward model.
+
+Input: candidates dataset folders (`curate ingest candidates`: a prompt, its images,
+N responses). Per prompt:
+1. near-identical responses collapse onto the first of them (see `distinct`), so two
+   of them are never paired and a duplicate is never scored;
+2. every remaining response is scored once, in batches, through a score cache keyed
+   by (reward-model fingerprint, hash of prompt + images + response): a rerun with
+   another strategy or margin scores nothing;
+3. the strategy picks pairs among them (see `choose_pairs`); a pair needs a margin
+   (chosen - rejected score) above 0 and at least `min_margin`.
+Output: canonical pairs (`chosen_score` / `rejected_score` are the reward model's,
+`source` is `pairs:<policy model>`, plus a `prompt_id` column), so dedup, similar,
+decontam and shard apply unchanged. A prompt that yields no pair is one rejected row
+(best and worst response, their scores, every score in `meta`) with the reason
+`too_few_candidates`, `near_identical_candidates` or `ambiguous`. Conservation counts
+prompts: prompts in = prompts with pairs + prompts rejected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import time
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from difflib import SequenceMatcher
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from curate import dataset as D
+from curate import schema as S
+from curate.scoring.cache import ScoreCache
+from curate.scoring.scorer import RewardModelScorer
+
+STRATEGIES = ("best-worst", "top-bottom", "all")
+DEFAULT_NEAR_IDENTICAL = 0.95
+DEFAULT_TOP_BOTTOM_K = 2
+PAIRS_SCHEMA = pa.schema([*S.PAIR_FIELDS, pa.field("prompt_id", pa.string())])
+HISTOGRAM_BINS = 10
+
+# (prompt messages, response, images): what a reward model scores
+Item = tuple[Sequence[dict[str, Any]], str, Sequence[dict[str, Any]] | None]
+
+
+# -- near-identical responses ----------------------------------------------------------
+_WS = re.compile(r"\s+")
+# CJK characters count one token each (they are not space separated), other words whole,
+# punctuation marks one token each
+_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|\w+|[^\w\s]")
+
+
+def normalise(text: str) -> str:
+    """NFKC, case-folded, whitespace runs as one space, stripped."""
+    return _WS.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def similarity(a: str, b: str) -> float:
+    """difflib's ratio over the word / punctuation tokens of two normalised texts (0..1)."""
+    ta, tb = _TOKEN.findall(a), _TOKEN.findall(b)
+    if not ta and not tb:
+        return 1.0
+    return SequenceMatcher(None, ta, tb, autojunk=False).ratio()
+
+
+def near_identical(a: str, b: str, threshold: float) -> bool:
+    """Normalised texts equal, or token similarity >= `threshold` (1.0: equality only).
+
+    The two cheap upper bounds of the ratio (lengths, token multisets) rule most pairs
+    out before the quadratic match runs."""
+    if a == b:
+        return True
+    if threshold >= 1.0:
+        return False
+    ta, tb = _TOKEN.findall(a), _TOKEN.findall(b)
+    sm = SequenceMatcher(None, ta, tb, autojunk=False)
+    return (sm.real_quick_ratio() >= threshold and sm.quick_ratio() >= threshold
+            and sm.ratio() >= threshold)
+
+
+def distinct(responses: Sequence[str], threshold: float) -> tuple[list[int], dict[int, int]]:
+    """(indices of the responses that stay, {dropped index: the index it repeats}).
+
+    Each response is compared with the ones kept before it, in order, and dropped onto
+    the first it is near-identical to; so the kept ones are pairwise not near-identical,
+    and which one stays does not depend on any score."""
+    keep: list[int] = []
+    same_as: dict[int, int] = {}
+    norms = [normalise(r) for r in responses]
+    for i, text in enumerate(norms):
+        for j in keep:
+            if near_identical(text, norms[j], threshold):
+                same_as[i] = j
+                break
+        else:
+            keep.append(i)
+    return keep, same_as
+
+
+# -- strategies --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PairsConfig:
+    """How pairs are picked among a prompt's distinct responses (see `choose_pairs`)."""
+
+    strategy: str = "best-worst"
+    k: int | None = None  # top-bottom only (default 2)
+    min_margin: float = 0.0
+    near_identical: float = DEFAULT_NEAR_IDENTICAL
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}, "
+                             f"not {self.strategy!r}")
+        if self.k is not None and self.strategy != "top-bottom":
+            raise ValueError("--k goes with --strategy top-bottom")
+        if self.strategy == "top-bottom" and self.k is None:
+            object.__setattr__(self, "k", DEFAULT_TOP_BOTTOM_K)
+        if self.k is not None and self.k < 1:
+            raise ValueError("--k must be at least 1")
+        if not (self.min_margin >= 0 and math.isfinite(self.min_margin)):
+            raise ValueError("--min-margin must be a finite number >= 0")
+        if not 0 < self.near_identical <= 1:
+            raise ValueError("--near-identical must be in (0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rank(scores: Sequence[float]) -> list[int]:
+    """Positions from the highest score to the lowest; ties keep input order."""
+    return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+
+
+def choose_pairs(scores: Sequence[float], cfg: PairsConfig) -> list[tuple[int, int]]:
+    """(chosen, rejected) positions into `scores`, best chosen first, worst rejected first.
+
+    - best-worst: the highest against the lowest score (one pair);
+    - top-bottom: each of the K highest against each of the K lowest (K x K pairs at
+      most; K is capped at n // 2, so no response is on both sides);
+    - all: every two responses, the higher-scored one chosen (n (n - 1) / 2 at most).
+    A pair is kept only when its margin is above 0 (a tie is no preference) and at
+    least `cfg.min_margin`. Ranks break ties by position, so the result is exact."""
+    n = len(scores)
+    if n < 2:
+        return []
+    order = rank(scores)
+    if cfg.strategy == "all":
+        slots = [(a, b) for a in range(n) for b in range(n - 1, a, -1)]
+    else:
+        k = 1 if cfg.strategy == "best-worst" else min(int(cfg.k or 1), n // 2)
+        slots = [(a, b) for a in range(k) for b in range(n - 1, n - 1 - k, -1)]
+    out = []
+    for a, b in slots:
+        margin = scores[order[a]] - scores[order[b]]
+        if margin > 0 and margin >= cfg.min_margin:
+            out.append((order[a], order[b]))
+    return out
+
+
+# -- scoring -------------------------------------------------------------------------------
+class ResponseScorer(Protocol):
+    """Scores single responses; `fingerprint` names the scores (same fingerprint, same scores)."""
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def score_responses(self, items: Sequence[Item]) -> np.ndarray: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class CheckpointScorer(RewardModelScorer):
+    """A `curate train` checkpoint as a ResponseScorer: `RewardModel.score_batch`, batched by
+    length, through the feature cache when the head sits on a frozen base model. The model
+    loads on the first call, so a run whose scores are all cached never loads it."""
+
+    def score_responses(self, items: Sequence[Item]) -> np.ndarray:
+        rm = self.model()
+        scores = rm.score_batch(list(items), batch_size=self.batch_size,
+                                feature_cache=self._cache(rm))
+        self.rows_scored += len(items)
+        return np.asarray(scores, dtype=np.float64)
+
+
+class FunctionScorer:
+    """A plain function `items -> scores` as a ResponseScorer (tests, heuristics, APIs)."""
+
+    def __init__(self, fn: Callable[[list[Item]], Sequence[float]], fingerprint: str,
+                 name: str = "function") -> None:
+        self.fn, self._fingerprint, self.name = fn, fingerprint, name
+        self.calls = 0
+        self.rows_scored = 0
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def score_responses(self, items: Sequence[Item]) -> np.ndarray:
+        self.calls += 1
+        self.rows_scored += len(items)
+        return np.asarray(self.fn(list(items)), dtype=np.float64)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.name, "fingerprint": self.fingerprint}
+
+
+def default_score_cache() -> Path:
+    """`$CURATE_CACHE/scores`, else `~/.cache/curate/scores` (beside the feature cache)."""
+    env = os.environ.get("CURATE_CACHE")
+    return (Path(env) if env else Path.home() / ".cache" / "curate") / "scores"
+
+
+def prompt_digest(prompt: Sequence[dict[str, Any]] | None,
+                  images: Sequence[dict[str, Any]] | None) -> bytes:
+    """What a response's score depends on besides its own text: messages and image hashes."""
+    payload = json.dumps(
+        [[(m["role"], m["content"]) for m in prompt or []],
+         [im.get("sha256") or hashlib.sha256(im["bytes"] or b"").hexdigest()
+          for im in images or []]],
+        ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).digest()
+
+
+def response_key(digest: bytes, response: str) -> str:
+    return hashlib.sha256(digest + b"\0" + response.encode("utf-8")).hexdigest()[:32]
+
+
+class ResponseScores:
+    """Scores by (scorer fingerprint, response key), kept in a `curate reward` ScoreCache.
+
+    The cache folder is `FOLDER/<fingerprint>/scores-*.parquet`; a response's score fills
+    both of the cache's columns. Scores computed in this run are reused within it too."""
+
+    def __init__(self, scorer: ResponseScorer, folder: str | os.PathLike[str]) -> None:
+        self.scorer = scorer
+        self.cache = ScoreCache(scorer.fingerprint, folder=folder)
+        self._run: dict[str, float] = {}
+        self.cached = 0
+        self.computed = 0
+
+    def get(self, keys: list[str], items: list[Item]) -> np.ndarray:
+        found, got = self.cache.lookup(pa.array(keys, pa.string()))
+        out = got[:, 0].copy()
+        todo: dict[str, int] = {}
+        for i in np.flatnonzero(~found).tolist():
+            if keys[i] in self._run:
+                out[i] = self._run[keys[i]]
+            else:
+                todo.setdefault(keys[i], i)
+        self.cached += len(keys) - len(todo)
+        if todo:
+            idx = list(todo.values())
+            scores = self.scorer.score_responses([items[i] for i in idx])
+            if scores.shape != (len(idx),):
+                raise ValueError(f"the scorer returned {scores.shape} scores for {len(idx)} "
+                                 "responses")
+            if not np.all(np.isfinite(scores)):
+                raise ValueError("the scorer returned a score that is NaN or infinite")
+            self.cache.add(pa.array(list(todo), pa.string()), scores, scores)
+            self._run.update(zip(todo, scores.tolist(), strict=True))
+            self.computed += len(idx)
+            for i, key in enumerate(keys):
+                if not found[i] and key in todo:
+                    out[i] = self._run[key]
+        return out
+
+    def save(self) -> None:
+        self.cache.save()
+
+
+# -- one prompt ----------------------------------------------------------------------------
+@dataclass
+class PromptPlan:
+    """A candidates row with its distinct responses, their keys and (later) their scores."""
+
+    row: dict[str, Any]
+    keep: list[int]
+    same_as: dict[int, int]
+    keys: list[str] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+
+
+def plan_prompt(row: dict[str, Any], cfg: PairsConfig) -> PromptPlan:
+    responses = row["responses"] or []
+    keep, same_as = distinct(responses, cfg.near_identical)
+    plan = PromptPlan(row, keep, same_as)
+    if len(keep) >= 2:  # only prompts that can give a pair are scored
+        digest = prompt_digest(row["prompt"], row["images"])
+        plan.keys = [response_key(digest, responses[i]) for i in keep]
+    return plan
+
+
+def pair_row(row: dict[str, Any], ci: int | None, ri: int | None,
+             scores: dict[int, float], source_id: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """A canonical pair row: response `ci` over response `ri` of a candidates row."""
+    responses = row["responses"] or []
+    chosen = responses[ci] if ci is not None else None
+    rejected = responses[ri] if ri is not None else None
+    source = f"pairs:{row['model'] or row['source']}"
+    hashes = [im.get("sha256") or "" for im in row["images"] or []]
+    return {
+        "pair_id": S.compute_pair_id(source, source_id, row["prompt"], chosen, rejected, hashes),
+        "source": source,
+        "source_id": source_id,
+        "prompt": row["prompt"],
+        "chosen": chosen,
+        "rejected": rejected,
+        "images": row["images"],
+        "chosen_score": scores.get(ci) if ci is not None else None,
+        "rejected_score": scores.get(ri) if ri is not None else None,
+        "category": row["category"],
+        "meta": json.dumps(meta, ensure_ascii=False, sort_keys=True),
+        "prompt_id": row["prompt_id"],
+    }
+
+
+@dataclass
+class PromptResult:
+    pairs: list[dict[str, Any]]
+    rejected: dict[str, Any] | None = None
+    reason: str | None = None
+    detail: str | None = None
+    best_worst: float | None = None  # margin between the best and worst distinct response
+
+
+def decide_prompt(plan: PromptPlan, cfg: PairsConfig, score_key: str) -> PromptResult:
+    row = plan.row
+    n = len(row["responses"] or [])
+    by_index = dict(zip(plan.keep, plan.scores, strict=False))
+    meta: dict[str, Any] = {
+        "prompt_id": row["prompt_id"], "candidates_source": row["source"],
+        "policy_model": row["model"], "strategy": cfg.strategy, "score_key": score_key,
+        "scores": [by_index.get(i) for i in range(n)],
+    }
+    if plan.same_as:
+        meta["near_identical"] = {str(i): j for i, j in sorted(plan.same_as.items())}
+    if len(plan.keep) < 2:
+        if n < 2:
+            reason, detail = "too_few_candidates", f"{n} response(s); a pair needs 2"
+        else:
+            dups = ", ".join(f"#{i}~#{j}" for i, j in sorted(plan.same_as.items()))
+            reason = "near_identical_candidates"
+            detail = (f"all {n} responses are near-identical (normalised equal or similarity "
+                      f">= {cfg.near_identical:g}): {dups}")
+        first = plan.keep[0] if plan.keep else None
+        return PromptResult([], pair_row(row, first, None, {}, row["source_id"], meta),
+                            reason, detail)
+    order = [plan.keep[p] for p in rank(plan.scores)]
+    best, worst = order[0], order[-1]
+    margin = by_index[best] - by_index[worst]
+    chosen = choose_pairs(plan.scores, cfg)
+    if not chosen:
+        scores = ", ".join(f"#{i}={by_index[i]:.4g}" for i in plan.keep)
+        why = ("is 0 (a tie: no preference)" if margin <= 0
+               else f"{margin:.4g} < --min-margin {cfg.min_margin:g}")
+        return PromptResult(
+            [], pair_row(row, best, worst, by_index, row["source_id"], meta), "ambiguous",
+            f"best-worst margin {why}; scores {scores}", margin)
+    pairs = []
+    for a, b in chosen:
+        ci, ri = plan.keep[a], plan.keep[b]
+        m = {**meta, "chosen_index": ci, "rejected_index": ri}
+        pairs.append(pair_row(row, ci, ri, by_index, f"{row['source_id']}#{ci}>{ri}", m))
+    return PromptResult(pairs, best_worst=margin)
+
+
+def histogram(values: Sequence[float], bins: int = HISTOGRAM_BINS) -> dict[str, list]:
+    """`bins` equal bins from 0 to the largest value (margins are never negative)."""
+    if not len(values):
+        return {"edges": [], "counts": []}
+    top = max(values)
+    counts, edges = np.histogram(values, bins=bins, range=(0.0, top if top > 0 else 1.0))
+    return {"edges": [round(float(e), 6) for e in edges], "counts": counts.tolist()}
+
+
+# -- the stage -----------------------------------------------------------------------------
+def open_candidates(inputs: Sequence[str | os.PathLike[str]]) -> list[D.Dataset]:
+    datasets = [D.Dataset.open(p) for p in inputs]
+    for d in datasets:
+        try:
+            S.validate(d.schema(), base=S.CANDIDATES_SCHEMA)
+        except S.SchemaError as exc:
+            raise S.SchemaError(f"{d.location}: not a candidates dataset ({exc}); make one "
+                                "with `curate ingest candidates`") from None
+    return datasets
+
+
+def pairs(
+    inputs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    scorer: ResponseScorer,
+    config: PairsConfig | None = None,
+    score_cache: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    prompts_per_batch: int = 128,
+) -> dict[str, Any]:
+    """Build pairs from the candidates folders `inputs` into `out`; returns the manifest.
+
+    `score_cache`: the folder of cached scores (default `default_score_cache()`)."""
+    from curate.progress import bar
+    from curate.stage import StageRun, input_record
+
+    cfg = config or PairsConfig()
+    datasets = open_candidates(inputs)
+    stage_config = {**cfg.to_dict(), "scorer": scorer.describe()}
+    run = StageRun("pairs", out, stage_config, [input_record(d) for d in datasets], force=force,
+                   engine={"engine": "local", "workers": 1})
+    with run:
+        if run.skipped:
+            return run.manifest
+        run.open(PAIRS_SCHEMA)
+        scores = ResponseScores(scorer, Path(score_cache or default_score_cache()) / "responses")
+        stats: Counter[str] = Counter()
+        per_prompt: Counter[int] = Counter()
+        margins: list[float] = []
+        best_worst: list[float] = []
+        t0 = time.perf_counter()
+        try:
+            with bar("pairs", sum(d.count() for d in datasets), unit="prompts") as b:
+                for d in datasets:
+                    for batch in d.iter_batches(D.KEPT, S.CANDIDATES_SCHEMA.names,
+                                                prompts_per_batch):
+                        results = _pairs_batch(batch, cfg, scores, stats)
+                        run.add_in(batch.num_rows)
+                        kept = [p for r in results for p in r.pairs]
+                        rejected = [r for r in results if r.rejected is not None]
+                        run.keep(pa.Table.from_pylist(kept, schema=PAIRS_SCHEMA),
+                                 consumed=len(results) - len(rejected))
+                        run.reject(pa.Table.from_pylist([r.rejected for r in rejected],
+                                                        schema=PAIRS_SCHEMA),
+                                   [r.reason for r in rejected], [r.detail for r in rejected])
+                        for r in results:
+                            if r.pairs:
+                                per_prompt[len(r.pairs)] += 1
+                            margins += [p["chosen_score"] - p["rejected_score"] for p in r.pairs]
+                            if r.best_worst is not None:
+                                best_worst.append(r.best_worst)
+                        b.advance(batch.num_rows)
+        finally:
+            scores.save()  # scores computed before a failure are still good
+        run.steps["pairs"] = time.perf_counter() - t0
+        run.extra["pairs"] = {
+            "score_key": scorer.fingerprint,
+            "scorer": scorer.describe(),
+            "prompts": run.rows_in,
+            "prompts_with_pairs": run.consumed_by_kept,
+            "pairs_produced": len(margins),
+            "pairs_per_prompt": {str(k): v for k, v in sorted(per_prompt.items())},
+            "candidates": stats["candidates"],
+            "candidates_near_identical": stats["near_identical"],
+            "scores": {"computed": scores.computed, "cached": scores.cached},
+            "margin_histogram": histogram(margins),
+            "best_worst_margin_histogram": histogram(best_worst),
+        }
+    return run.manifest
+
+
+def _pairs_batch(batch: pa.RecordBatch, cfg: PairsConfig, scores: ResponseScores,
+                 stats: Counter[str]) -> list[PromptResult]:
+    """Plan, score (one scorer call for the batch's uncached responses) and decide."""
+    plans = [plan_prompt(row, cfg) for row in batch.to_pylist()]
+    keys: list[str] = []
+    items: list[Item] = []
+    for p in plans:
+        stats["candidates"] += len(p.row["responses"] or [])
+        stats["near_identical"] += len(p.same_as)
+        keys += p.keys
+        items += [(p.row["prompt"], p.row["responses"][i], p.row["images"]) for i in
+                  (p.keep if p.keys else [])]
+    got = scores.get(keys, items).tolist() if keys else []
+    start = 0
+    for p in plans:
+        p.scores = got[start:start + len(p.keys)]
+        start += len(p.keys)
+    return [decide_prompt(p, cfg, scores.scorer.fingerprint) for p in plans]
+
+
+def make_scorer(model: str | os.PathLike[str], batch_size: int = 16) -> CheckpointScorer:
+    """The ResponseScorer for `--model CKPT` (a `curate train` checkpoint folder)."""
+    return CheckpointScorer(model, batch_size=batch_size)
