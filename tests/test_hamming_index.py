@@ -62,12 +62,17 @@ def test_radius_is_inclusive() -> None:
     assert _as_set(radius_pairs([0, a], 7)) == set()
 
 
-def test_many_codes_in_one_bucket_are_verified_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("small_bucket", [1, 3, 8])
+def test_crowded_buckets_are_verified_in_chunks(
+        small_bucket: int, monkeypatch: pytest.MonkeyPatch) -> None:
     import curate.index.hamming as H
 
     rng = np.random.default_rng(0)
-    codes = rng.integers(0, 2**16, 3000, dtype=np.uint64)  # the top blocks are all zero
+    low = rng.integers(0, 2**16, 2000, dtype=np.uint64)  # the top blocks are all zero
+    mixed = rng.integers(0, 2**64, 1000, dtype=np.uint64) & np.uint64(0xF0F0_0000_0000_00FF)
+    codes = np.concatenate([low, mixed])  # buckets of every size, from 1 to ~2000
     monkeypatch.setattr(H, "CHUNK", 1000)
+    monkeypatch.setattr(H, "SMALL_BUCKET", small_bucket)
     assert _as_set(radius_pairs(codes, 3)) == _as_set(brute_force_pairs(codes, 3))
 
 

@@ -18,6 +18,7 @@ of one probe.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from math import comb
 
@@ -28,7 +29,8 @@ MAX_TABLE_BITS = 24  # a block table has 2^w + 1 entries
 _PROBE_COST = 1.0  # relative cost of one probe (two gathers) ...
 _CANDIDATE_COST = 3.0  # ... of one candidate (expand, xor, popcount, filter) ...
 _TABLE_COST = 0.3  # ... and of one table entry (bincount + cumsum)
-CHUNK = 1 << 22  # candidates verified at once
+CHUNK = 1 << 22  # candidates verified at once from crowded buckets
+SMALL_BUCKET = 8  # buckets up to this size are walked member by member
 
 
 @dataclass(frozen=True)
@@ -116,9 +118,7 @@ def radius_pairs(
         return _sorted_pairs([], [], [])
     plan = plan or plan_for(n, radius)
     shifts = np.cumsum((0,) + plan.widths[:-1]).tolist()
-    out_i: list[np.ndarray] = []
-    out_j: list[np.ndarray] = []
-    out_d: list[np.ndarray] = []
+    out: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
     searched: list[tuple[int, int, int]] = []  # (shift, width, radius) of earlier blocks
     for shift, width, s in zip(shifts, plan.widths, plan.radii, strict=True):
         if s < 0:
@@ -126,42 +126,63 @@ def radius_pairs(
         key = _block(x, shift, width)
         order = np.argsort(key, kind="stable")
         # work in block-sorted order: probes of neighbouring codes hit neighbouring buckets
-        skey = key[order]
-        sx = x[order]
+        skey, sx = key[order], x[order]
         counts = np.bincount(skey, minlength=1 << width).astype(np.int32)
-        starts = np.cumsum(counts, dtype=np.int64) - counts
+        starts = (np.cumsum(counts, dtype=np.int64) - counts).astype(np.int64)
+        occupied = counts > 0
+
+        def emit(qp: np.ndarray, cp: np.ndarray, sx: np.ndarray = sx,
+                 order: np.ndarray = order) -> None:
+            """Verify candidates (sorted positions) and keep new pairs within the radius."""
+            diff = sx[qp] ^ sx[cp]
+            dist = np.bitwise_count(diff)
+            ok = np.flatnonzero(dist <= radius)
+            if ok.size == 0:
+                return
+            diff, dist, qp, cp = diff[ok], dist[ok], qp[ok], cp[ok]
+            new = np.ones(ok.size, dtype=bool)
+            for e_shift, e_width, e_s in searched:  # found by an earlier block already
+                new &= np.bitwise_count(_block(diff, e_shift, e_width)) > e_s
+            qi, cj = order[qp[new]], order[cp[new]]
+            lower = qi < cj
+            out[0].append(qi[lower])
+            out[1].append(cj[lower])
+            out[2].append(dist[new][lower].astype(np.uint8))
+
         for flip in _flips(width, s):
             probe = skey ^ flip
-            cnt = counts[probe]
-            q = np.flatnonzero(cnt)
+            q = np.flatnonzero(occupied[probe])
             if q.size == 0:
                 continue
-            cnt = cnt[q]
-            ends = np.cumsum(cnt, dtype=np.int64)
-            # bound the candidates held at once (skewed codes can crowd one bucket)
-            cuts = np.searchsorted(ends, np.arange(CHUNK, int(ends[-1]), CHUNK), side="left")
-            for a, b in zip((0, *cuts.tolist()), (*cuts.tolist(), q.size), strict=True):
-                if a >= b:
-                    continue
-                qa, ca = q[a:b], cnt[a:b]
-                ea = ends[a:b] - (ends[a - 1] if a else 0)
-                cp = np.arange(int(ea[-1]), dtype=np.int64) - np.repeat(
-                    ea - ca - starts[probe[qa]], ca)
-                qp = np.repeat(qa, ca)
-                diff = sx[qp] ^ sx[cp]
-                dist = np.bitwise_count(diff)
-                ok = dist <= radius
-                for e_shift, e_width, e_s in searched:  # found by an earlier block already
-                    ok &= np.bitwise_count(_block(diff, e_shift, e_width)) > e_s
-                if not ok.any():
-                    continue
-                qi, cj = order[qp[ok]], order[cp[ok]]
-                lower = qi < cj
-                out_i.append(qi[lower])
-                out_j.append(cj[lower])
-                out_d.append(dist[ok][lower].astype(np.uint8))
+            bucket = probe[q]
+            first, cnt = starts[bucket], counts[bucket]
+            big = cnt > SMALL_BUCKET
+            if big.any():
+                _expand(q[big], first[big], cnt[big], emit)
+                keep = ~big
+                q, first, cnt = q[keep], first[keep], cnt[keep]
+            k = 0  # small buckets: the k-th member of every bucket at once
+            while q.size:
+                emit(q, first + k)
+                k += 1
+                more = cnt > k
+                q, first, cnt = q[more], first[more], cnt[more]
         searched.append((shift, width, s))
-    return _sorted_pairs(out_i, out_j, out_d)
+    return _sorted_pairs(*out)
+
+
+def _expand(q: np.ndarray, first: np.ndarray, cnt: np.ndarray,
+            emit: Callable[[np.ndarray, np.ndarray], None]) -> None:
+    """Every (query, bucket member) of crowded buckets, at most CHUNK candidates at a time."""
+    ends = np.cumsum(cnt, dtype=np.int64)
+    cuts = np.searchsorted(ends, np.arange(CHUNK, int(ends[-1]), CHUNK), side="left").tolist()
+    for a, b in zip((0, *cuts), (*cuts, q.size), strict=True):
+        if a >= b:
+            continue
+        ca = cnt[a:b]
+        ea = ends[a:b] - (ends[a - 1] if a else 0)
+        cp = np.arange(int(ea[-1]), dtype=np.int64) - np.repeat(ea - ca - first[a:b], ca)
+        emit(np.repeat(q[a:b], ca), cp)
 
 
 def brute_force_pairs(
