@@ -44,6 +44,19 @@ def test_normalise_text() -> None:
     assert normalise_text("a  b") != normalise_text("ab")
 
 
+def test_normalise_prompt_keeps_roles_and_drops_image_placeholders() -> None:
+    from curate.stages.dedup import normalise_prompt
+
+    llava = [{"role": "system", "content": "Be brief."},
+             {"role": "user", "content": "<image>\nWhat  is THIS?"}]
+    plain = [{"role": "system", "content": "be brief."},
+             {"role": "user", "content": "what is this?"}]
+    assert normalise_prompt(llava) == normalise_prompt(plain) == [
+        ["system", "be brief."], ["user", "what is this?"]]
+    assert normalise_prompt([{"role": "assistant", "content": "what is this?"}]) != \
+        normalise_prompt(plain[1:])
+
+
 @pytest.fixture
 def three_sources(tmp_path: Path) -> list[Path]:
     """Sources a, b, c: one pair in all three (the prompt written three ways, the image once
@@ -162,6 +175,28 @@ def test_near_duplicate_images_are_found(near: Path, tmp_path: Path) -> None:
     assert sum(d["near_duplicate_distance_histogram"].values()) == len(family) - 1
     assert d["clusters"] >= 1 and sum(d["cluster_size_histogram"].values()) == d["clusters"]
     assert_conserved(out)
+
+
+def test_rows_with_several_images_match_image_by_image(tmp_path: Path) -> None:
+    from PIL import Image
+
+    a, c, r = _photo("astronaut"), _photo("coffee"), _photo("rocket")
+    half = a.resize((a.width // 2, a.height // 2), Image.Resampling.LANCZOS)
+    src = make_source(tmp_path, "m", [
+        row("ac", image=[encode(a), encode(c)]),
+        row("ac-copies", image=[encode(half), encode(c, quality=40)]),
+        row("ar", image=[encode(a), encode(r)]),  # the second image differs
+        row("ca", image=[encode(c), encode(a)]),  # same images, other order
+        row("a", image=[encode(a)]),  # fewer images
+    ])
+    out = tmp_path / "dedup"
+    m = dedup([src], out, engine=ONE)
+    got, ids = outcome(out), pair_ids(out)
+    assert got["m/ac-copies"][0] == "near_duplicate_image"
+    assert got["m/ac-copies"][1].startswith(ids["m/ac"] + " distance=")
+    assert {k: v for k, v in got.items() if k != "m/ac-copies"} == {
+        k: (None, None) for k in ("m/ac", "m/ar", "m/ca", "m/a")}
+    assert m["dedup"]["images_compared"] == 9
 
 
 def test_near_match_pair_keeps_other_response_pairs(near: Path, tmp_path: Path) -> None:

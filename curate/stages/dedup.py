@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import dataset as D
-from curate.hashing import DEFAULT_METHOD, HASH_SIZE, METHODS, perceptual_hash
+from curate.hashing import DEFAULT_METHOD, HASH_SIZE, METHODS, hamming, perceptual_hash
 from curate.stage import Decisions, run_filter_stage
 
 STAGE = "dedup"
@@ -53,6 +53,7 @@ NEAR_MATCH_MODES = ("prompt", "pair")
 # >= 10-11 for ahash/whash, whose 64 bits carry less information.
 DEFAULT_MAX_DISTANCE = {"phash": 10, "dhash": 10, "ahash": 6, "whash": 6}
 
+IMAGE_TOKEN = "<image>"
 _DIGEST = 16  # bytes of the row keys (128-bit blake2b)
 _MEMO_LIMIT = 500_000
 _MEMO: dict[tuple[str, str], int] = {}
@@ -106,7 +107,11 @@ def normalise_text(text: str) -> str:
 
 
 def normalise_prompt(prompt: Sequence[dict[str, Any]] | None) -> list[list[str]]:
-    return [[m.get("role") or "", normalise_text(m.get("content") or "")] for m in prompt or []]
+    """[role, text] per message, text normalised and without `<image>` placeholders (some
+    sources write them, some do not; the images themselves are compared separately)."""
+    return [[m.get("role") or "",
+             normalise_text((m.get("content") or "").replace(IMAGE_TOKEN, " "))]
+            for m in prompt or []]
 
 
 def _digest(obj: Any) -> bytes:
@@ -263,6 +268,41 @@ def _to_arrow(values: Any, type_: pa.DataType) -> pa.Array:
 
 
 # -- pass 2: decisions over the keys ----------------------------------------------------
+def _fixed(column: pa.ChunkedArray) -> np.ndarray:
+    """A fixed-size binary column (16-byte digests) as rows of uint64 words."""
+    arr = column.combine_chunks()
+    words = arr.type.byte_width // 8
+    flat = np.frombuffer(arr.buffers()[1], dtype="<u8", count=len(arr) * words,
+                         offset=arr.offset * arr.type.byte_width)
+    return flat.reshape(len(arr), words)
+
+
+def _flat_lists(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(row of each element, the elements as uint64) of a list<uint64> column; nulls as 0."""
+    arr = column.combine_chunks()
+    lengths = np.asarray(arr.value_lengths().fill_null(0))
+    values = np.asarray(arr.flatten().fill_null(0), dtype=np.uint64)
+    return np.repeat(np.arange(len(arr)), lengths), values
+
+
+def _dup_groups(keys: np.ndarray, rows: np.ndarray) -> list[list[int]]:
+    """`rows` grouped by equal `keys[row]` (rows of words): groups of two or more, ordered
+    by their first row."""
+    if rows.size < 2:
+        return []
+    k = keys[rows]
+    order = np.lexsort(k.T[::-1])
+    k = k[order]
+    starts = np.ones(len(k), dtype=bool)
+    starts[1:] = np.any(k[1:] != k[:-1], axis=1)
+    gid = np.cumsum(starts) - 1
+    multi = np.bincount(gid)[gid] > 1
+    by: dict[int, list[int]] = defaultdict(list)
+    for r, g in zip(rows[order][multi].tolist(), gid[multi].tolist(), strict=True):
+        by[g].append(r)
+    return sorted((sorted(g) for g in by.values()), key=lambda g: g[0])
+
+
 class _Verdicts:
     """reject_reason / reject_detail per row, plus the survivor order."""
 
@@ -271,15 +311,14 @@ class _Verdicts:
         self.reason: list[str | None] = [None] * n
         self.detail: list[str | None] = [None] * n
         rank = {s: i for i, s in enumerate(prefer)}
-        pair_ids = keys["pair_id"].to_pylist()
-        self.pair_ids = pair_ids
+        self.pair_ids = keys["pair_id"].to_pylist()
         sources = keys["source"].to_pylist()
         pixels = keys["pixels"].to_pylist()
         self._order = [(rank.get(s, len(rank)), -p, pid)
-                       for s, p, pid in zip(sources, pixels, pair_ids, strict=True)]
+                       for s, p, pid in zip(sources, pixels, self.pair_ids, strict=True)]
 
-    def alive(self, r: int) -> bool:
-        return self.reason[r] is None
+    def alive(self) -> np.ndarray:
+        return np.fromiter((r is None for r in self.reason), dtype=bool, count=len(self.reason))
 
     def best(self, rows: Sequence[int]) -> int:
         return min(rows, key=self._order.__getitem__)
@@ -289,19 +328,10 @@ class _Verdicts:
         self.detail[r] = detail
 
 
-def _groups(values: Sequence[Any], rows: Sequence[int]) -> list[list[int]]:
-    """Rows grouped by value (groups of two or more), in order of first appearance."""
-    by: dict[Any, list[int]] = defaultdict(list)
-    for r in rows:
-        by[values[r]].append(r)
-    return [g for g in by.values() if len(g) > 1]
-
-
 def _label_conflicts(keys: pa.Table, v: _Verdicts, mode: str) -> int:
-    pair_key = keys["pair_key"].to_pylist()
     swapped = keys["swapped"].to_pylist()
     found = 0
-    for group in _groups(pair_key, [r for r in range(len(pair_key)) if v.alive(r)]):
+    for group in _dup_groups(_fixed(keys["pair_key"]), np.flatnonzero(v.alive())):
         sides = ([r for r in group if not swapped[r]], [r for r in group if swapped[r]])
         if not sides[0] or not sides[1]:
             continue
@@ -311,7 +341,7 @@ def _label_conflicts(keys: pa.Table, v: _Verdicts, mode: str) -> int:
             winner = v.pair_ids[v.best(big)]
             for r in small:
                 v.reject(r, "label_conflict", f"{winner} (outvoted {len(big)}:{len(small)})")
-            continue  # the majority's copies are exact duplicates, handled next
+            continue  # the majority's copies are duplicates of each other: handled later
         for own, other in (sides, sides[::-1]):
             rep = v.pair_ids[v.best(other)]
             for r in own:
@@ -319,86 +349,90 @@ def _label_conflicts(keys: pa.Table, v: _Verdicts, mode: str) -> int:
     return found
 
 
-def _exact_duplicates(keys: pa.Table, v: _Verdicts) -> None:
-    """Exact copies among the rows still kept (text-only ones, after the image step)."""
-    exact_key = keys["exact_key"].to_pylist()
-    for group in _groups(exact_key, [r for r in range(len(exact_key)) if v.alive(r)]):
+def _histogram(values: Any) -> dict[str, int]:
+    counts = Counter(int(x) for x in values)
+    return {str(k): counts[k] for k in sorted(counts)}
+
+
+def _image_clusters(codes: np.ndarray, ids: np.ndarray, max_distance: int) -> tuple[
+        np.ndarray, dict[str, Any]]:
+    """Cluster label of each image (union-find over all pairs of distinct hashes within
+    `max_distance`), and the manifest's statistics."""
+    from curate.index.hamming import radius_pairs
+    from curate.index.unionfind import components
+
+    uniq, inverse = np.unique(codes, return_inverse=True)
+    ii, jj, dd = radius_pairs(uniq, max_distance)
+    labels = components(len(uniq), ii, jj)
+    # distinct images (by decoded pixels) per hash value and per cluster
+    images = np.unique(np.stack([inverse.astype(np.uint64), ids], axis=1), axis=0)
+    code_of_image = images[:, 0].astype(np.int64)
+    per_code = np.bincount(code_of_image, minlength=len(uniq))
+    sizes = [s for s in Counter(labels[code_of_image].tolist()).values() if s > 1]
+    distances = _histogram(dd)
+    zero = int((per_code * (per_code - 1) // 2).sum())  # distinct images, identical hashes
+    if zero:
+        distances = {"0": zero, **distances}
+    return labels[inverse], {
+        "images_compared": int(len(codes)),
+        "distinct_images": int(len(images)),
+        "distinct_hashes": int(len(uniq)),
+        "clusters": len(sizes),
+        "cluster_size_histogram": _histogram(sizes),
+        "distance_histogram": distances,
+    }
+
+
+def _duplicates(keys: pa.Table, v: _Verdicts, cfg: DedupConfig) -> dict[str, Any]:
+    """Duplicate groups: same text and image clusters (rows with images) or same exact key
+    (text-only rows); one survivor each, exact copies of it as exact_duplicate."""
+    alive = v.alive()
+    img_row, codes = _flat_lists(keys["codes"])
+    _, ids = _flat_lists(keys["image_ids"])
+    keep = alive[img_row]
+    img_row, codes, ids = img_row[keep], codes[keep], ids[keep]
+    cluster, stats = _image_clusters(codes, ids, cfg.max_distance)
+
+    text = _fixed(keys["prompt_key"])
+    if cfg.near_match == "pair":
+        text = np.hstack([text, _fixed(keys["responses_key"])])
+    images_per_row = np.bincount(img_row, minlength=len(alive))
+    # only rows that share their text with another row can be duplicates: sign just those
+    rows = np.asarray(sorted(r for g in _dup_groups(text, np.flatnonzero(images_per_row))
+                             for r in g), dtype=np.int64)
+    first = np.searchsorted(img_row, rows)
+    one = images_per_row[rows] == 1  # the common case, vectorised: text + the one cluster
+    signature = np.hstack([text, np.zeros((len(alive), 1), dtype=np.uint64)])
+    signature[rows[one], -1] = cluster[first[one]]
+    groups = _dup_groups(signature, rows[one])
+    by: dict[tuple[bytes, tuple[int, ...]], list[int]] = defaultdict(list)
+    for r, a in zip(rows[~one].tolist(), first[~one].tolist(), strict=True):
+        by[(text[r].tobytes(), tuple(cluster[a:a + images_per_row[r]].tolist()))].append(r)
+    groups += [g for g in by.values() if len(g) > 1]
+    exact_key = _fixed(keys["exact_key"])
+    groups += _dup_groups(exact_key, np.flatnonzero(alive & (images_per_row == 0)))
+
+    codes_of = keys["codes"]
+    rejected: list[int] = []
+    for group in groups:
         winner = v.best(group)
         for r in group:
-            if r != winner:
+            if r == winner:
+                continue
+            if np.array_equal(exact_key[r], exact_key[winner]):
                 v.reject(r, "exact_duplicate", v.pair_ids[winner])
+                continue
+            a, b = codes_of[r].as_py(), codes_of[winner].as_py()
+            d = max(hamming(x, y) for x, y in zip(a, b, strict=True))
+            v.reject(r, "near_duplicate_image", f"{v.pair_ids[winner]} distance={d}")
+            rejected.append(d)
+    return {**stats, "near_duplicate_distance_histogram": _histogram(rejected)}
 
 
 def _survivors(v: _Verdicts, reason: str) -> int:
     """How many rows survive a group of `reason` duplicates."""
     return len({d.split()[0] for r, d in zip(v.reason, v.detail, strict=True)
                 if r == reason and d})
-
-
-def _histogram(values: Any) -> dict[str, int]:
-    counts = Counter(int(x) for x in values)
-    return {str(k): counts[k] for k in sorted(counts)}
-
-
-def _near_duplicates(keys: pa.Table, v: _Verdicts, cfg: DedupConfig) -> dict[str, Any]:
-    from curate.index.hamming import radius_pairs
-    from curate.index.unionfind import components
-
-    codes_col = keys["codes"].to_pylist()
-    rows = [r for r, codes in enumerate(codes_col) if v.alive(r) and codes]
-    row_codes = [codes_col[r] for r in rows]
-    flat = np.fromiter((c for codes in row_codes for c in codes), dtype=np.uint64)
-    ids_col = keys["image_ids"].to_pylist()
-    flat_ids = np.fromiter((i for r in rows for i in ids_col[r]), dtype=np.uint64)
-    uniq, inverse = np.unique(flat, return_inverse=True)
-    ii, jj, dd = radius_pairs(uniq, cfg.max_distance)
-    labels = components(len(uniq), ii, jj)
-
-    # distinct images (by pixels) per hash value and per cluster, for the manifest
-    images = np.unique(np.stack([inverse.astype(np.uint64), flat_ids], axis=1), axis=0)
-    per_code = np.bincount(images[:, 0].astype(np.int64), minlength=len(uniq))
-    per_cluster = Counter(labels[images[:, 0].astype(np.int64)].tolist())
-    sizes = [s for s in per_cluster.values() if s > 1]
-    distances = _histogram(dd)
-    zero = int((per_code * (per_code - 1) // 2).sum())
-    if zero:
-        distances = {"0": zero, **distances}
-
-    # rows with the same prompt (and responses) whose images fall in the same clusters
-    prompt_key = keys["prompt_key"].to_pylist()
-    responses_key = keys["responses_key"].to_pylist()
-    cluster_of = labels[inverse].tolist()
-    signature: dict[int, tuple[Any, ...]] = {}
-    k = 0
-    for r, codes in zip(rows, row_codes, strict=True):
-        clusters = tuple(cluster_of[k:k + len(codes)])
-        k += len(codes)
-        text = (prompt_key[r], responses_key[r]) if cfg.near_match == "pair" else prompt_key[r]
-        signature[r] = (text, clusters)
-    # exact copies share a signature too, so one survivor serves the whole group
-    exact_key = keys["exact_key"].to_pylist()
-    rejected: list[int] = []
-    for group in _groups(signature, rows):
-        winner = v.best(group)
-        for r in group:
-            if r == winner:
-                continue
-            if exact_key[r] == exact_key[winner]:
-                v.reject(r, "exact_duplicate", v.pair_ids[winner])
-                continue
-            d = max(int(a ^ b).bit_count() for a, b in zip(codes_col[r], codes_col[winner],
-                                                             strict=True))
-            v.reject(r, "near_duplicate_image", f"{v.pair_ids[winner]} distance={d}")
-            rejected.append(d)
-    return {
-        "images_compared": int(len(flat)),
-        "distinct_images": int(len(images)),
-        "distinct_hashes": int(len(uniq)),
-        "clusters": len(sizes),
-        "cluster_size_histogram": _histogram(sizes),
-        "distance_histogram": distances,
-        "near_duplicate_distance_histogram": _histogram(rejected),
-    }
 
 
 def decide(keys: pa.Table, cfg: DedupConfig) -> Decisions:
@@ -408,8 +442,7 @@ def decide(keys: pa.Table, cfg: DedupConfig) -> Decisions:
         if err is not None:
             v.reject(r, "corrupt_image", err)
     conflicts = _label_conflicts(keys, v, cfg.conflicts)
-    near = _near_duplicates(keys, v, cfg)
-    _exact_duplicates(keys, v)
+    near = _duplicates(keys, v, cfg)
     decoded = int(pc.sum(keys["decoded"]).as_py() or 0)
     reused = int(pc.sum(keys["reused"]).as_py() or 0)
     table = pa.table({
