@@ -36,6 +36,9 @@ from curate.engine import get_engine  # noqa: E402
 from curate.engine.ray import RayEngine  # noqa: E402
 from tests.helpers import assert_conserved  # noqa: E402
 
+# about 70 s on 2 cores (Ray's start, a pipeline per engine, a CLI subprocess)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 N_PAIRS = 600
 WORKERS = 2

@@ -94,8 +94,11 @@ class LocalEngine:
         workers: int | None = None,
     ) -> Iterator[R]:
         """Like `map`, for a function that is expensive to build (a model): `setup()` runs
-        once per worker process and returns the function applied to each item, in order."""
-        n = workers or self.workers
+        once per worker process and returns the function applied to each item, in order.
+
+        By default one worker, in this process: one model copy whose framework threads
+        use the machine's cores; `workers=N` builds N copies in a process pool."""
+        n = workers or 1
         if n <= 1:
             fn = setup()
             for item in items:

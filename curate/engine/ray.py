@@ -95,27 +95,43 @@ class RayEngine:
         retries: int = DEFAULT_RETRIES,
         **init_kwargs: Any,
     ) -> None:
-        ray = import_ray()
-        self._ray = ray
+        self._ray = import_ray()
+        self.address = address or "local"
+        self.gpus_per_worker = float(gpus_per_worker)
+        self.retries = retries
+        self._address, self._workers, self._init_kwargs = address, workers, init_kwargs
         self._owns = False
+        self._started = False
+        self.cluster_cpus = 0
+        self.cluster_gpus = 0.0
+
+    def _start(self) -> None:
+        """Join or start Ray on first use, so bad input fails before Ray's start-up."""
+        if self._started:
+            return
+        ray = self._ray
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
-            kwargs.update(init_kwargs)
-            if address:
-                ray.init(address=address, **kwargs)
+            kwargs.update(self._init_kwargs)
+            if self._address:
+                ray.init(address=self._address, **kwargs)
             else:
-                ray.init(num_cpus=workers or default_workers(), **kwargs)
+                ray.init(num_cpus=self._workers or default_workers(), **kwargs)
             self._owns = True
-        self.address = address or "local"
         resources = ray.cluster_resources()
         self.cluster_cpus = int(resources.get("CPU", 0))
         self.cluster_gpus = float(resources.get("GPU", 0))
-        self.workers = workers or max(1, self.cluster_cpus)
-        self.gpus_per_worker = float(gpus_per_worker)
-        self.retries = retries
+        self._started = True
+
+    @property
+    def workers(self) -> int:
+        """Tasks in flight / CPU actors: --workers, else the cluster's CPUs."""
+        self._start()
+        return self._workers or max(1, self.cluster_cpus)
 
     # -- maps ------------------------------------------------------------------------
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        self._start()
         task = _remote_apply().options(max_retries=self.retries, retry_exceptions=False)
         fn_ref = self._ray.put(fn)  # shipped once, not with every task
         refs = (task.remote(fn_ref, item) for item in items)
@@ -157,6 +173,7 @@ class RayEngine:
     ) -> Iterator[R]:
         """`setup()` once per actor (with `gpus_per_worker` GPUs), its function over
         `items` in order; each actor has at most two items in flight."""
+        self._start()
         n = workers or self._actor_count()
         actor_cls = _remote_actor().options(
             num_cpus=1, num_gpus=self.gpus_per_worker,
@@ -231,7 +248,7 @@ class RayEngine:
         """Shut Ray down if this engine started it (not when it joined a running one)."""
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()
-        self._owns = False
+        self._owns = self._started = False
 
     def __enter__(self) -> RayEngine:
         return self
