@@ -372,15 +372,17 @@ def commit(tmp: Path, target: Path | str) -> None:
 def _upload(tmp: Path, uri: str) -> None:
     """Replace the folder at `uri` with `tmp`'s files, the manifest last; then remove `tmp`."""
     fs, inner = _resolve(uri)
-    if fs.get_file_info(inner).type != pafs.FileType.NotFound:
-        fs.delete_dir(inner)
-    local = pafs.LocalFileSystem()
-    files = [p for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != MANIFEST]
-    for p in [*files, tmp / MANIFEST]:
-        dest = f"{inner}/{p.relative_to(tmp).as_posix()}"
-        fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
-        pafs.copy_files(str(p), dest, source_filesystem=local, destination_filesystem=fs)
-    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        if fs.get_file_info(inner).type != pafs.FileType.NotFound:
+            fs.delete_dir(inner)
+        local = pafs.LocalFileSystem()
+        files = [p for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != MANIFEST]
+        for p in [*files, tmp / MANIFEST]:
+            dest = f"{inner}/{p.relative_to(tmp).as_posix()}"
+            fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
+            pafs.copy_files(str(p), dest, source_filesystem=local, destination_filesystem=fs)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
