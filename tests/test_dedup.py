@@ -94,16 +94,16 @@ def test_exact_duplicates_across_three_sources_with_prefer(
     assert m["rows_in"] == 8 and m["rejected_by_reason"] == {"exact_duplicate": 3}
 
 
-def test_without_prefer_ties_go_to_the_smallest_pair_id(
+def test_without_prefer_the_larger_file_then_the_smallest_pair_id_survives(
         three_sources: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "dedup"
     dedup(three_sources, out, engine=ONE)
     got, ids = outcome(out), pair_ids(out)
-    p1 = [f"{s}/p1" for s in "abc"]
-    winner = min(p1, key=ids.__getitem__)
-    assert got[winner] == (None, None)
-    for key in set(p1) - {winner}:
-        assert got[key] == ("exact_duplicate", ids[winner])
+    assert got["b/p1"] == (None, None)  # same pixels, and the PNG is the larger file
+    assert got["a/p1"] == got["c/p1"] == ("exact_duplicate", ids["b/p1"])
+    winner = min(["a/p2", "b/p2"], key=ids.__getitem__)  # the very same bytes: pair_id
+    loser = ({"a/p2", "b/p2"} - {winner}).pop()
+    assert got[winner] == (None, None) and got[loser] == ("exact_duplicate", ids[winner])
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ def dedup(
     )] = None,
     prefer: Annotated[str | None, typer.Option(
         help="SOURCE,SOURCE,...: whose copy survives a duplicate group, first listed first; "
-        "then the larger image, then the smallest pair_id."
+        "then the larger image, then the larger file, then the smallest pair_id."
     )] = None,
     conflicts: Annotated[str, typer.Option(
         help="Same prompt, images and responses with chosen/rejected swapped: 'drop' rejects "

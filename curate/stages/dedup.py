@@ -16,7 +16,8 @@ Pass 2, `decide` (global, over the keys only), in this order:
    `max_distance` bits" over all distinct image hashes, found with a
    multi-index-hashing range search; text-only rows group by their exact key.
    In each group one row survives: the first of `prefer`'s sources, then the
-   larger image (pixels), then the smallest `pair_id`. The others name it in
+   larger image (pixels), then the larger file (for the same pixels, the better
+   JPEG quality), then the smallest `pair_id`. The others name it in
    `reject_detail`: `exact_duplicate` when they equal it (normalised prompt,
    decoded pixels, both responses), else `near_duplicate_image` plus the distance.
    Exact copies always share a group, so every detail names a row that is kept.
@@ -154,6 +155,7 @@ KEY_SCHEMA = pa.schema([
     ("image_ids", pa.list_(pa.uint64())),
     ("codes", pa.list_(pa.uint64())),
     ("pixels", pa.int64()),
+    ("nbytes", pa.int64()),  # encoded size: for equal pixels, the better-quality copy wins
     ("decoded", pa.int32()),  # images decoded for a hash here (not memo hits)
     ("reused", pa.int32()),  # hashes taken from the input's column
     ("error", pa.string()),
@@ -178,6 +180,7 @@ def annotate(batch: pa.RecordBatch, method: str = DEFAULT_METHOD) -> pa.RecordBa
     widths = flat.field("width").to_pylist()
     heights = flat.field("height").to_pylist()
     raw = flat.field("bytes")  # read image by image, only when a hash must be computed
+    sizes = pc.binary_length(raw).to_pylist()
     prompts = batch.column("prompt").to_pylist()
     chosen = batch.column("chosen").to_pylist()
     rejected = batch.column("rejected").to_pylist()
@@ -188,7 +191,7 @@ def annotate(batch: pa.RecordBatch, method: str = DEFAULT_METHOD) -> pa.RecordBa
         m = lengths[r]
         prev = stored[r] if stored[r] is not None and len(stored[r]) == m else [None] * m
         ids, codes, errors = [], [], []
-        decoded_here = reused = pixels = 0
+        decoded_here = reused = pixels = nbytes = 0
         for t in range(m):
             k = offset + t
             ident = pixel_sha[k] or sha[k]
@@ -197,6 +200,7 @@ def annotate(batch: pa.RecordBatch, method: str = DEFAULT_METHOD) -> pa.RecordBa
                 ident = hashlib.sha256(data).hexdigest() if data is not None else "0" * 16
             ids.append(int(ident[:16], 16))
             pixels += (widths[k] or 0) * (heights[k] or 0)
+            nbytes += sizes[k] or 0
             code = prev[t]
             if code is not None:
                 reused += 1
@@ -218,6 +222,7 @@ def annotate(batch: pa.RecordBatch, method: str = DEFAULT_METHOD) -> pa.RecordBa
         out["image_ids"].append(ids)
         out["codes"].append(codes)
         out["pixels"].append(pixels)
+        out["nbytes"].append(nbytes)
         out["decoded"].append(decoded_here)
         out["reused"].append(reused)
         out["error"].append("; ".join(errors) if errors else None)
@@ -314,8 +319,9 @@ class _Verdicts:
         self.pair_ids = keys["pair_id"].to_pylist()
         sources = keys["source"].to_pylist()
         pixels = keys["pixels"].to_pylist()
-        self._order = [(rank.get(s, len(rank)), -p, pid)
-                       for s, p, pid in zip(sources, pixels, self.pair_ids, strict=True)]
+        nbytes = keys["nbytes"].to_pylist()
+        self._order = [(rank.get(s, len(rank)), -p, -b, pid)
+                       for s, p, b, pid in zip(sources, pixels, nbytes, self.pair_ids, strict=True)]
 
     def alive(self) -> np.ndarray:
         return np.fromiter((r is None for r in self.reason), dtype=bool, count=len(self.reason))
