@@ -212,6 +212,9 @@ class Decisions:
 
     table: pa.Table
     extra: dict[str, Any] = field(default_factory=dict)
+    # writes extra files (e.g. `embeddings/`) into the output folder before it is
+    # committed; they are checksummed in the manifest like the data files
+    write_files: Callable[[Path], None] | None = None
 
 
 def run_filter_stage(
@@ -254,6 +257,9 @@ def run_filter_stage(
             schema = schema.append(table.schema.field(c))
         run.open(schema)
         run.extra.update(decisions.extra)
+        if decisions.write_files is not None:
+            assert run._tmp is not None
+            decisions.write_files(run._tmp)
         t = time.perf_counter()
         offset = 0
         with bar(f"{stage}: write", total) as b:
