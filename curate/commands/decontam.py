@@ -1,0 +1,109 @@
+"""`curate decontam`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from curate.commands.common import (
+    EngineOpt,
+    ForceOpt,
+    InputsArg,
+    OutOpt,
+    QuietOpt,
+    WorkersOpt,
+    handle_errors,
+    location,
+    make_engine,
+    print_summary,
+)
+from curate.commands.similar import (
+    CacheOpt,
+    DeviceOpt,
+    ModelOpt,
+    PrecisionOpt,
+    embed_settings,
+    print_embeddings,
+)
+
+
+@handle_errors
+def decontam(
+    inputs: InputsArg,
+    out: OutOpt,
+    against: Annotated[list[Path], typer.Option(
+        "--against", parser=location,
+        help="An eval dataset folder (ingested rewardbench, vl-rewardbench, or any); repeat "
+        "the option for several. All its rows with a prompt count, kept or rejected."
+    )],
+    ngram: Annotated[int, typer.Option(
+        help="Contaminated when the prompt shares this many consecutive normalised words "
+        "(NFKC, case-folded, no punctuation) with an eval prompt. Eval prompts shorter than "
+        "this are compared whole."
+    )] = 13,
+    embed_threshold: Annotated[float, typer.Option(
+        help="Contaminated when the last user message's embedding is within this cosine of an "
+        "eval prompt's. 0.9: VL-RewardBench prompts planted into hh-rlhf with light edits "
+        "scored 0.9+ in 97% of cases, untouched hh-rlhf pairs at most 0.80 (see the report of "
+        "issue 4). Above 1 turns the test off."
+    )] = 0.9,
+    image_distance: Annotated[int, typer.Option(
+        help="Images within this many pHash bits of an eval image match (as curate dedup)."
+    )] = 10,
+    image_prompt_threshold: Annotated[float, typer.Option(
+        help="An image match is contamination when the prompts also overlap: cosine >= this "
+        "(or an exact / n-gram match with the same eval row)."
+    )] = 0.7,
+    model: ModelOpt = None,
+    precision: PrecisionOpt = "auto",
+    cache: CacheOpt = None,
+    device: DeviceOpt = "cpu",
+    engine: EngineOpt = "local",
+    workers: WorkersOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Reject training pairs whose prompt overlaps an eval set's (contaminated).
+
+    Four tests: a shared N-gram (ngram), the same normalised prompt (exact), an embedding
+    within --embed-threshold (embedding), and a near-duplicate image plus an overlapping
+    prompt (image). reject_detail names the test(s), the eval set and the eval row id,
+    e.g. "ngram: vl-rewardbench:RLAIF-V-14 (3 shared 13-grams)". For training rows with
+    images, a match to a short generic eval prompt ("Describe this image in detail.")
+    counts only with a matching image. Every row gets decontam_max_sim, decontam_match,
+    decontam_ngram_hits, decontam_image_distance and decontam_tests.
+
+    Example:
+        curate decontam work/similar --against work/eval-vlrb --against work/eval-rb \\
+            --out work/decontam
+    """
+    from curate.stages.decontam import DecontamConfig
+    from curate.stages.decontam import decontam as run_decontam
+
+    cfg = DecontamConfig(ngram=ngram, embed_threshold=embed_threshold,
+                         image_distance=image_distance,
+                         image_prompt_threshold=image_prompt_threshold)
+    manifest = run_decontam(
+        list(inputs), list(against), out, config=cfg,
+        embed=embed_settings(list(inputs), model, precision, cache, device),
+        engine=make_engine(engine, workers), force=force,
+    )
+    if not quiet:
+        print_summary(manifest, Path(str(out)))
+        print_embeddings(manifest)
+        _print_tests(manifest)
+
+
+def _print_tests(manifest: dict[str, Any]) -> None:
+    from curate.progress import console
+
+    fired = manifest.get("tests_fired") or {}
+    if any(fired.values()):
+        console().print("tests fired: " + ", ".join(f"{k}: {v}" for k, v in fired.items()),
+                        highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(decontam)
