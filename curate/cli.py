@@ -23,6 +23,8 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "curate.commands.ingest",
     "curate.commands.dedup",
+    "curate.commands.similar",
+    "curate.commands.decontam",
     "curate.commands.shard",
     "curate.commands.demo",
     "curate.commands.report",
