@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "curate.commands.dedup",
     "curate.commands.similar",
     "curate.commands.decontam",
+    "curate.commands.reward",
     "curate.commands.shard",
     "curate.commands.demo",
     "curate.commands.report",

@@ -1,0 +1,169 @@
+"""`curate reward`: score every pair with a reward model, then act on the scores by rules.
+
+Two passes through the stage runner (`run_filter_stage`):
+- annotate (per batch): look the pairs up in the score cache; score the missing ones
+  with the scorer (a `curate train` checkpoint, k-fold surrogates, or any object with
+  `fingerprint` and `score(pairs) -> (chosen, rejected)`);
+- decide (over compact keys: ids, rewards, source, category, source scores): the
+  rules of `curate.scoring.rules`; `action="drop"` rejects with the rule as reason,
+  `action="flag"` keeps every row and names the rule in `needs_regeneration`.
+Every output row, kept or rejected, carries `chosen_reward`, `rejected_reward` and
+`reward_margin`. Since the rows carry the scores and the manifest the scorer's
+fingerprint, the previous output is the score cache: rerunning with other rules
+loads no model and scores nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate import dataset as D
+from curate.scoring.cache import ScoreCache
+from curate.scoring.rules import RewardRules, apply_rules
+from curate.scoring.scorer import SCORE_COLUMNS, Scorer
+from curate.stage import Decisions, run_filter_stage
+
+ACTIONS = ("drop", "flag")
+KEY_COLUMNS = ["pair_id", "source", "category", "chosen_score", "rejected_score"]
+
+
+def make_scorer(
+    inputs: Sequence[str | os.PathLike[str]],
+    model: str | None = None,
+    *,
+    kfold: int | None = None,
+    train_config: Any = None,
+    freeze: str | None = None,
+    seed: int = 0,
+    surrogates: str | os.PathLike[str] | None = None,
+    batch_size: int = 16,
+    quiet: bool = True,
+) -> Scorer | None:
+    """The scorer for CLI-style options: `kfold` trains surrogates from the base `model`
+    (default minilm); otherwise `model` is a checkpoint folder; neither: None."""
+    from curate.scoring.kfold import KFoldScorer
+    from curate.scoring.scorer import RewardModelScorer
+
+    if kfold is not None:
+        return KFoldScorer(inputs, model or "minilm", kfold, train_config, seed=seed,
+                           freeze=freeze, surrogates=surrogates, batch_size=batch_size,
+                           quiet=quiet)
+    if train_config is not None or freeze is not None:
+        raise ValueError("--train-config and --freeze go with --kfold")
+    if model is None:
+        return None
+    return RewardModelScorer(model, batch_size=batch_size)
+
+
+def reward(
+    inputs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    scorer: Scorer | None = None,
+    rules: RewardRules | None = None,
+    action: str = "drop",
+    score_cache: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """Score the kept rows of `inputs` with `scorer` and apply `rules`; returns the manifest.
+
+    `score_cache`: a folder shared across runs and outputs, besides the previous `out`.
+    `batch_size`: rows per scoring call (the model batches inside it)."""
+    from curate.engine import get_engine
+
+    rules = rules or RewardRules()
+    if action not in ACTIONS:
+        raise ValueError(f"--action must be one of {', '.join(ACTIONS)}")
+    if scorer is None and rules.needs_scores:
+        raise ValueError("these rules need reward scores: give --model CKPT or --kfold K")
+    datasets = [D.Dataset.open(p) for p in inputs]
+    cache = ScoreCache(scorer.fingerprint, previous=out, folder=score_cache) \
+        if scorer is not None else None
+    config = {"scorer": scorer.describe() if scorer is not None else None,
+              "rules": rules.to_dict(), "action": action}
+    columns = list(KEY_COLUMNS)
+    if cache is not None:
+        ids = pa.chunked_array([d.read(columns=["pair_id"])["pair_id"] for d in datasets],
+                               type=pa.string())
+        if not cache.covers(ids):  # read prompts, responses and images only to score
+            columns += [c for c in SCORE_COLUMNS if c not in columns]
+
+    def annotate(batch: pa.RecordBatch) -> pa.RecordBatch:
+        n = batch.num_rows
+        scores = np.full((n, 2), np.nan)
+        if cache is not None and scorer is not None:
+            found, scores = cache.lookup(batch.column("pair_id"))
+            missing = np.flatnonzero(~found)
+            if len(missing):
+                sub = batch.take(pa.array(missing))
+                c, r = scorer.score(sub)
+                if len(c) != len(missing) or len(r) != len(missing):
+                    raise ValueError(f"the scorer returned {len(c)}/{len(r)} rewards for "
+                                     f"{len(missing)} pairs")
+                scores[missing, 0], scores[missing, 1] = c, r
+                cache.add(sub.column("pair_id"), c, r)
+        keys = [batch.column(c) for c in KEY_COLUMNS]
+        return pa.RecordBatch.from_arrays(
+            keys + [pa.array(scores[:, k], pa.float64(), from_pandas=True) for k in (0, 1)],
+            names=KEY_COLUMNS + ["chosen_reward", "rejected_reward"])
+
+    def decide(keys: pa.Table) -> Decisions:
+        result = apply_rules(keys, rules)
+        n = keys.num_rows
+        c = keys["chosen_reward"].cast(pa.float64())
+        r = keys["rejected_reward"].cast(pa.float64())
+        cols: dict[str, Any] = {
+            "pair_id": keys["pair_id"],
+            "reject_reason": pa.array(result.reasons if action == "drop" else [None] * n,
+                                      pa.string()),
+            "reject_detail": pa.array(result.details if action == "drop" else [None] * n,
+                                      pa.string()),
+            "chosen_reward": c, "rejected_reward": r, "reward_margin": pc.subtract(c, r),
+        }
+        if action == "flag":
+            cols["needs_regeneration"] = pa.array(result.reasons, pa.string())
+        info: dict[str, Any] = {
+            "score_key": scorer.fingerprint if scorer is not None else None,
+            "scorer": config["scorer"], "action": action, "rules": rules.to_dict(),
+            **result.summary, "stats": _stats(keys),
+        }
+        if cache is not None:
+            info["scores"] = {"cached": cache.hits, "computed": cache.computed}
+        if getattr(scorer, "folds", None):
+            info["kfold"] = scorer.folds  # type: ignore[union-attr]
+        if action == "flag":
+            info["flagged"] = result.summary["reason_counts"]
+        return Decisions(pa.table(cols), extra={"reward": info})
+
+    manifest = run_filter_stage(
+        "reward", inputs, out, config, annotate=annotate, annotate_columns=columns,
+        decide=decide, engine=get_engine("local", workers=1), force=force,
+        batch_size=batch_size)
+    if cache is not None:
+        cache.save()
+    return manifest
+
+
+def _stats(keys: pa.Table) -> dict[str, Any]:
+    c = np.asarray(keys["chosen_reward"].to_numpy(zero_copy_only=False), dtype=np.float64)
+    r = np.asarray(keys["rejected_reward"].to_numpy(zero_copy_only=False), dtype=np.float64)
+    ok = np.isfinite(c) & np.isfinite(r)
+    if not ok.any():
+        return {"scored_pairs": 0}
+    m = (c - r)[ok]
+    qs = (0.05, 0.25, 0.5, 0.75, 0.95)
+    return {
+        "scored_pairs": int(ok.sum()),
+        "agreement": round(float(np.mean(m > 0)), 6),  # share of pairs with margin > 0
+        "margin_mean": round(float(m.mean()), 6),
+        "margin_quantiles": {str(q): round(float(np.quantile(m, q)), 6) for q in qs},
+        "chosen_quantiles": {str(q): round(float(np.quantile(c[ok], q)), 6) for q in qs},
+    }
+
