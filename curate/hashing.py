@@ -4,10 +4,11 @@ Decoding dominates the cost of a perceptual hash, and every hash here looks at
 no more than a 64x64 grayscale picture, so images are decoded small: JPEGs with
 `Image.draft` (the decoder scales by 1/2, 1/4 or 1/8 in the DCT domain and skips
 the colour conversion: 3-4x faster than a full decode), other formats decoded
-then box-reduced. The hash itself is `imagehash`'s, on that reduced picture; it
-differs from a full-size `imagehash` value by 0 to a few bits (measured in
-`tests/test_dedup_hashing.py`). Bit order is imagehash's: its hex string read as
-one big-endian 64-bit integer.
+then box-reduced. The hash itself is `imagehash`'s on that reduced picture (pHash
+re-implemented bit for bit in numpy, the others called); it differs from a
+full-size `imagehash` value by 0 to a few bits (measured in
+`tests/test_dedup_hashing.py` and `bench/bench_dedup.py`). Bit order is
+imagehash's: its hex string read as one big-endian 64-bit integer.
 """
 
 from __future__ import annotations

@@ -55,6 +55,8 @@ NEAR_MATCH_MODES = ("prompt", "pair")
 DEFAULT_MAX_DISTANCE = {"phash": 10, "dhash": 10, "ahash": 6, "whash": 6}
 
 IMAGE_TOKEN = "<image>"
+ANNOTATE_COLUMNS = ("pair_id", "source", "prompt", "chosen", "rejected", "images")
+BATCH_SIZE = 64  # rows a task: a few MB of images, enough tasks to keep every worker busy
 _DIGEST = 16  # bytes of the row keys (128-bit blake2b)
 _MEMO_LIMIT = 500_000
 _MEMO: dict[tuple[str, str], int] = {}
@@ -482,7 +484,7 @@ def dedup(
     near_match: str = "prompt",
     engine: Any = None,
     force: bool = False,
-    batch_size: int = 128,
+    batch_size: int = BATCH_SIZE,
 ) -> dict[str, Any]:
     """Deduplicate the kept rows of `inputs` (merged, in order) into `out`; returns the manifest."""
     from curate.engine import get_engine
@@ -493,7 +495,7 @@ def dedup(
         raise ValueError("give at least one input dataset folder")
     engine = engine or get_engine("local")
     schema = D.unified_schema([D.Dataset.open(p) for p in inputs])
-    columns = ["pair_id", "source", "prompt", "chosen", "rejected", "images"]
+    columns = list(ANNOTATE_COLUMNS)
     if schema.get_field_index(cfg.column) >= 0:
         columns.append(cfg.column)
     annotate_fn: Callable[[pa.RecordBatch], pa.RecordBatch] = partial(
