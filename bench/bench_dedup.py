@@ -60,7 +60,7 @@ def _load() -> str:
     return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
 
 
-def _dataset(files: list[Path], folder: Path) -> Path:
+def _dataset(files: list[Path], size: tuple[int, int], folder: Path) -> Path:
     """The files as a dataset folder, one pair a file, as ingest would have written it."""
     import hashlib
 
@@ -76,7 +76,7 @@ def _dataset(files: list[Path], folder: Path) -> Path:
                      "prompt": [{"role": "user", "content": f"Describe image {f.stem}."}],
                      "chosen": "a", "rejected": "b",
                      "images": [{"bytes": data, "sha256": hashlib.sha256(data).hexdigest(),
-                                 "width": 1024, "height": 768, "format": "JPEG"}]})
+                                 "width": size[0], "height": size[1], "format": "JPEG"}]})
     with StageRun("ingest", folder, {}, []) as run:
         run.open()
         run.add_in(len(rows))
@@ -105,7 +105,7 @@ def bench_hashing(n: int, size: tuple[int, int], workers: int | None) -> dict[st
             return [perceptual_hash(f.read_bytes()) for f in files]
 
         engine = get_engine("local", workers=workers)
-        datasets = [Dataset.open(_dataset(files, Path(tmp) / "dataset"))]
+        datasets = [Dataset.open(_dataset(files, size, Path(tmp) / "dataset"))]
 
         def engine_run() -> list[int]:
             """Pass 1 of `curate dedup`: read the dataset, hash in worker processes."""
