@@ -121,7 +121,8 @@ def conflicts(tmp_path: Path) -> list[Path]:
 def test_label_conflicts_are_all_rejected_by_default(
         conflicts: list[Path], tmp_path: Path, run_cli) -> None:
     out = tmp_path / "dedup"
-    run_cli("dedup", *conflicts, "--out", out, "--workers", "1", "--quiet")
+    res = run_cli("dedup", *conflicts, "--out", out, "--workers", "1", "--quiet")
+    assert res.output == ""
     got, ids = outcome(out), pair_ids(out)
     assert {k: v[0] for k, v in got.items()} == {
         "a/q1": "label_conflict", "b/q1": "label_conflict", "a/q2": "label_conflict",
