@@ -147,3 +147,11 @@ def test_cli(work: dict[str, Path], run_cli) -> None:
                   "--cache", work["cache"])
     assert "contaminated" in res.output and "tests fired" in res.output
     assert Dataset.open(out).manifest["files"] == Dataset.open(work["out"]).manifest["files"]
+
+
+def test_input_with_no_kept_rows(work: dict[str, Path]) -> None:
+    src = ingest_generic(work["tmp"], "empty", [{"id": "x", "prompt": "hi", "chosen": "",
+                                                 "rejected": "no"}])
+    m = decontam([src], [work["eval"]], work["tmp"] / "empty-out",
+                 embed=EmbedSettings(cache=work["cache"]), engine=ONE)
+    assert m["rows_in"] == m["rows_kept"] == m["rows_rejected"] == 0

@@ -182,3 +182,11 @@ def test_cli_bad_input(work: dict[str, Path], run_cli) -> None:
     res = run_cli("similar", work["src"], "--out", work["tmp"] / "x", "--model",
                   work["tmp"] / "no-model", "--cache", "none", expect=2)
     assert "no such model folder" in res.output
+
+
+def test_input_with_no_kept_rows(tmp_path: Path) -> None:
+    src = ingest_generic(tmp_path, "empty", [{"id": "x", "prompt": "hi", "chosen": "",
+                                              "rejected": "no"}])
+    assert Dataset.open(src).count() == 0
+    m = similar([src], tmp_path / "out", embed=EmbedSettings(cache=None), engine=ONE)
+    assert m["rows_in"] == m["rows_kept"] == m["rows_rejected"] == 0

@@ -44,7 +44,12 @@ from curate.index import dense
 from curate.models.embedder import EmbedSettings, ensure_embeddings
 from curate.stage import Decisions, run_filter_stage
 from curate.stages import keys as K
-from curate.stages.similar import _embedding_folders, _embedding_writer, _round
+from curate.stages.similar import (
+    _embedding_folders,
+    _embedding_writer,
+    _round,
+    empty_decisions,
+)
 
 STAGE = "decontam"
 REASON = "contaminated"
@@ -55,6 +60,14 @@ DEFAULT_IMAGE_PROMPT_THRESHOLD = 0.7
 DEFAULT_CONTAIN_MIN = 5
 MAX_IMAGE_CANDIDATES = 16
 TESTS = ("ngram", "exact", "image", "embedding")
+
+SCORE_FIELDS = [
+    pa.field("decontam_max_sim", pa.float32()),
+    pa.field("decontam_match", pa.string()),
+    pa.field("decontam_ngram_hits", pa.int32()),
+    pa.field("decontam_image_distance", pa.int32()),
+    pa.field("decontam_tests", pa.string()),
+]
 
 KEY_SCHEMA = pa.schema([
     ("pair_id", pa.string()),
@@ -273,12 +286,14 @@ def _text_source(datasets: list[D.Dataset], idx: EvalIndex) -> Any:
 
 
 def decide(keys: pa.Table, cfg: DecontamConfig, idx: EvalIndex, embed: EmbedSettings,
-           datasets: list[D.Dataset], out: Path) -> Decisions:
+           datasets: list[D.Dataset], out: Path, engine: Any = None) -> Decisions:
     n = keys.num_rows
+    if n == 0:
+        return Decisions(empty_decisions(SCORE_FIELDS))
     qh = K.hashes_to_numpy(keys["query_hash"])
     eh = np.array([K.text_hash(t) for t in idx.query_texts], dtype="S16")
     table, key = ensure_embeddings(np.concatenate([qh, eh]), _text_source(datasets, idx),
-                                   embed, _embedding_folders(datasets, out))
+                                   embed, _embedding_folders(datasets, out), engine=engine)
     # nearest eval prompt of each unique training query
     e_uniq, e_first = np.unique(eh, return_index=True)
     t_uniq, t_of_row = np.unique(qh, return_inverse=True)
@@ -390,6 +405,6 @@ def decontam(
     return run_filter_stage(
         STAGE, inputs, out, full_cfg,
         annotate=Annotator(idx, cfg.image_distance), annotate_columns=columns,
-        decide=lambda keys: decide(keys, cfg, idx, embed, datasets, Path(out)),
+        decide=lambda keys: decide(keys, cfg, idx, embed, datasets, Path(out), engine),
         engine=engine, force=force, batch_size=batch_size,
     )

@@ -1,7 +1,10 @@
 """`curate similar`: semantic near-duplicate prompts, and pairs with no preference signal.
 
 Pass 1 (per batch, in the engine): hash each row's prompt text and responses (the
-embedding keys) and take its images' pHashes. Global step (`decide`):
+embedding keys) and take its images' pHashes. The prompt text is its last user
+message followed by the earlier messages newest first (`keys.prompt_view`): the model
+reads 256 word pieces, so it sees the question being answered and the latest context.
+Global step (`decide`):
 1. embed every unique text once (`curate.models.embedder.ensure_embeddings`: cached
    vectors cost no model time);
 2. `responses_too_similar`: cosine(chosen, rejected) >= `response_threshold`;
@@ -40,6 +43,20 @@ DEFAULT_RESPONSE_THRESHOLD = 0.99
 DEFAULT_IMAGE_DISTANCE = 10  # pHash bits; the same default as `curate dedup`
 DEFAULT_K = 10
 ROUND = 4
+
+SCORE_FIELDS = [
+    pa.field("similar_prompt_sim", pa.float32()),
+    pa.field("similar_prompt_match", pa.string()),
+    pa.field("similar_response_sim", pa.float32()),
+    pa.field("similar_group", pa.string()),
+]
+
+
+def empty_decisions(score_fields: list[pa.Field]) -> pa.Table:
+    """The decisions of a stage over no rows (an input with no kept rows)."""
+    return pa.schema([pa.field("pair_id", pa.string()), pa.field("reject_reason", pa.string()),
+                      pa.field("reject_detail", pa.string()), *score_fields]).empty_table()
+
 
 KEY_SCHEMA = pa.schema([
     ("pair_id", pa.string()),
@@ -176,8 +193,10 @@ def group_rows(text_of_row: np.ndarray, edge_a: np.ndarray, edge_b: np.ndarray,
 
 
 def decide(keys: pa.Table, cfg: SimilarConfig, embed: EmbedSettings,
-           datasets: list[D.Dataset], out: Path) -> Decisions:
+           datasets: list[D.Dataset], out: Path, engine: Any = None) -> Decisions:
     n = keys.num_rows
+    if n == 0:
+        return Decisions(empty_decisions(SCORE_FIELDS))
     pair_ids = keys["pair_id"].to_pylist()
     ph = K.hashes_to_numpy(keys["prompt_hash"])
     with_resp = cfg.response_threshold <= 1.0
@@ -186,7 +205,8 @@ def decide(keys: pa.Table, cfg: SimilarConfig, embed: EmbedSettings,
     phashes = keys["phashes"].to_pylist()
     folders = _embedding_folders(datasets, out)
     table, key = ensure_embeddings(np.concatenate([ph, ch, rh]),
-                                   text_source(datasets, with_resp), embed, folders)
+                                   text_source(datasets, with_resp), embed, folders,
+                                   engine=engine)
 
     reason: list[str | None] = [None] * n
     detail: list[str | None] = [None] * n
@@ -317,6 +337,6 @@ def similar(
     full_cfg = {**asdict(cfg), **embed.config()}
     return run_filter_stage(
         STAGE, inputs, out, full_cfg, annotate=annotate, annotate_columns=columns,
-        decide=lambda keys: decide(keys, cfg, embed, datasets, Path(out)),
+        decide=lambda keys: decide(keys, cfg, embed, datasets, Path(out), engine),
         engine=engine, force=force, batch_size=batch_size,
     )
