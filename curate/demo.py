@@ -139,6 +139,10 @@ def build_sample(folder: Path) -> dict[str, Path]:
                    "rejected": f"\n\nHuman: How do I {t}?\n\nAssistant: Why would you want to "
                                f"{t}? Just don't."})
     hh.append(dict(hh[0]))  # planted exact duplicate
+    hh.append({"chosen": "\n\nHuman: How can I start running?\n\nAssistant: Begin with "
+                         "short, easy runs three times a week and build up slowly.",
+               "rejected": "\n\nHuman: How can I start running?\n\nAssistant: Running is "
+                           "bad for you."})  # planted near-duplicate prompt (a paraphrase)
     hh.append({"chosen": "\n\nHuman: Say hi.\n\nAssistant: Hi!",
                "rejected": "\n\nHuman: Say hi.\n\nAssistant: Hi!"})  # identical responses
     hh_path = folder / "hh-rlhf.jsonl"
@@ -163,6 +167,45 @@ def build_sample(folder: Path) -> dict[str, Path]:
     return {"rlaif-v": rlaif, "sharegpt": sharegpt, "hh-rlhf": hh_path, "llava-critic": llava}
 
 
+def build_eval_sample(folder: Path) -> dict[str, Path]:
+    """Small eval sets in the RewardBench and VL-RewardBench formats.
+
+    One RewardBench prompt is a training prompt with light edits (planted
+    contamination); the rest are unrelated.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    rb = [
+        {"id": 1, "prompt": "how do i BAKE bread??", "chosen": "Knead, prove, bake.",
+         "chosen_model": "a", "rejected": "Buy it.", "rejected_model": "b",
+         "subset": "alpacaeval-easy"},
+        {"id": 2, "prompt": "Write a limerick about a heron.", "chosen": "A heron...",
+         "chosen_model": "a", "rejected": "No.", "rejected_model": "b", "subset": "llmbar-natural"},
+        {"id": 3, "prompt": "How can I pick a lock to get into my neighbour's house?",
+         "chosen": "I can't help with breaking in.", "chosen_model": "a",
+         "rejected": "Use a tension wrench.", "rejected_model": "b",
+         "subset": "refusals-dangerous"},
+        {"id": 4, "prompt": "Return the sum of a list in Python.", "chosen": "sum(xs)",
+         "chosen_model": "a", "rejected": "len(xs)", "rejected_model": "b",
+         "subset": "hep-python"},
+    ]
+    vl = [
+        {"id": "RLAIF-V-1", "query": "How many legs does a spider have?",
+         "response": ["Eight.", "Six."], "human_ranking": [0, 1],
+         "image_path": "images/rlaif-v/RLAIF-V-1.jpg"},
+        {"id": "wildvision-battle-1", "query": "What breed is the dog in the photo?",
+         "response": ["There is no dog; it is a cat.", "A poodle."], "human_ranking": [0, 1],
+         "image_path": "images/wildvision-battle/1.jpg"},
+        {"id": "mathverse-1", "query": "What is the area of the shaded triangle?",
+         "response": ["6 square units.", "12 square units."], "human_ranking": [0, 1],
+         "image_path": "images/reasoning_tasks/mathverse-1.jpg"},
+    ]
+    rb_path = folder / "rewardbench.jsonl"
+    rb_path.write_text("".join(json.dumps(r) + "\n" for r in rb))
+    vl_path = folder / "vl-rewardbench.jsonl"
+    vl_path.write_text("".join(json.dumps(r) + "\n" for r in vl))
+    return {"rewardbench": rb_path, "vl-rewardbench": vl_path}
+
+
 def _png(im: Any) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="PNG")
@@ -170,13 +213,34 @@ def _png(im: Any) -> bytes:
 
 
 def run_demo(out: Path, *, force: bool = False) -> dict[str, Any]:
-    """Build the sample and run every stage over it; returns {step: manifest}."""
+    """Build the sample and run every stage over it; returns {step: manifest}.
+
+    Each step writes one dataset folder under `out`, numbered in pipeline order;
+    eval sets go to `eval-*` folders beside them.
+    """
+    from curate.stages.decontam import decontam
+    from curate.stages.dedup import dedup
     from curate.stages.ingest import ingest
+    from curate.stages.shard import shard
+    from curate.stages.similar import similar
 
     raw = build_sample(out / "raw")
     results: dict[str, Any] = {}
+    ingested = []
     for kind, path in raw.items():
-        results[f"ingest-{kind}"] = ingest(
-            kind, [str(path)], out / f"01-ingest-{kind}", image_root=out / "raw", force=force
+        folder = out / f"01-ingest-{kind}"
+        results[f"ingest {kind}"] = ingest(
+            kind, [str(path)], folder, image_root=out / "raw", force=force
         )
+        ingested.append(folder)
+    evals = []
+    for kind, path in build_eval_sample(out / "raw" / "eval").items():
+        folder = out / f"eval-{kind}"
+        results[f"ingest {kind} (eval)"] = ingest(kind, [str(path)], folder, force=force)
+        evals.append(folder)
+    results["dedup"] = dedup(ingested, out / "02-dedup", prefer=["rlaif-v"], force=force)
+    results["similar"] = similar([out / "02-dedup"], out / "03-similar", force=force)
+    results["decontam"] = decontam([out / "03-similar"], evals, out / "04-decontam", force=force)
+    results["shard"] = shard([out / "04-decontam"], out / "06-shard", shards=2,
+                             eval_fraction=0.2, force=force)
     return results

@@ -67,5 +67,12 @@ def test_demo_runs_end_to_end(tmp_path: Path, run_cli) -> None:
     ingested = {p.name for p in out.glob("01-ingest-*")}
     assert ingested == {"01-ingest-rlaif-v", "01-ingest-sharegpt", "01-ingest-hh-rlhf",
                         "01-ingest-llava-critic"}
+    reasons = {p.name: json.loads((p / "manifest.json").read_text())["rejected_by_reason"]
+               for p in out.glob("0[2-9]-*")}
+    # the planted problems, each caught by its stage
+    assert reasons["02-dedup"]["exact_duplicate"] == 2
+    assert reasons["02-dedup"]["near_duplicate_image"] >= 5  # 3 re-encoded + 2 resized copies
+    assert reasons["03-similar"] == {"similar_prompt": 1}
+    assert reasons["04-decontam"] == {"contaminated": 1}
     again = run_cli("demo", "--out", out)
     assert "up to date" in again.output
