@@ -118,3 +118,37 @@ def test_reencoded_resized_and_cropped_copies_are_all_found(
     assert m["dedup"]["clusters"] == n
     # sizes count distinct images: the PNG holds the very pixels of the JPEG it came from
     assert m["dedup"]["cluster_size_histogram"] == {str(copies): n}
+
+
+SKIMAGE_PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins",
+                  "hubble_deep_field", "immunohistochemistry", "colorwheel", "clock", "moon",
+                  "brick", "grass", "logo", "page", "text", "retina", "horse"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_the_default_distance_sits_between_copies_and_distinct_photos(
+        ukbench: dict[str, bytes], method: str) -> None:
+    """The evidence behind DEFAULT_MAX_DISTANCE, on 28 photos (ukbench + scikit-image):
+    every re-encoded or resized copy within it, every distinct pair well beyond it."""
+    import io
+
+    import numpy as np
+    import skimage.data
+
+    from tests.dedup_support import encode
+
+    photos = {k: Image.open(io.BytesIO(ukbench[k])).convert("RGB") for k in _distinct(ukbench)}
+    for name in SKIMAGE_PHOTOS:
+        arr = getattr(skimage.data, name)()
+        photos[name] = Image.fromarray(
+            (arr.astype(np.uint8) * 255) if arr.dtype == bool else arr).convert("RGB")
+    codes, worst_copy = {}, 0
+    for name, im in photos.items():
+        codes[name] = perceptual_hash(encode(im, quality=90), method)
+        copies = {k: v for k, v in variants(im).items() if not k.startswith("crop")}
+        worst_copy = max(worst_copy, *(hamming(codes[name], perceptual_hash(v, method))
+                                       for v in copies.values()))
+    closest = min(hamming(codes[a], codes[b]) for a, b in itertools.combinations(codes, 2))
+    assert worst_copy <= DEFAULT_MAX_DISTANCE[method], worst_copy
+    assert closest > DEFAULT_MAX_DISTANCE[method] + 3, closest
