@@ -69,7 +69,8 @@ def _all_rows(out: Path) -> pa.Table:
 
 
 def test_kfold_scores_each_fold_with_the_model_that_did_not_see_it(kfold_run) -> None:
-    out, sur, _, output = kfold_run
+    out, sur, cfg, output = kfold_run
+    features = json.loads(cfg.read_text())["feature_cache"]
     assert "fold 1: trained on 12, scored 12" in output
     m = assert_conserved(out)
     info = m["reward"]
@@ -79,24 +80,33 @@ def test_kfold_scores_each_fold_with_the_model_that_did_not_see_it(kfold_run) ->
     folds = assign_folds(table["pair_id"], table["source"].to_pylist(), 2, seed=0)
     for f in range(2):
         fold_rows = table.filter(pa.array(folds == f))
-        c, r = RewardModelScorer(sur / f"fold-{f}", feature_cache=False).score(fold_rows)
-        offset = info["kfold"][f]["offset"]
-        assert np.allclose(c - offset, fold_rows["chosen_reward"].to_numpy(), atol=1e-4)
-        assert np.allclose(r - offset, fold_rows["rejected_reward"].to_numpy(), atol=1e-4)
         trained = json.loads((sur / f"fold-{f}" / "metrics.json").read_text())
         assert trained["train_pairs"] == 12 and trained["eval_pairs"] == 12
+        # fold f's checkpoint, on the features it was trained with (same precision)
+        c, r = RewardModelScorer(sur / f"fold-{f}", feature_cache=features,
+                                 bf16=trained["bf16"]).score(fold_rows)
+        offset = info["kfold"][f]["offset"]
+        assert np.allclose(c - offset, fold_rows["chosen_reward"].to_numpy(), atol=1e-5)
+        assert np.allclose(r - offset, fold_rows["rejected_reward"].to_numpy(), atol=1e-5)
         assert trained["eval"]["accuracy"] == pytest.approx(float(np.mean(c > r)))
 
 
-def test_kfold_threshold_change_trains_and_scores_nothing(kfold_run, small, run_cli) -> None:
-    out, _, cfg, _ = kfold_run
+def test_kfold_threshold_change_trains_and_scores_nothing(kfold_run, small, tmp_path,
+                                                         run_cli) -> None:
+    import shutil
+
+    out = tmp_path / "out"  # a copy: the fixture's output stays as the first run wrote it
+    shutil.copytree(kfold_run[0], out)
+    cfg = kfold_run[2]
     before = _all_rows(out)
+    folds_before = D.Dataset.open(out).manifest["reward"]["kfold"]
     t = time.perf_counter()
     run_cli("reward", small, "--out", out, "--model", minilm(), "--kfold", "2",
             "--train-config", cfg, "--min-margin", "0.1")
     assert time.perf_counter() - t < 10
     info = D.Dataset.open(out).manifest["reward"]
-    assert info["scores"] == {"cached": 24, "computed": 0} and "kfold" not in info
+    assert info["scores"] == {"cached": 24, "computed": 0} and info["kfold_trained"] is False
+    assert info["kfold"] == folds_before  # the folds that computed the cached scores
     after = _all_rows(out)
     assert dict(zip(before["pair_id"].to_pylist(), before["chosen_reward"].to_pylist(),
                     strict=True)) == dict(zip(after["pair_id"].to_pylist(),
@@ -112,7 +122,7 @@ def test_checkpoint_scorer_matches_the_reward_model_and_caches(kfold_run, small,
 
     ckpt = kfold_run[1] / "fold-0"
     fp = checkpoint_fingerprint(ckpt)
-    rm = load_reward_model(ckpt)
+    rm = load_reward_model(ckpt)  # fp32, no feature cache: as `--model CKPT` scores
     c, r = rm.score_pairs(D.Dataset.open(small).read())
     cut = float(np.median(np.asarray(c) - np.asarray(r)))
     out = tmp_path / "out"

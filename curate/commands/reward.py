@@ -67,6 +67,9 @@ def reward(
         help="A score cache folder shared by runs (the previous --out is always one)."
     )] = None,
     batch_size: Annotated[int, typer.Option(help="Sequences per model forward.")] = 16,
+    bf16: Annotated[bool, typer.Option(
+        "--bf16", help="--model: score under bf16 autocast (GPUs, CPUs with AMX/avx512_bf16)."
+    )] = False,
     seed: Annotated[int, typer.Option(help="--kfold: seed of the fold split.")] = 0,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
@@ -91,7 +94,8 @@ def reward(
                         keep_top=parse_keep_top(keep_top), by=by, disagree=disagree,
                         min_source_gap=min_source_gap)
     scorer = make_scorer(inputs, model, kfold=kfold, train_config=train_config, freeze=freeze,
-                         seed=seed, surrogates=surrogates, batch_size=batch_size, quiet=quiet)
+                         seed=seed, surrogates=surrogates, batch_size=batch_size, bf16=bf16,
+                         quiet=quiet)
     manifest = run_reward(inputs, out, scorer=scorer, rules=rules, action=action,
                           score_cache=score_cache, force=force)
     if not quiet:

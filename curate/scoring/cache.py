@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -39,9 +40,11 @@ class ScoreCache:
         self.key = key
         self.folder = Path(folder) / key if folder else None
         tables = []
+        self.previous_info: dict[str, Any] = {}  # the previous run's manifest["reward"]
         if previous is not None and (Path(previous) / D.MANIFEST).is_file():
             prev = D.Dataset(Path(previous))
             if prev.manifest.get("reward", {}).get("score_key") == key:
+                self.previous_info = prev.manifest["reward"]
                 tables += [_read_scores(f) for part in (D.KEPT, D.REJECTED)
                            for f in prev.files(part)]
         if self.folder is not None and self.folder.is_dir():

@@ -119,7 +119,8 @@ class KFoldScorer:
                 frozen = self.cfg.freeze == "backbone"
                 scorer = RewardModelScorer(
                     ckpt, self.batch_size,
-                    feature_cache=(self.cfg.feature_cache or True) if frozen else None)
+                    feature_cache=(self.cfg.feature_cache or True) if frozen else None,
+                    bf16=bool(metrics.get("bf16")))  # the precision it was trained in
                 c, r = scorer.score(eval_t) if eval_t.num_rows else (np.zeros(0), np.zeros(0))
                 offset = float(np.mean(np.concatenate([c, r]))) if len(c) else 0.0
                 c, r = c - offset, r - offset

@@ -88,15 +88,21 @@ class RewardModelScorer:
     `feature_cache`: score through the pooled-feature cache (right when the head was
     trained on a frozen backbone: the features are already there). `"auto"` uses it when
     the checkpoint did not save its backbone, i.e. a head on a frozen base model.
+    `bf16`: run the model under bf16 autocast (the feature cache keeps bf16 and fp32
+    features apart, so match the precision the head was trained in to reuse them).
     """
 
     def __init__(self, ckpt: str | os.PathLike[str], batch_size: int = 16,
-                 feature_cache: Any = "auto", device: str | None = None) -> None:
+                 feature_cache: Any = "auto", device: str | None = None,
+                 bf16: bool = False) -> None:
         self.ckpt = Path(ckpt)
         self.batch_size = batch_size
         self.feature_cache = feature_cache
         self.device = device
-        self._fingerprint = checkpoint_fingerprint(self.ckpt)
+        self.bf16 = bf16  # autocast; part of the fingerprint, since it moves the scores
+        fp = checkpoint_fingerprint(self.ckpt)
+        self._fingerprint = hashlib.sha256(f"{fp}:bf16".encode()).hexdigest()[:32] if bf16 \
+            else fp
         self._model: Any = None
         self.rows_scored = 0
 
@@ -112,6 +118,7 @@ class RewardModelScorer:
 
             device = self.device or ("cuda" if torch.cuda.is_available() else None)
             self._model = load_reward_model(self.ckpt, device=device)
+            self._model.autocast_dtype = torch.bfloat16 if self.bf16 else None
         return self._model
 
     def _cache(self, rm: Any) -> Any:
@@ -130,7 +137,8 @@ class RewardModelScorer:
         return np.asarray(c, dtype=np.float64), np.asarray(r, dtype=np.float64)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "checkpoint", "path": str(self.ckpt), "fingerprint": self.fingerprint}
+        return {"kind": "checkpoint", "path": str(self.ckpt), "bf16": self.bf16,
+                "fingerprint": self.fingerprint}
 
 
 def _table(pairs: pa.Table | pa.RecordBatch) -> pa.Table:

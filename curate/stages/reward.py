@@ -43,10 +43,12 @@ def make_scorer(
     seed: int = 0,
     surrogates: str | os.PathLike[str] | None = None,
     batch_size: int = 16,
+    bf16: bool = False,
     quiet: bool = True,
 ) -> Scorer | None:
     """The scorer for CLI-style options: `kfold` trains surrogates from the base `model`
-    (default minilm); otherwise `model` is a checkpoint folder; neither: None."""
+    (default minilm; they score in the precision they trained in); otherwise `model` is a
+    checkpoint folder (`bf16`: score under bf16 autocast); neither: None."""
     from curate.scoring.kfold import KFoldScorer
     from curate.scoring.scorer import RewardModelScorer
 
@@ -58,7 +60,7 @@ def make_scorer(
         raise ValueError("--train-config and --freeze go with --kfold")
     if model is None:
         return None
-    return RewardModelScorer(model, batch_size=batch_size)
+    return RewardModelScorer(model, batch_size=batch_size, bf16=bf16)
 
 
 def reward(
@@ -138,6 +140,10 @@ def reward(
             info["scores"] = {"cached": cache.hits, "computed": cache.computed}
         if getattr(scorer, "folds", None):
             info["kfold"] = scorer.folds  # type: ignore[union-attr]
+            info["kfold_trained"] = True
+        elif cache is not None and "kfold" in cache.previous_info:
+            info["kfold"] = cache.previous_info["kfold"]  # from the run that scored them
+            info["kfold_trained"] = False
         if action == "flag":
             info["flagged"] = result.summary["reason_counts"]
         return Decisions(pa.table(cols), extra={"reward": info})
