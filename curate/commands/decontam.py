@@ -10,9 +10,11 @@ import typer
 from curate.commands.common import (
     EngineOpt,
     ForceOpt,
+    GpusPerWorkerOpt,
     InputsArg,
     OutOpt,
     QuietOpt,
+    RayAddressOpt,
     WorkersOpt,
     handle_errors,
     location,
@@ -62,6 +64,8 @@ def decontam(
     device: DeviceOpt = "cpu",
     engine: EngineOpt = "local",
     workers: WorkersOpt = None,
+    ray_address: RayAddressOpt = None,
+    gpus_per_worker: GpusPerWorkerOpt = 0.0,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -88,7 +92,7 @@ def decontam(
     manifest = run_decontam(
         list(inputs), list(against), out, config=cfg,
         embed=embed_settings(list(inputs), model, precision, cache, device),
-        engine=make_engine(engine, workers), force=force,
+        engine=make_engine(engine, workers, ray_address, gpus_per_worker), force=force,
     )
     if not quiet:
         print_summary(manifest, Path(str(out)))

@@ -10,9 +10,11 @@ import typer
 from curate.commands.common import (
     EngineOpt,
     ForceOpt,
+    GpusPerWorkerOpt,
     InputsArg,
     OutOpt,
     QuietOpt,
+    RayAddressOpt,
     WorkersOpt,
     handle_errors,
     make_engine,
@@ -84,6 +86,8 @@ def similar(
     device: DeviceOpt = "cpu",
     engine: EngineOpt = "local",
     workers: WorkersOpt = None,
+    ray_address: RayAddressOpt = None,
+    gpus_per_worker: GpusPerWorkerOpt = 0.0,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -105,7 +109,7 @@ def similar(
     manifest = run_similar(
         list(inputs), out, config=cfg,
         embed=embed_settings(list(inputs), model, precision, cache, device),
-        engine=make_engine(engine, workers), force=force,
+        engine=make_engine(engine, workers, ray_address, gpus_per_worker), force=force,
     )
     if not quiet:
         print_summary(manifest, Path(str(out)))

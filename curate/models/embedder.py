@@ -426,13 +426,16 @@ def ensure_embeddings(
     settings: EmbedSettings,
     folders: Iterable[Path] = (),
     progress: Callable[[int], None] | None = None,
+    engine: Any = None,
 ) -> tuple[EmbeddingTable, str]:
     """Vectors for every hash in `hashes` (the 'S16' keys of the texts a stage needs).
 
     Stored vectors are looked up in the cache and in `folders` (datasets' `embeddings/`);
     the model is loaded only when some are missing. `texts(missing)` must yield
     (hash, text) for at least the missing sorted hashes; each is embedded once.
-    Returns the table and the model key.
+    Returns the table and the model key. With an `engine`, the model runs in its
+    `map_actors` workers (on Ray: actors, loaded once each, on GPUs with
+    --gpus-per-worker); this process only gathers the texts and stores the vectors.
     """
     t0 = time.perf_counter()
     uniq = np.unique(np.asarray(hashes, dtype="S16"))
@@ -449,7 +452,7 @@ def ensure_embeddings(
     new_h: list[np.ndarray] = []
     new_v: list[np.ndarray] = []
     if len(missing):
-        emb = get_embedder(settings)
+        emb = get_embedder(settings) if engine is None else _RemoteEmbedder(settings, engine)
         stats["model_loaded"] = True
         stats["model"] = emb.describe()
         if key is not None and key != emb.key:  # the probe decided otherwise this time
@@ -495,18 +498,38 @@ def _embed_missing(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Embed each missing text once, `chunk` texts at a time, in hash order."""
     want = set(missing.tobytes()[i:i + 16] for i in range(0, len(missing) * 16, 16))
-    got: dict[bytes, str] = {}
-    for h, text in texts(missing):
-        h = bytes(h).ljust(16, b"\0")
-        if h in want and h not in got:
-            got[h] = text
-            if len(got) >= chunk:
-                yield _embed_chunk(got, emb, progress)
-                want.difference_update(got)
-                got = {}
-    if got:
-        yield _embed_chunk(got, emb, progress)
-        want.difference_update(got)
+
+    def chunks() -> Iterator[dict[bytes, str]]:
+        got: dict[bytes, str] = {}
+        for h, text in texts(missing):
+            h = bytes(h).ljust(16, b"\0")
+            if h in want and h not in got:
+                got[h] = text
+                if len(got) >= chunk:
+                    want.difference_update(got)
+                    yield got
+                    got = {}
+        if got:
+            want.difference_update(got)
+            yield got
+
+    if isinstance(emb, _RemoteEmbedder):  # chunks go to the engine's workers, in order
+        pending: list[list[bytes]] = []
+
+        def texts_of(cs: Iterator[dict[bytes, str]]) -> Iterator[list[str]]:
+            for got in cs:
+                keys = sorted(got)
+                pending.append(keys)
+                yield [got[k] for k in keys]
+
+        for vecs in emb.encode_many(texts_of(chunks())):
+            keys = pending.pop(0)
+            if progress is not None:
+                progress(len(keys))
+            yield np.array(keys, dtype="S16"), vecs
+    else:
+        for got in chunks():
+            yield _embed_chunk(got, emb, progress)
     if want:
         raise RuntimeError(f"{len(want)} texts to embed were not found in the input")
 
@@ -518,6 +541,38 @@ def _embed_chunk(got: dict[bytes, str], emb: Embedder,
     if progress is not None:
         progress(len(keys))
     return np.array(keys, dtype="S16"), vecs
+
+
+def _actor_encoder(settings: EmbedSettings) -> Callable[[list[str]], tuple[dict, np.ndarray]]:
+    """An engine worker's setup: load the model once; encode returns (describe(), vectors)."""
+    emb = get_embedder(settings)
+    return lambda texts: (emb.describe(), emb.encode(texts))
+
+
+class _RemoteEmbedder:
+    """The model as seen from the driver when an engine's workers run it: what they
+    report (key, dim, precision), and `encode` through `engine.map_actors`."""
+
+    def __init__(self, settings: EmbedSettings, engine: Any) -> None:
+        import functools
+
+        self._setup = functools.partial(_actor_encoder, settings)
+        self._engine = engine
+        info, _ = next(iter(engine.map_actors(self._setup, [[]], workers=1)))
+        self._info = info
+        self.name, self.fingerprint, self.dim = info["model"], info["fingerprint"], info["dim"]
+        self.precision, self.probe_cosine = info["precision"], info["probe_cosine"]
+        self.key = model_key(self.fingerprint, self.precision)
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self._info)
+
+    def encode_many(self, chunks: Iterable[list[str]]) -> Iterator[np.ndarray]:
+        for info, vecs in self._engine.map_actors(self._setup, chunks):
+            if model_key(info["fingerprint"], info["precision"]) != self.key:
+                raise RuntimeError(f"workers disagree on the embedding model: {info} vs "
+                                   f"{self._info}; use --precision fp32")
+            yield vecs
 
 
 def default_cache(inputs: Iterable[str | os.PathLike[str]]) -> Path | None:
