@@ -312,6 +312,18 @@ def test_hashes_are_stored_and_reused_never_recomputed(
     assert all(again[r["pair_id"]] == r["image_phash"] for r in stored)
 
 
+def test_inputs_with_and_without_stored_hashes_mix(
+        near: Path, three_sources: list[Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    first = tmp_path / "first"
+    m1 = dedup([near], first, engine=ONE)
+    monkeypatch.setattr(dedup_mod, "_MEMO", {})
+    m2 = dedup([first, three_sources[1]], tmp_path / "mixed", engine=ONE)
+    fresh = D.Dataset.open(three_sources[1]).read(columns=["images"])["images"].to_pylist()
+    assert m2["dedup"]["images_reused"] == m1["rows_kept"]
+    assert m2["dedup"]["images_decoded"] == len({im["sha256"] for ims in fresh for im in ims})
+
+
 @pytest.mark.parametrize("method", ["dhash", "ahash", "whash"])
 def test_other_hash_methods_find_the_copies_in_their_own_column(
         method: str, near: Path, tmp_path: Path) -> None:
