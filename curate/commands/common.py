@@ -31,8 +31,8 @@ ForceOpt = Annotated[
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries.")]
 EngineOpt = Annotated[str, typer.Option(
-    "--engine", help="Where per-batch work runs: 'local' (process pool) or 'ray' (pip install "
-    "'curate[ray]'; a local Ray with --workers CPUs, or the cluster at --ray-address).",
+    "--engine", help="Where per-batch work runs: 'local' (process pool) or 'ray' (needs the "
+    "'ray' extra; a local Ray with --workers CPUs, or the cluster at --ray-address).",
 )]
 WorkersOpt = Annotated[int | None, typer.Option(
     "--workers", help="Worker processes (default: all cores; with --ray-address, the "
@@ -45,6 +45,10 @@ RayAddressOpt = Annotated[str | None, typer.Option(
 GpusPerWorkerOpt = Annotated[float, typer.Option(
     "--gpus-per-worker", help="--engine ray, model stages: GPUs each model worker (actor) holds; "
     "one worker per that many GPUs in the cluster.",
+)]
+ModelBatchOpt = Annotated[int | None, typer.Option(
+    "--batch-size", help="Model stages: items per forward pass on each model worker "
+    "(default: the model's own).",
 )]
 InputsArg = Annotated[list[Path], typer.Argument(
     parser=location, help="Input dataset folder(s): paths or filesystem URIs.",

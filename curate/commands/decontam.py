@@ -12,6 +12,7 @@ from curate.commands.common import (
     ForceOpt,
     GpusPerWorkerOpt,
     InputsArg,
+    ModelBatchOpt,
     OutOpt,
     QuietOpt,
     RayAddressOpt,
@@ -66,6 +67,7 @@ def decontam(
     workers: WorkersOpt = None,
     ray_address: RayAddressOpt = None,
     gpus_per_worker: GpusPerWorkerOpt = 0.0,
+    batch_size: ModelBatchOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -91,7 +93,7 @@ def decontam(
                          image_prompt_threshold=image_prompt_threshold)
     manifest = run_decontam(
         list(inputs), list(against), out, config=cfg,
-        embed=embed_settings(list(inputs), model, precision, cache, device),
+        embed=embed_settings(list(inputs), model, precision, cache, device, batch_size),
         engine=make_engine(engine, workers, ray_address, gpus_per_worker), force=force,
     )
     if not quiet:

@@ -12,6 +12,7 @@ from curate.commands.common import (
     ForceOpt,
     GpusPerWorkerOpt,
     InputsArg,
+    ModelBatchOpt,
     OutOpt,
     QuietOpt,
     RayAddressOpt,
@@ -40,12 +41,12 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="Torch device for the m
 
 
 def embed_settings(inputs: list[Any], model: str | None, precision: str, cache: str | None,
-                   device: str) -> Any:
+                   device: str, batch_size: int | None = None) -> Any:
     """The EmbedSettings a command's --model/--precision/--cache/--device name."""
     from curate.models.embedder import EmbedSettings, cache_option
 
     return EmbedSettings(model=model, precision=precision, device=device,
-                         cache=cache_option(cache, inputs))
+                         batch_size=batch_size, cache=cache_option(cache, inputs))
 
 
 def print_embeddings(manifest: dict[str, Any]) -> None:
@@ -88,6 +89,7 @@ def similar(
     workers: WorkersOpt = None,
     ray_address: RayAddressOpt = None,
     gpus_per_worker: GpusPerWorkerOpt = 0.0,
+    batch_size: ModelBatchOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -108,7 +110,7 @@ def similar(
                         image_distance=image_distance, k=k)
     manifest = run_similar(
         list(inputs), out, config=cfg,
-        embed=embed_settings(list(inputs), model, precision, cache, device),
+        embed=embed_settings(list(inputs), model, precision, cache, device, batch_size),
         engine=make_engine(engine, workers, ray_address, gpus_per_worker), force=force,
     )
     if not quiet:
