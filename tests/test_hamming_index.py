@@ -76,6 +76,19 @@ def test_crowded_buckets_are_verified_in_chunks(
     assert _as_set(radius_pairs(codes, 3)) == _as_set(brute_force_pairs(codes, 3))
 
 
+@pytest.mark.parametrize("radius", [0, 3, 8])
+def test_skewed_codes_with_many_near_copies(radius: int) -> None:
+    """Like real image hashes: clusters of near-identical codes, crowded buckets."""
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 2**64, 300, dtype=np.uint64)
+    one_bit = np.uint64(1) << rng.integers(0, 64, 4000).astype(np.uint64)
+    codes = np.concatenate([base[rng.integers(0, 300, 4000)] ^ one_bit,
+                            rng.integers(0, 2**16, 1000, dtype=np.uint64)])
+    got, expected = radius_pairs(codes, radius), brute_force_pairs(codes, radius)
+    assert len(expected[0]) > 100
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+
+
 def test_plans_cover_the_radius() -> None:
     for radius in range(0, 20):
         for blocks in range(3, 12):

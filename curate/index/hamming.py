@@ -30,7 +30,7 @@ _PROBE_COST = 1.0  # relative cost of one probe (two gathers) ...
 _CANDIDATE_COST = 3.0  # ... of one candidate (expand, xor, popcount, filter) ...
 _TABLE_COST = 0.3  # ... and of one table entry (bincount + cumsum)
 CHUNK = 1 << 22  # candidates verified at once from crowded buckets
-SMALL_BUCKET = 8  # buckets up to this size are walked member by member
+SMALL_BUCKET = 8  # members left in a bucket before its members are expanded at once
 
 
 @dataclass(frozen=True)
@@ -127,9 +127,12 @@ def radius_pairs(
         order = np.argsort(key, kind="stable")
         # work in block-sorted order: probes of neighbouring codes hit neighbouring buckets
         skey, sx = key[order], x[order]
-        counts = np.bincount(skey, minlength=1 << width).astype(np.int32)
-        starts = (np.cumsum(counts, dtype=np.int64) - counts).astype(np.int64)
+        counts = np.bincount(skey, minlength=1 << width)
         occupied = counts > 0
+        # bucket b holds sorted positions bounds[b]:bounds[b + 1] (one table, one cache line)
+        bounds = np.zeros((1 << width) + 1, dtype=np.int32 if n < 2**31 else np.int64)
+        np.cumsum(counts, out=bounds[1:])
+        del counts
 
         def emit(qp: np.ndarray, cp: np.ndarray, sx: np.ndarray = sx,
                  order: np.ndarray = order) -> None:
@@ -144,31 +147,50 @@ def radius_pairs(
             for e_shift, e_width, e_s in searched:  # found by an earlier block already
                 new &= np.bitwise_count(_block(diff, e_shift, e_width)) > e_s
             qi, cj = order[qp[new]], order[cp[new]]
-            lower = qi < cj
-            out[0].append(qi[lower])
-            out[1].append(cj[lower])
-            out[2].append(dist[new][lower].astype(np.uint8))
+            out[0].append(np.minimum(qi, cj))
+            out[1].append(np.maximum(qi, cj))
+            out[2].append(dist[new].astype(np.uint8))
 
-        for flip in _flips(width, s):
-            probe = skey ^ flip
-            q = np.flatnonzero(occupied[probe])
-            if q.size == 0:
-                continue
-            bucket = probe[q]
-            first, cnt = starts[bucket], counts[bucket]
-            big = cnt > SMALL_BUCKET
-            if big.any():
-                _expand(q[big], first[big], cnt[big], emit)
-                keep = ~big
-                q, first, cnt = q[keep], first[keep], cnt[keep]
-            k = 0  # small buckets: the k-th member of every bucket at once
-            while q.size:
-                emit(q, first + k)
-                k += 1
-                more = cnt > k
-                q, first, cnt = q[more], first[more], cnt[more]
+        # Each pair is probed from one side only: for a flip whose top bit is t, from the
+        # code whose key has bit t clear; in its own bucket, from the earlier position.
+        positions = np.arange(n)
+        for top in range(-1, width):
+            if top < 0:
+                queries, qkeys, flips = positions, skey, np.zeros(1, dtype=np.int32)
+            elif s == 0:
+                break
+            else:
+                queries = np.flatnonzero((skey >> top) & 1 == 0)
+                qkeys = skey[queries]
+                flips = (1 << top) | _flips(top, s - 1)
+            for flip in flips:
+                probe = qkeys ^ flip
+                hit = np.flatnonzero(occupied[probe])
+                if hit.size == 0:
+                    continue
+                q, bucket = queries[hit], probe[hit]
+                end = bounds[bucket + 1]
+                first = q + 1 if flip == 0 else bounds[bucket]
+                _walk(q, first, end - first, emit)
         searched.append((shift, width, s))
     return _sorted_pairs(*out)
+
+
+def _walk(q: np.ndarray, first: np.ndarray, cnt: np.ndarray,
+          emit: Callable[[np.ndarray, np.ndarray], None]) -> None:
+    """Emit (q, every member of q's bucket range), one member of every range at a time
+    (most ranges hold one code), crowded ranges all at once."""
+    live = np.flatnonzero(cnt > 0)
+    q, first, cnt = q[live], first[live], cnt[live]
+    while q.size:
+        emit(q, first)
+        more = np.flatnonzero(cnt > 1)
+        q, first, cnt = q[more], first[more] + 1, cnt[more] - 1
+        big = cnt > SMALL_BUCKET
+        if big.any():  # crowded buckets (skewed codes)
+            _expand(q[big], first[big], cnt[big], emit)
+            keep = ~big
+            q, first, cnt = q[keep], first[keep], cnt[keep]
 
 
 def _expand(q: np.ndarray, first: np.ndarray, cnt: np.ndarray,
