@@ -6,8 +6,9 @@ codes at distance <= r agree within distance s = r // m on one of the blocks
 of the others within s - 1). Each block gets a direct-address table (bucket
 start and size for every block value); every code then probes its own block
 value and the values a few bit flips away, and the candidates are verified with
-a popcount. A pair is reported only by the first block that can find it and only
-from its lower index, so no pair is reported twice and nothing is sorted globally.
+a popcount. A pair is probed from one side only (for a flip whose top bit is t,
+from the code whose block has bit t clear) and reported only by the first block
+that can find it, so no pair is examined twice per block or reported twice.
 
 The work is about n * probes * (1 + n / 2^w) for blocks of w bits: sub-quadratic,
 and the planner picks the block count that minimises it for the given n and r.
