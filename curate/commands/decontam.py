@@ -48,17 +48,25 @@ def decontam(
     )] = 13,
     embed_threshold: Annotated[float, typer.Option(
         help="Contaminated when the last user message's embedding is within this cosine of an "
-        "eval prompt's. 0.9: VL-RewardBench prompts planted into hh-rlhf with light edits "
-        "scored 0.9+ in 97% of cases, untouched hh-rlhf pairs at most 0.80 (see the report of "
-        "issue 4). Above 1 turns the test off."
+        "eval prompt's. 0.9: with VL-RewardBench prompts planted into hh-rlhf under light "
+        "edits, all four tests together found 96.3% (embedding alone 92%) and no untouched "
+        "hh-rlhf pair came closer than 0.79 to any VL-RewardBench prompt; below 0.9 distinct "
+        "requests of one template start to match (two people's home addresses: 0.898). "
+        "Above 1 turns the test off."
     )] = 0.9,
     image_distance: Annotated[int, typer.Option(
         help="Images within this many pHash bits of an eval image match (as curate dedup)."
     )] = 10,
     image_prompt_threshold: Annotated[float, typer.Option(
         help="An image match is contamination when the prompts also overlap: cosine >= this "
-        "(or an exact / n-gram match with the same eval row)."
-    )] = 0.7,
+        "(or an exact / n-gram match with the same eval row). 0.4: rewordings of 'describe "
+        "this image' score 0.47 with each other (median), unrelated questions 0.17 (p95 0.37)."
+    )] = 0.4,
+    contain_min: Annotated[int, typer.Option(
+        help="An eval prompt of this many words up to --ngram - 1 also matches (exact) when a "
+        "training prompt contains it whole. 5: no hh-rlhf prompt contains a VL-RewardBench "
+        "prompt of 4+ words; 3-word ones ('what is this') already match unrelated chats."
+    )] = 5,
     model: ModelOpt = None,
     precision: PrecisionOpt = "auto",
     cache: CacheOpt = None,
@@ -90,7 +98,8 @@ def decontam(
 
     cfg = DecontamConfig(ngram=ngram, embed_threshold=embed_threshold,
                          image_distance=image_distance,
-                         image_prompt_threshold=image_prompt_threshold)
+                         image_prompt_threshold=image_prompt_threshold,
+                         contain_min=contain_min)
     manifest = run_decontam(
         list(inputs), list(against), out, config=cfg,
         embed=embed_settings(list(inputs), model, precision, cache, device, batch_size),

@@ -56,7 +56,11 @@ REASON = "contaminated"
 DEFAULT_NGRAM = 13
 DEFAULT_EMBED_THRESHOLD = 0.9
 DEFAULT_IMAGE_DISTANCE = 10
-DEFAULT_IMAGE_PROMPT_THRESHOLD = 0.7
+# On VL-RewardBench's prompts (MiniLM): rewordings of "describe this image in detail"
+# score 0.47 with each other (median; p25 0.33), unrelated short questions 0.17 (median;
+# p95 0.37), description requests vs specific questions at most 0.55 (p95 0.33). With the
+# same picture already matched, 0.4 keeps the same request and drops other questions.
+DEFAULT_IMAGE_PROMPT_THRESHOLD = 0.4
 DEFAULT_CONTAIN_MIN = 5
 MAX_IMAGE_CANDIDATES = 16
 TESTS = ("ngram", "exact", "image", "embedding")
