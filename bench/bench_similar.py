@@ -6,12 +6,15 @@
    cache: embeddings computed must equal the unique texts (the repeats cost no model
    time); the baseline, embedding every row's texts, is costed at the measured rate.
    Then a rerun with another threshold into another folder: nothing computed.
-2. Index crossover: faiss exact (IndexFlatIP) against IVF (curate.index.dense) on the
-   run's own prompt embeddings at growing sizes: seconds for a k=10 self-search, and
-   IVF's recall of the exact pairs with cosine >= 0.9 and of each row's nearest other.
+2. Index crossover: faiss exact (IndexFlatIP) against IVF (curate.index.dense) at
+   growing sizes, on the run's own prompt embeddings where there are enough, then on
+   clustered 384-d unit vectors (20 near duplicates per cluster): seconds for a k=10
+   self-search, and IVF's recall of the exact pairs with cosine >= 0.9 and of each
+   row's nearest other.
 
     python -m bench bench_similar
     python -m bench.bench_similar [--n 100000] [--repeat 0.3] [--sizes 10000,20000,40000]
+                                  [--synthetic-sizes 40000,100000]
 """
 
 from __future__ import annotations
@@ -87,6 +90,18 @@ def _end_to_end(tmp: Path, n: int, repeat: float) -> dict:
     return m
 
 
+def clustered(n: int, dim: int = 384, per: int = 20, spread: float = 0.3,
+              seed: int = 0) -> np.ndarray:
+    """Unit vectors in clusters of `per` near duplicates around random centres."""
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((n // per + 1, dim)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    x = np.repeat(c, per, axis=0)[:n]
+    x += spread * rng.standard_normal(x.shape).astype(np.float32) / np.sqrt(dim)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x[rng.permutation(n)]
+
+
 def _crossover(vectors: np.ndarray, sizes: list[int]) -> None:
     from curate.index import dense
 
@@ -114,6 +129,7 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--repeat", type=float, default=0.3)
     ap.add_argument("--sizes", default="10000,20000,40000,70000")
+    ap.add_argument("--synthetic-sizes", default="20000,40000,100000")
     ap.add_argument("--keep", type=Path, default=None, help="work here and keep the files")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -136,6 +152,10 @@ def main(argv: list[str]) -> None:
         vec = vec[rng.permutation(len(vec))]
         print("index crossover on the run's embeddings (k=10 self-search):")
         _crossover(vec, [int(s) for s in args.sizes.split(",") if s])
+    sizes = [int(s) for s in args.synthetic_sizes.split(",") if s]
+    if sizes:
+        print("index crossover on clustered 384-d vectors (k=10 self-search):")
+        _crossover(clustered(max(sizes)), sizes)
 
 
 if __name__ == "__main__":
