@@ -14,6 +14,10 @@ from curate.commands.common import ForceOpt, QuietOpt, handle_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the sample and results.")]
     = Path("demo-out"),
+    sample_only: Annotated[bool, typer.Option(
+        "--sample-only", help="Only write the raw sample (OUT/raw/), for `make -f "
+        "recipes/skywork-vl.mk SMALL=1`."
+    )] = False,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -24,9 +28,14 @@ def demo(
     """
     from rich.table import Table
 
-    from curate.demo import run_demo
+    from curate.demo import build_eval_sample, build_sample, run_demo
     from curate.progress import console
 
+    if sample_only:
+        paths = {**build_sample(out / "raw"), **build_eval_sample(out / "raw" / "eval")}
+        for kind, path in paths.items():
+            console().print(f"{kind}: {path}", highlight=False)
+        return
     results = run_demo(out, force=force)
     t = Table(title=f"curate demo -> {out}")
     for col in ("step", "rows in", "kept", "rejected", "reasons"):
