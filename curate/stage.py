@@ -229,8 +229,12 @@ def run_filter_stage(
     engine: Any,
     force: bool = False,
     batch_size: int = 512,
+    annotate_setup: Callable[[], Callable[[pa.RecordBatch], pa.RecordBatch]] | None = None,
 ) -> dict[str, Any]:
-    """Run a two-pass stage over the kept rows of `inputs` (see the module docstring)."""
+    """Run a two-pass stage over the kept rows of `inputs` (see the module docstring).
+
+    `annotate_setup` (instead of `annotate`) builds the annotate function once per engine
+    worker, for one that holds a model: `engine.map_inputs_actors` runs it."""
     datasets = [D.Dataset.open(p) for p in inputs]
     run = StageRun(
         stage, out, config, [input_record(d) for d in datasets], force=force,
@@ -241,7 +245,8 @@ def run_filter_stage(
             return run.manifest
         total = sum(d.count() for d in datasets)
         t = time.perf_counter()
-        keys = _collect_keys(datasets, annotate, annotate_columns, engine, batch_size, total)
+        keys = _collect_keys(datasets, annotate, annotate_columns, engine, batch_size, total,
+                             annotate_setup)
         run.steps["annotate"] = time.perf_counter() - t
         t = time.perf_counter()
         decisions = decide(keys)
@@ -296,6 +301,7 @@ def _collect_keys(
     engine: Any,
     batch_size: int,
     total: int,
+    annotate_setup: Callable[[], Callable[[pa.RecordBatch], pa.RecordBatch]] | None = None,
 ) -> pa.Table:
     cols = columns if columns is not None else ["pair_id"]
     if "pair_id" not in cols:
@@ -303,7 +309,9 @@ def _collect_keys(
     parts: list[pa.RecordBatch] = []
     with bar("annotate", total) as b:
         results: Iterable[pa.RecordBatch]
-        if annotate is not None:
+        if annotate_setup is not None:
+            results = engine.map_inputs_actors(annotate_setup, datasets, cols, batch_size)
+        elif annotate is not None:
             results = engine.map_inputs(annotate, datasets, cols, batch_size)
         else:
             results = D.iter_inputs(datasets, columns=cols, batch_size=batch_size)

@@ -134,7 +134,7 @@ def _die_once_setup(setup: Callable[[], Any], marker: str) -> Callable[[Any], An
 # -- the pipeline, once per engine ------------------------------------------------------
 def run_pipeline(engine: Any, raw: list[Path], out: Path) -> dict[str, Path]:
     """Every stage that exists, chained: ingest (two sources and an eval set) -> dedup ->
-    similar -> decontam -> shard."""
+    similar -> decontam -> reward -> shard."""
     from curate.models.embedder import EmbedSettings
     from curate.stages.decontam import decontam
     from curate.stages.dedup import dedup
@@ -161,9 +161,31 @@ def run_pipeline(engine: Any, raw: list[Path], out: Path) -> dict[str, Path]:
     folders["decontam"] = out / "decontam"
     decontam([folders["similar"]], [folders["eval"]], folders["decontam"], engine=engine,
              embed=embed)
+    folders["reward"] = out / "reward"
+    run_reward(engine, [folders["decontam"]], folders["reward"])
     folders["shard"] = out / "shard"
-    shard([folders["decontam"]], folders["shard"], shards=3, eval_fraction=0.1, engine=engine)
+    shard([folders["reward"]], folders["shard"], shards=3, eval_fraction=0.1, engine=engine)
     return folders
+
+
+def text_rewards(table: pa.Table) -> tuple[list[float], list[float]]:
+    """A stand-in reward model (the stage, not the model, is under test): a text checksum."""
+    import zlib
+
+    def score(texts: list[str]) -> list[float]:
+        return [zlib.crc32(t.encode()) % 1000 / 1000 for t in texts]
+
+    return score(table["chosen"].to_pylist()), score(table["rejected"].to_pylist())
+
+
+def run_reward(engine: Any, inputs: list[Path], out: Path) -> dict[str, Any]:
+    from curate.scoring.rules import RewardRules
+    from curate.scoring.scorer import FunctionScorer
+    from curate.stages.reward import reward
+
+    scorer = FunctionScorer(text_rewards, "crc-v1", name="crc")
+    return reward(inputs, out, scorer=scorer, engine=engine, batch_size=64,
+                  rules=RewardRules(min_margin=0.1, disagree=True))
 
 
 def tiny_encoder(folder: Path) -> Path:
@@ -191,7 +213,7 @@ def tiny_encoder(folder: Path) -> Path:
     return folder
 
 
-STAGES = ["ingest0", "ingest1", "eval", "dedup", "similar", "decontam", "shard"]
+STAGES = ["ingest0", "ingest1", "eval", "dedup", "similar", "decontam", "reward", "shard"]
 
 
 @pytest.fixture(scope="session")
@@ -282,14 +304,18 @@ def test_the_planted_problems_are_found(ray_run: dict[str, Path]) -> None:
     assert {"exact_duplicate", "near_duplicate_image", "label_conflict"} <= set(dedup)
     assert "similar_prompt" in D.Dataset.open(ray_run["similar"]).manifest["rejected_by_reason"]
     assert D.Dataset.open(ray_run["decontam"]).manifest["rejected_by_reason"]["contaminated"]
+    assert {"low_margin", "rm_disagrees"} <= set(
+        D.Dataset.open(ray_run["reward"]).manifest["rejected_by_reason"])
     embedded = D.Dataset.open(ray_run["similar"]).manifest["embeddings"]
     assert embedded["model_loaded"] and embedded["computed"] > 0, "the model ran in actors"
 
 
-@pytest.mark.parametrize("stage", ["ingest0", "dedup"])
+@pytest.mark.parametrize("stage", ["ingest0", "dedup", "reward"])
 def test_a_worker_killed_mid_stage_is_retried(stage: str, ray_session: None, raw: list[Path],
                                               local_run: dict[str, Path],
                                               tmp_path: Path) -> None:
+    """ingest: a task of `map`; dedup: a fragment task of `map_inputs`; reward: a model
+    actor of `map_inputs_actors` (it restarts, loads again, and the call is retried)."""
     from curate.stages.dedup import dedup
     from curate.stages.ingest import ingest
 
@@ -298,9 +324,11 @@ def test_a_worker_killed_mid_stage_is_retried(stage: str, ray_session: None, raw
     out = tmp_path / stage
     if stage == "ingest0":
         ingest("generic", [str(raw[0])], out, source="src0", engine=engine)
-    else:
+    elif stage == "dedup":
         dedup([local_run["ingest0"], local_run["ingest1"]], out, engine=engine,
               prefer=["src1"])
+    else:
+        run_reward(engine, [local_run["decontam"]], out)
     assert marker.exists(), "a worker was killed"
     assert_same_output(local_run[stage], out)
 

@@ -8,11 +8,16 @@ from typing import Annotated, Any
 import typer
 
 from curate.commands.common import (
+    EngineOpt,
     ForceOpt,
+    GpusPerWorkerOpt,
     InputsArg,
     OutOpt,
     QuietOpt,
+    RayAddressOpt,
+    WorkersOpt,
     handle_errors,
+    make_engine,
     print_summary,
 )
 
@@ -71,6 +76,10 @@ def reward(
         "--bf16", help="--model: score under bf16 autocast (GPUs, CPUs with AMX/avx512_bf16)."
     )] = False,
     seed: Annotated[int, typer.Option(help="--kfold: seed of the fold split.")] = 0,
+    engine: EngineOpt = "local",
+    workers: WorkersOpt = None,
+    ray_address: RayAddressOpt = None,
+    gpus_per_worker: GpusPerWorkerOpt = 0.0,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -97,7 +106,8 @@ def reward(
                          seed=seed, surrogates=surrogates, batch_size=batch_size, bf16=bf16,
                          quiet=quiet)
     manifest = run_reward(inputs, out, scorer=scorer, rules=rules, action=action,
-                          score_cache=score_cache, force=force)
+                          score_cache=score_cache, force=force,
+                          engine=make_engine(engine, workers, ray_address, gpus_per_worker))
     if not quiet:
         print_summary(manifest, out)
         _print_reward(manifest)

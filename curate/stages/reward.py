@@ -73,11 +73,14 @@ def reward(
     score_cache: str | os.PathLike[str] | None = None,
     force: bool = False,
     batch_size: int = 256,
+    engine: Any = None,
 ) -> dict[str, Any]:
     """Score the kept rows of `inputs` with `scorer` and apply `rules`; returns the manifest.
 
     `score_cache`: a folder shared across runs and outputs, besides the previous `out`.
-    `batch_size`: rows per scoring call (the model batches inside it)."""
+    `batch_size`: rows per scoring call (the model batches inside it).
+    `engine`: scoring runs in its `map_inputs_actors` workers, the scorer's model loaded
+    once per worker (Ray: actors with --gpus-per-worker GPUs; local: this process)."""
     from curate.engine import get_engine
 
     rules = rules or RewardRules()
@@ -96,10 +99,15 @@ def reward(
                                type=pa.string())
         if not cache.covers(ids):  # read prompts, responses and images only to score
             columns += [c for c in SCORE_COLUMNS if c not in columns]
+            from curate.scoring.kfold import KFoldScorer
+
+            if isinstance(scorer, KFoldScorer):  # its training is a global step: here, once
+                scorer.score(pa.table({"pair_id": pa.array([], pa.string())}))
 
     def annotate(batch: pa.RecordBatch) -> pa.RecordBatch:
         n = batch.num_rows
         scores = np.full((n, 2), np.nan)
+        scored = np.zeros(n, dtype=bool)  # computed now (the cache is filled in decide)
         if cache is not None and scorer is not None:
             found, scores = cache.lookup(batch.column("pair_id"))
             missing = np.flatnonzero(~found)
@@ -110,13 +118,18 @@ def reward(
                     raise ValueError(f"the scorer returned {len(c)}/{len(r)} rewards for "
                                      f"{len(missing)} pairs")
                 scores[missing, 0], scores[missing, 1] = c, r
-                cache.add(sub.column("pair_id"), c, r)
+                scored[missing] = True
         keys = [batch.column(c) for c in KEY_COLUMNS]
         return pa.RecordBatch.from_arrays(
-            keys + [pa.array(scores[:, k], pa.float64(), from_pandas=True) for k in (0, 1)],
-            names=KEY_COLUMNS + ["chosen_reward", "rejected_reward"])
+            keys + [pa.array(scores[:, k], pa.float64(), from_pandas=True) for k in (0, 1)]
+            + [pa.array(scored)],
+            names=KEY_COLUMNS + ["chosen_reward", "rejected_reward", "scored"])
 
     def decide(keys: pa.Table) -> Decisions:
+        new = keys.filter(keys["scored"])
+        if cache is not None and new.num_rows:
+            cache.add(new["pair_id"].combine_chunks(), new["chosen_reward"].to_numpy(),
+                      new["rejected_reward"].to_numpy())
         result = apply_rules(keys, rules)
         n = keys.num_rows
         c = keys["chosen_reward"].cast(pa.float64())
@@ -137,7 +150,7 @@ def reward(
             **result.summary, "stats": _stats(keys),
         }
         if cache is not None:
-            info["scores"] = {"cached": cache.hits, "computed": cache.computed}
+            info["scores"] = {"cached": keys.num_rows - new.num_rows, "computed": new.num_rows}
         if getattr(scorer, "folds", None):
             info["kfold"] = scorer.folds  # type: ignore[union-attr]
             info["kfold_trained"] = True
@@ -149,9 +162,9 @@ def reward(
         return Decisions(pa.table(cols), extra={"reward": info})
 
     manifest = run_filter_stage(
-        "reward", inputs, out, config, annotate=annotate, annotate_columns=columns,
-        decide=decide, engine=get_engine("local", workers=1), force=force,
-        batch_size=batch_size)
+        "reward", inputs, out, config, annotate=None, annotate_setup=lambda: annotate,
+        annotate_columns=columns, decide=decide, engine=engine or get_engine("local", workers=1),
+        force=force, batch_size=batch_size)
     if cache is not None:
         cache.save()
     return manifest
