@@ -239,15 +239,22 @@ def ray_run(ray_session: None, raw: list[Path],
 
 
 # -- comparisons --------------------------------------------------------------------------
+def id_column(folder: Path) -> str:
+    """`pair_id`, or `prompt_id` for a candidates folder."""
+    return "pair_id" if "pair_id" in D.Dataset.open(folder).schema().names else "prompt_id"
+
+
 def pair_ids(folder: Path, part: str) -> list[str]:
-    return sorted(D.Dataset.open(folder).read(part, columns=["pair_id"])["pair_id"].to_pylist())
+    col = id_column(folder)
+    return sorted(D.Dataset.open(folder).read(part, columns=[col])[col].to_pylist())
 
 
 def canonical_sha256(folder: Path, part: str) -> str:
     """sha256 of a part's rows sorted by every scalar column (file layout and order aside)."""
     table = D.Dataset.open(folder).read(part)
-    keys = [(c, "ascending") for c in ("pair_id", "source", "source_id", "reject_reason",
-                                       "reject_detail", "split") if c in table.column_names]
+    order = ("pair_id", "prompt_id", "source", "source_id", "reject_reason", "reject_detail",
+             "split")
+    keys = [(c, "ascending") for c in order if c in table.column_names]
     table = table.take(pc.sort_indices(table, sort_keys=keys)).combine_chunks()
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as w:
@@ -294,6 +301,26 @@ def test_ray_gives_the_local_result(stage: str, local_run: dict[str, Path],
     m = D.Dataset.open(b).manifest
     assert m["engine"]["engine"] == "ray" and m["engine"]["workers"] == WORKERS
     assert m["steps"], "the manifest times each step"
+
+
+def test_candidates_ingest_on_ray_gives_the_local_result(ray_session: None, raw: list[Path],
+                                                         tmp_path: Path) -> None:
+    """`curate ingest candidates` (prompts with N responses) runs through `map` too."""
+    import pyarrow.parquet as pq
+
+    from curate.sources.candidates import ingest as ingest_candidates
+
+    t = pq.read_table(raw[0], columns=["id", "prompt", "chosen", "rejected", "image"])
+    t = t.append_column("responses", pa.array(
+        [[c, r, c.upper()] for c, r in zip(t["chosen"].to_pylist(), t["rejected"].to_pylist(),
+                                           strict=True)]))
+    src = tmp_path / "candidates.parquet"
+    pq.write_table(t.drop_columns(["chosen", "rejected"]), src)
+    a, b = tmp_path / "local", tmp_path / "ray"
+    ingest_candidates("candidates", [str(src)], a, engine=get_engine("local", workers=WORKERS))
+    ingest_candidates("candidates", [str(src)], b, engine=get_engine("ray", workers=WORKERS))
+    assert_same_output(a, b)
+    assert D.Dataset.open(a).manifest["files"] == D.Dataset.open(b).manifest["files"]
 
 
 def test_the_planted_problems_are_found(ray_run: dict[str, Path]) -> None:
