@@ -27,6 +27,8 @@ COMMAND_MODULES = [
     "curate.commands.decontam",
     "curate.commands.reward",
     "curate.commands.shard",
+    "curate.commands.train",
+    "curate.commands.eval",
     "curate.commands.demo",
     "curate.commands.report",
     "curate.commands.check",

