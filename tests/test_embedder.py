@@ -33,8 +33,11 @@ def test_fast_path_within_cosine_099_of_fp32(auto: E.Embedder) -> None:
     assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_fast_path_refused_when_probe_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """(slow: loads another copy of the model)"""
     monkeypatch.setattr(E, "fast_path_available", lambda device: True)
+    monkeypatch.setattr(E, "PROBE_TEXTS", E.PROBE_TEXTS[:3])  # (the decision, not the set)
     emb = E.Embedder(precision="auto", min_cosine=1.01)  # no path can pass this
     assert emb.precision == "fp32" and emb.probe_cosine is not None
 
