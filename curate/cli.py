@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "curate.commands.decontam",
     "curate.commands.reward",
     "curate.commands.shard",
+    "curate.commands.pairs",
     "curate.commands.train",
     "curate.commands.eval",
     "curate.commands.demo",
