@@ -212,17 +212,28 @@ def _png(im: Any) -> bytes:
     return buf.getvalue()
 
 
-def run_demo(out: Path, *, force: bool = False) -> dict[str, Any]:
-    """Build the sample and run every stage over it; returns {step: manifest}.
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+SURROGATE_CONFIG = RECIPES / "train" / "minilm-frozen.yaml"
+TRAIN_CONFIG = RECIPES / "train" / "skywork-vl-small.yaml"
 
-    Each step writes one dataset folder under `out`, numbered in pipeline order;
-    eval sets go to `eval-*` folders beside them.
+
+def run_demo(out: Path, *, force: bool = False) -> dict[str, Any]:
+    """Build the sample and run the SMALL Skywork-VL recipe over it, then the report.
+
+    The steps and folder names are those of `make -f recipes/skywork-vl.mk SMALL=1`:
+    one dataset folder per stage under `out`, numbered in pipeline order, eval sets in
+    `eval-*` folders beside them, the reward model in `07-rm/`, benchmark results in
+    `08-eval.json` and the report in `report.html`. Returns {step: manifest}.
     """
     from curate.stages.decontam import decontam
     from curate.stages.dedup import dedup
     from curate.stages.ingest import ingest
     from curate.stages.shard import shard
     from curate.stages.similar import similar
+
+    for cfg in (SURROGATE_CONFIG, TRAIN_CONFIG):
+        if not cfg.is_file():
+            raise FileNotFoundError(f"{cfg}: the demo runs from a checkout of curate (recipes/)")
 
     raw = build_sample(out / "raw")
     results: dict[str, Any] = {}
@@ -241,6 +252,40 @@ def run_demo(out: Path, *, force: bool = False) -> dict[str, Any]:
     results["dedup"] = dedup(ingested, out / "02-dedup", prefer=["rlaif-v"], force=force)
     results["similar"] = similar([out / "02-dedup"], out / "03-similar", force=force)
     results["decontam"] = decontam([out / "03-similar"], evals, out / "04-decontam", force=force)
-    results["shard"] = shard([out / "04-decontam"], out / "06-shard", shards=2,
+    results["reward"] = _reward(out / "04-decontam", out / "05-reward", force)
+    results["shard"] = shard([out / "05-reward"], out / "06-shard", shards=2,
                              eval_fraction=0.2, force=force)
+    _train_and_eval(out, evals, force)
+    from curate.report import build_report
+
+    build_report([out], out / "report.html", title="curate demo")
     return results
+
+
+def _reward(src: Path, dst: Path, force: bool) -> dict[str, Any]:
+    """Out-of-fold scores from 5 MiniLM surrogates; drop the pairs they disagree with."""
+    from curate.scoring.rules import RewardRules
+    from curate.stages.reward import make_scorer, reward
+
+    scorer = make_scorer([src], "minilm", kfold=5, train_config=SURROGATE_CONFIG)
+    return reward([src], dst, scorer=scorer, rules=RewardRules(disagree=True), force=force)
+
+
+def _train_and_eval(out: Path, evals: list[Path], force: bool) -> None:
+    """Two-stage training of a tiny random Qwen2.5-VL, then the benchmarks' scoring rules.
+
+    Skipped when the checkpoint is newer than the shards (as make would).
+    """
+    import json as _json
+
+    rm, shards, result = out / "07-rm", out / "06-shard", out / "08-eval.json"
+    fresh = (rm / "metrics.json").is_file() and result.is_file() and (
+        (rm / "metrics.json").stat().st_mtime >= (shards / "manifest.json").stat().st_mtime)
+    if not fresh or force:
+        from curate.evaluate import evaluate, model_scorer
+        from curate.models.reward_model import load_reward_model
+        from curate.train.trainer import train_reward_model
+
+        train_reward_model(shards, "tiny-qwen2.5-vl", rm, TRAIN_CONFIG)
+        report, _ = evaluate(evals, model_scorer(load_reward_model(rm)))
+        result.write_text(_json.dumps(report, indent=2) + "\n")

@@ -74,5 +74,10 @@ def test_demo_runs_end_to_end(tmp_path: Path, run_cli) -> None:
     assert reasons["02-dedup"]["near_duplicate_image"] >= 5  # 3 re-encoded + 2 resized copies
     assert reasons["03-similar"] == {"similar_prompt": 1}
     assert reasons["04-decontam"] == {"contaminated": 1}
+    assert {"05-reward", "06-shard"} <= set(reasons)
+    assert (out / "07-rm" / "metrics.json").is_file()
+    evaluation = json.loads((out / "08-eval.json").read_text())
+    assert evaluation["rewardbench"]["overall"]["pairs"] == 4
+    assert "<html" in (out / "report.html").read_text()[:500].lower()
     again = run_cli("demo", "--out", out)
     assert "up to date" in again.output

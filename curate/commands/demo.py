@@ -45,7 +45,10 @@ def demo(
         t.add_row(step, str(m["rows_in"]), str(m["rows_kept"]), str(m["rows_rejected"]), reasons)
     c = console()
     c.print(t)
-    c.print(f"Results are in {out}/ (each stage's folder has kept/, rejected/, manifest.json).")
+    c.print(f"Results are in {out}/: one folder per stage (kept/, rejected/, manifest.json), "
+            f"the reward model in {out}/07-rm/, benchmark scores in {out}/08-eval.json "
+            "(a tiny random model: near chance by design).")
+    c.print(f"Report: {out}/report.html")
 
 
 def register(app: typer.Typer) -> None:
