@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,8 +21,12 @@ _QUIET = False
 
 
 def set_quiet(quiet: bool) -> None:
+    """Quiet our bars, and the model libraries' own (read when they are first imported)."""
     global _QUIET
     _QUIET = quiet
+    if is_quiet():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def is_quiet() -> bool:
