@@ -454,6 +454,20 @@ def test_ray_address_needs_the_ray_engine(local_run: dict[str, Path], tmp_path: 
     assert "--ray-address needs --engine ray" in res.output
 
 
+def test_an_address_nothing_listens_on_fails_at_once(local_run: dict[str, Path],
+                                                     tmp_path: Path, run_cli) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port that was free a moment ago
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    t = time.monotonic()
+    res = run_cli("dedup", local_run["ingest0"], "--out", tmp_path / "x", "--engine", "ray",
+                  "--ray-address", f"127.0.0.1:{port}", expect=2)
+    assert f"no Ray cluster at 127.0.0.1:{port}" in res.output
+    assert time.monotonic() - t < 30
+
+
 def test_cli_in_its_own_process_leaves_no_ray_behind(raw: list[Path], tmp_path: Path) -> None:
     """`curate ingest --engine ray` starts its own Ray and takes it down when it exits."""
     before = _ray_processes(exclude_ours=True)

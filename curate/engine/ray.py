@@ -65,6 +65,21 @@ def _remote_actor() -> Any:
     return ray.remote(_Actor)
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail at once on a HOST:PORT nothing listens on (ray.init would wait for minutes)."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():  # 'auto' and the like: Ray resolves them
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ValueError(f"no Ray cluster at {address}: {exc} (start one with "
+                         "`ray start --head`, see docs/scaling.md)") from exc
+
+
 def import_ray() -> Any:
     """`ray`, or a clear error naming the extra to install."""
     try:
@@ -110,11 +125,22 @@ class RayEngine:
         if self._started:
             return
         ray = self._ray
+        if self._address:
+            _check_reachable(self._address)
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
             kwargs.update(self._init_kwargs)
             if self._address:
-                ray.init(address=self._address, **kwargs)
+                try:
+                    ray.init(address=self._address, **kwargs)
+                except (ConnectionError, RuntimeError) as exc:  # a user's address: exit 2
+                    raise ValueError(
+                        f"could not join the Ray cluster at {self._address}: {exc}. Is it "
+                        "running (`ray status`)? A cluster with token authentication (on "
+                        "by default with `ray start` in recent Ray) also needs "
+                        "RAY_AUTH_MODE=token and its token (~/.ray/auth_token or "
+                        "RAY_AUTH_TOKEN) in this process's environment."
+                    ) from exc
             else:
                 ray.init(num_cpus=self._workers or default_workers(), **kwargs)
             self._owns = True
@@ -233,7 +259,10 @@ class RayEngine:
                 yield take()
         finally:
             for ref, _ in pending:  # a failed or abandoned map leaves no work behind
-                ray.cancel(ref)
+                try:
+                    ray.cancel(ref)
+                except Exception:  # e.g. an actor task that cannot be cancelled
+                    pass
 
     # -- bookkeeping -----------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
