@@ -86,7 +86,7 @@ def import_ray() -> Any:
         import ray
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ValueError(
-            "--engine ray needs Ray: pip install 'curate[ray]' (or pip install 'ray[data]')"
+            "--engine ray needs Ray (>= 2.30): install curate's 'ray' extra, or pip install ray"
         ) from exc
     return ray
 
