@@ -409,6 +409,13 @@ def test_map_inputs_and_its_actor_form_read_the_same_rows(name: str, ray_session
     assert got.equals(want) and got_actors.equals(want)
 
 
+def test_gpus_per_worker_needs_gpus_in_the_cluster(ray_session: None) -> None:
+    engine = get_engine("ray", workers=WORKERS, gpus_per_worker=1)
+    assert engine.describe()["gpus_per_worker"] == 1
+    with pytest.raises(ValueError, match="--gpus-per-worker 1, but the Ray cluster has 0 GPUs"):
+        list(engine.map_actors(_make_scaler, range(3)))
+
+
 def _fail_on_seven(x: int) -> int:
     if x == 7:
         raise ValueError("seven is not allowed")
