@@ -62,13 +62,15 @@ def test_demo_runs_end_to_end(tmp_path: Path, run_cli) -> None:
     res = run_cli("demo", "--out", out)
     assert time.perf_counter() - t < 300
     assert "Results are in" in res.output
-    for folder in sorted(out.glob("[0-9][0-9]-*")):
+    folders = [p for p in sorted(out.glob("[0-9][0-9]-*")) if (p / "manifest.json").is_file()]
+    assert len(folders) == 9  # four ingests, dedup, similar, decontam, reward, shard
+    for folder in folders:
         assert_conserved(folder)
     ingested = {p.name for p in out.glob("01-ingest-*")}
     assert ingested == {"01-ingest-rlaif-v", "01-ingest-sharegpt", "01-ingest-hh-rlhf",
                         "01-ingest-llava-critic"}
     reasons = {p.name: json.loads((p / "manifest.json").read_text())["rejected_by_reason"]
-               for p in out.glob("0[2-9]-*")}
+               for p in folders if not p.name.startswith("01-")}
     # the planted problems, each caught by its stage
     assert reasons["02-dedup"]["exact_duplicate"] == 2
     assert reasons["02-dedup"]["near_duplicate_image"] >= 5  # 3 re-encoded + 2 resized copies
