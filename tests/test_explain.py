@@ -113,3 +113,24 @@ def test_unknown_ambiguous_and_short_ids(run_root: Path, run_cli) -> None:
             explain(shared_prefix, [run_root])
     assert "no pair" in run_cli("explain", "ffffffffffff", run_root, expect=2).output
     run_cli("explain", "ffffffffffff", run_root / "nope", expect=2)
+
+
+def test_contaminated_pair_names_the_eval_row(run_root: Path, tmp_path: Path, run_cli) -> None:
+    from curate.stages.decontam import decontam
+    from tests.report_support import copy_run, eval_set
+
+    root = copy_run(run_root, tmp_path / "run")
+    evals = eval_set(tmp_path / "evals" / "eval-rb", ["how do i BAKE bread??",
+                                                      "Write a limerick about a heron."])
+    decontam([root / "02-dedup"], [evals], root / "03-decontam")
+    rejected = D.Dataset.open(root / "03-decontam").read(D.REJECTED).to_pylist()
+    [row] = [r for r in rejected if r["reject_reason"] == "contaminated"]
+    assert "bake bread" in user_text(row["prompt"]).lower()
+    e = explain(row["pair_id"], [root])
+    assert [(v.stage, v.outcome) for v in e.visits] == [
+        ("ingest", "kept"), ("dedup", "kept"), ("decontam", "rejected")]
+    assert e.final.reason == "contaminated"
+    assert "rewardbench:0" in e.final.detail  # the eval set and the eval row's id
+    out = run_cli("explain", row["pair_id"], root).output
+    assert "contaminated" in out and "rewardbench:0" in out
+    assert "final: rejected at decontam (contaminated)" in out
