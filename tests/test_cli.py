@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from curate.cli import app
@@ -58,9 +57,7 @@ def test_info_json_counts_by_source_and_reason(tmp_path: Path, run_cli) -> None:
 
 def test_demo_runs_end_to_end(tmp_path: Path, run_cli) -> None:
     out = tmp_path / "demo"
-    t = time.perf_counter()
     res = run_cli("demo", "--out", out)
-    assert time.perf_counter() - t < 300
     assert "Results are in" in res.output
     folders = [p for p in sorted(out.glob("[0-9][0-9]-*")) if (p / "manifest.json").is_file()]
     assert len(folders) == 9  # four ingests, dedup, similar, decontam, reward, shard
