@@ -26,14 +26,13 @@ def test_every_command_has_help_with_an_example(run_cli) -> None:
         assert "Example" in res.output, f"curate {name} --help shows no example"
 
 
-def test_help_is_fast_and_imports_no_model_library() -> None:
-    code = ("import sys, time; t=time.perf_counter(); from curate.cli import app; "
-            "heavy=[m for m in ('torch','transformers','sentence_transformers','faiss','datasets')"
-            " if m in sys.modules]; print(heavy, time.perf_counter()-t)")
+def test_help_imports_no_model_library() -> None:
+    """`curate --help` stays instant because no model library is imported to build it."""
+    code = ("import sys; from curate.cli import app; "
+            "print([m for m in ('torch','transformers','sentence_transformers','faiss','datasets',"
+            "'ray') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    heavy, seconds = out.stdout.rsplit(" ", 1)
-    assert heavy == "[]", heavy
-    assert float(seconds) < 3.0
+    assert out.stdout.strip() == "[]"
 
 
 def test_version(run_cli) -> None:
