@@ -59,6 +59,7 @@ class RewardConfig:
     max_pixels: int | None = None
     backbone_saved: bool = True
     backbone_fingerprint: str | None = None
+    autocast: str | None = None  # "bfloat16": trained (and best scored) under bf16 autocast
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -153,6 +154,23 @@ def merge_images(per_item: Sequence[ImageInputs | None]) -> dict[str, torch.Tens
         return {}
     return {"pixel_values": torch.cat([x.pixel_values for x in have]),
             "image_grid_thw": torch.cat([x.image_grid_thw for x in have])}
+
+
+def use_bf16(setting: str | bool) -> bool:
+    """`auto`: on CUDA GPUs with bf16, and on CPUs with native bf16 (avx512_bf16 or AMX)."""
+    if isinstance(setting, bool):
+        return setting
+    if str(setting).lower() in ("true", "yes", "1"):
+        return True
+    if str(setting).lower() in ("false", "no", "0"):
+        return False
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def quiet_transformers() -> None:
@@ -615,4 +633,12 @@ def load_reward_model(ckpt: str | os.PathLike[str], device: str | torch.device |
     model.eval()
     if device is not None:
         model.to(device)
+    if cfg.autocast == "bfloat16" and _bf16_autocast_ok(model.device):
+        model.autocast_dtype = torch.bfloat16  # score as trained (and hit its feature cache)
     return model
+
+
+def _bf16_autocast_ok(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and use_bf16("auto")

@@ -29,7 +29,12 @@ import numpy as np
 import torch
 
 from curate.models.feature_cache import OVER_LENGTH, PROMPT_TRUNCATED, RESPONSE_TRUNCATED
-from curate.models.reward_model import RewardModel, build_reward_model, load_reward_model
+from curate.models.reward_model import (
+    RewardModel,
+    build_reward_model,
+    load_reward_model,
+    use_bf16,
+)
 from curate.train.collator import PairCollator, PairDataset, model_inputs
 from curate.train.config import StageConfig, TrainConfig, load_config
 from curate.train.data import (
@@ -69,23 +74,6 @@ def train_reward_model(
     Returns the metrics dict (also in `out/metrics.json`)."""
     return Trainer(data, model, out, load_config(config), eval_data=eval_data, resume=resume,
                    quiet=quiet).run()
-
-
-def use_bf16(setting: str | bool) -> bool:
-    """`auto`: on CUDA GPUs with bf16, and on CPUs with native bf16 (avx512_bf16 or AMX)."""
-    if isinstance(setting, bool):
-        return setting
-    if str(setting).lower() in ("true", "yes", "1"):
-        return True
-    if str(setting).lower() in ("false", "no", "0"):
-        return False
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def make_accelerator(cfg: TrainConfig) -> Any:
@@ -218,6 +206,7 @@ class Trainer:
         self.bf16 = self.acc.mixed_precision == "bf16"
         self.rm = self._model()
         self.rm.freeze(cfg.freeze)
+        self.rm.reward_config.autocast = "bfloat16" if self.bf16 else None
         self.train_rows, self.eval_rows = PairRows(self.train_t), PairRows(self.eval_t)
         self.train_margins = margins(self.train_t, cfg.margin_column, cfg.margin_scale)
         self.eval_margins = margins(self.eval_t, cfg.margin_column, cfg.margin_scale) \
@@ -444,6 +433,8 @@ class Trainer:
         fill_deepspeed_auto(acc, rm.hidden_size)
         prepared = acc.prepare(rm, opt, *loaders, *([eval_loader] if eval_loader else []))
         model, opt = prepared[0], prepared[1]
+        # FSDP2 swaps parameters for sharded ones: clip what the wrapped model holds now
+        params = [p for p in model.parameters() if p.requires_grad]
         loaders = list(prepared[2:2 + len(loaders)])
         self.eval_loader = prepared[-1] if eval_loader else None
         progress = self._load_state() if self.resume else None
@@ -522,6 +513,9 @@ class Trainer:
         self._gather_flags()
         acc.wait_for_everyone()
         state_dict = acc.get_state_dict(model)
+        if self.bf16 and acc.device.type == "cuda":  # as published checkpoints are: half the size
+            state_dict = {k: v.to(torch.bfloat16) if v.is_floating_point() else v
+                          for k, v in state_dict.items()}
         rm.reset_fingerprint()  # the backbone trained; save() records the new fingerprint
         if acc.is_main_process:
             rm.save(self.out, save_backbone=self._save_backbone(), state_dict=state_dict)
