@@ -118,6 +118,36 @@ def test_one_batch_mixes_image_and_text_pairs(pairs):
     assert rewards.shape == (8,)
 
 
+def test_shared_images_give_the_rewards_of_separate_scoring(monkeypatch):
+    """A pair's images are encoded once for both responses (two images in one pair here);
+    the rewards equal scoring each sequence on its own, also on the fallback path that
+    re-encodes the images per sequence (transformers without mm_encoder_outputs)."""
+    from curate import schema as S
+    from curate.models import reward_model as RM
+    from tests.rm_helpers import image, pair_row
+
+    rm = RM.build_reward_model(TINY_NAME, max_length=200)
+    rows = [pair_row(0, [{"role": "user", "content": "<image> vs <image>?"}], "Left.", "Right.",
+                     [image("red"), image("blue", (80, 40))], "s"),
+            pair_row(1, [{"role": "user", "content": "Colour?"}], "Green.", "Red.",
+                     [image("green")], "s"),
+            pair_row(2, [{"role": "user", "content": "Hi"}], "Hello!", "Go away.", [], "s")]
+    table = pa.Table.from_pylist(rows, schema=S.PAIR_SCHEMA)
+    ds = PairDataset(PairRows(table), np.arange(3), np.zeros(3, dtype=np.float32))
+    batch = PairCollator(rm)([ds[i] for i in range(3)])
+    assert batch["image_order"].tolist() == [0, 1, 2, 0, 1, 2]
+    inputs = {k: v for k, v in batch.items() if k not in ("margin", "pair_index", "truncation")}
+    with torch.no_grad():
+        shared = rm(**inputs).tolist()
+        real = RM._forward_params
+        monkeypatch.setattr(RM, "_forward_params",
+                            lambda m: real(m) - {"mm_encoder_outputs"})
+        fallback = rm(**inputs).tolist()
+    separate = rm.score_batch(items_of(table), batch_size=1)
+    assert shared == pytest.approx(separate, abs=1e-5)
+    assert fallback == pytest.approx(separate, abs=1e-5)
+
+
 # -- the tiny Qwen2.5-VL, two stages, vision frozen ----------------------------------------
 def test_tiny_vl_loss_falls_and_accuracy_rises(tiny_run):
     _, _, m, _ = tiny_run

@@ -356,16 +356,15 @@ class RewardModel(nn.Module):
             return kw
         dev = self.device
         grid = grid.to(dev)
-        order = torch.arange(len(grid)) if order is None else order
-        feats = bb.get_image_features(pixel_values.to(dev), grid, return_dict=True)
-        per_image = feats.pooler_output
-        ordered = tuple(per_image[int(i)] for i in order)
+        order = torch.arange(len(grid)) if order is None else order.cpu()
         seq_grid = grid[order.to(dev)]
-        if "mm_encoder_outputs" in _forward_params(bb):
-            feats.pooler_output = ordered
+        if "mm_encoder_outputs" in _forward_params(bb):  # each distinct image encoded once
+            feats = bb.get_image_features(pixel_values.to(dev), grid, return_dict=True)
+            feats.pooler_output = tuple(feats.pooler_output[int(i)] for i in order)
             kw["mm_encoder_outputs"] = {"image": feats}
-        else:  # older transformers: run the images in placeholder order
-            kw["inputs_embeds"] = _scatter_images(bb, input_ids, torch.cat(ordered))
+        else:  # older transformers: every placeholder block gets its image's patches again
+            patches = torch.split(pixel_values, grid.prod(-1).tolist())
+            kw["pixel_values"] = torch.cat([patches[int(i)] for i in order]).to(dev)
         kw["image_grid_thw"] = seq_grid
         return kw
 
@@ -545,12 +544,6 @@ def _forward_params(module: Any) -> set[str]:
 def _positions(mask: torch.Tensor) -> torch.Tensor:
     """Position ids that count real tokens only, so left padding does not shift them."""
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def _scatter_images(bb: Any, input_ids: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-    emb = bb.get_input_embeddings()(input_ids)
-    where = (input_ids == bb.config.image_token_id).unsqueeze(-1).expand_as(emb)
-    return emb.masked_scatter(where, feats.to(emb.dtype))
 
 
 def _image_order(encs: Sequence[Encoded], imgs: Sequence[ImageInputs | None],
