@@ -72,9 +72,10 @@ def reward(
         help="A score cache folder shared by runs (the previous --out is always one)."
     )] = None,
     batch_size: Annotated[int, typer.Option(help="Sequences per model forward.")] = 16,
-    bf16: Annotated[bool, typer.Option(
-        "--bf16", help="--model: score under bf16 autocast (GPUs, CPUs with AMX/avx512_bf16)."
-    )] = False,
+    bf16: Annotated[bool | None, typer.Option(
+        "--bf16/--no-bf16", help="--model: force bf16 autocast on or off (default: the "
+        "precision the checkpoint was trained in, where the hardware has bf16)."
+    )] = None,
     seed: Annotated[int, typer.Option(help="--kfold: seed of the fold split.")] = 0,
     engine: EngineOpt = "local",
     workers: WorkersOpt = None,
@@ -125,12 +126,16 @@ def _print_reward(manifest: dict[str, Any]) -> None:
     stats = info.get("stats", {})
     if stats.get("scored_pairs"):
         q = stats["margin_quantiles"]
-        c.print(f"margin: mean {stats['margin_mean']:.3f}, median {q['0.5']:.3f}; "
+        c.print(f"margin: mean {stats['margin_mean']:.4g}, median {q['0.5']:.4g}; "
                 f"{stats['agreement']:.1%} of pairs have margin > 0", highlight=False)
-    for f in info.get("kfold", []):
-        c.print(f"fold {f['fold']}: trained on {f['train_pairs']}, scored {f['scored_pairs']}, "
-                f"out-of-fold agreement {f['oof_accuracy']:.3f} ({f['seconds']:.0f}s)",
+    folds = info.get("kfold", [])
+    if folds and not info.get("kfold_trained", True):
+        c.print("k-fold surrogates (from the run that computed the cached scores):",
                 highlight=False)
+    for f in folds:
+        c.print(f"fold {f['fold'] + 1}/{len(folds)}: trained on {f['train_pairs']}, scored "
+                f"{f['scored_pairs']}, out-of-fold agreement {f['oof_accuracy']:.3f} "
+                f"({f['seconds']:.0f}s)", highlight=False)
     if info.get("flagged"):
         flagged = ", ".join(f"{k}: {v}" for k, v in info["flagged"].items())
         c.print(f"flagged (needs_regeneration): {flagged}", highlight=False)

@@ -88,21 +88,22 @@ class RewardModelScorer:
     `feature_cache`: score through the pooled-feature cache (right when the head was
     trained on a frozen backbone: the features are already there). `"auto"` uses it when
     the checkpoint did not save its backbone, i.e. a head on a frozen base model.
-    `bf16`: run the model under bf16 autocast (the feature cache keeps bf16 and fp32
-    features apart, so match the precision the head was trained in to reuse them).
+    `bf16`: True / False force bf16 autocast on / off; None scores in the precision the
+    checkpoint was trained in, where the hardware has bf16 (`load_reward_model`'s
+    choice). The feature cache keeps bf16 and fp32 features apart.
     """
 
     def __init__(self, ckpt: str | os.PathLike[str], batch_size: int = 16,
                  feature_cache: Any = "auto", device: str | None = None,
-                 bf16: bool = False) -> None:
+                 bf16: bool | None = None) -> None:
         self.ckpt = Path(ckpt)
         self.batch_size = batch_size
         self.feature_cache = feature_cache
         self.device = device
         self.bf16 = bf16  # autocast; part of the fingerprint, since it moves the scores
         fp = checkpoint_fingerprint(self.ckpt)
-        self._fingerprint = hashlib.sha256(f"{fp}:bf16".encode()).hexdigest()[:32] if bf16 \
-            else fp
+        self._fingerprint = fp if bf16 is None else \
+            hashlib.sha256(f"{fp}:bf16={bf16}".encode()).hexdigest()[:32]
         self._model: Any = None
         self.rows_scored = 0
 
@@ -118,7 +119,8 @@ class RewardModelScorer:
 
             device = self.device or ("cuda" if torch.cuda.is_available() else None)
             self._model = load_reward_model(self.ckpt, device=device)
-            self._model.autocast_dtype = torch.bfloat16 if self.bf16 else None
+            if self.bf16 is not None:  # None: as the checkpoint was trained
+                self._model.autocast_dtype = torch.bfloat16 if self.bf16 else None
         return self._model
 
     def _cache(self, rm: Any) -> Any:

@@ -43,12 +43,13 @@ def make_scorer(
     seed: int = 0,
     surrogates: str | os.PathLike[str] | None = None,
     batch_size: int = 16,
-    bf16: bool = False,
+    bf16: bool | None = None,
     quiet: bool = True,
 ) -> Scorer | None:
     """The scorer for CLI-style options: `kfold` trains surrogates from the base `model`
     (default minilm; they score in the precision they trained in); otherwise `model` is a
-    checkpoint folder (`bf16`: score under bf16 autocast); neither: None."""
+    checkpoint folder (`bf16`: force bf16 autocast on or off; None: as it was trained);
+    neither: None."""
     from curate.scoring.kfold import KFoldScorer
     from curate.scoring.scorer import RewardModelScorer
 
