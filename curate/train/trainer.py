@@ -206,7 +206,9 @@ class Trainer:
         self.bf16 = self.acc.mixed_precision == "bf16"
         self.rm = self._model()
         self.rm.freeze(cfg.freeze)
+        # recorded in the checkpoint: a loaded model scores (and reads its cache) the same way
         self.rm.reward_config.autocast = "bfloat16" if self.bf16 else None
+        self.rm.autocast_dtype = torch.bfloat16 if self.bf16 else None
         self.train_rows, self.eval_rows = PairRows(self.train_t), PairRows(self.eval_t)
         self.train_margins = margins(self.train_t, cfg.margin_column, cfg.margin_scale)
         self.eval_margins = margins(self.eval_t, cfg.margin_column, cfg.margin_scale) \
@@ -302,7 +304,6 @@ class Trainer:
         rm.to(acc.device)
         was_training = rm.training
         rm.eval()
-        rm.autocast_dtype = torch.bfloat16 if self.bf16 else None
         cache = rm.feature_cache(cfg.feature_cache)
         train_items, eval_items = _items(self.train_rows), _items(self.eval_rows)
         all_items = train_items + eval_items
