@@ -182,7 +182,7 @@ def ingest(
     from curate.progress import bar
     from curate.sources.readers import iter_records
     from curate.stage import StageRun
-    from curate.stages.ingest import input_fingerprints
+    from curate.stages.ingest import input_fingerprints, split_duplicate_ids
 
     engine = engine or get_engine("local")
     root = Path(image_root).resolve() if image_root else None
@@ -197,7 +197,7 @@ def ingest(
         if run.skipped:
             return run.manifest
         run.open()
-        seen: set[str] = set()
+        seen: set[int] = set()
         per_prompt: Counter[int] = Counter()
         invalid = 0
         t0 = time.perf_counter()
@@ -207,22 +207,17 @@ def ingest(
         with bar(f"ingest {KIND}", None) as b:
             for res in engine.map(build_candidates_chunk, work):
                 run.add_in(res.rows_in)
-                dup = []
-                for pid in res.kept["prompt_id"].to_pylist():
-                    dup.append(pid in seen)
-                    seen.add(pid)
-                if any(dup):
-                    mask = pa.array(dup)
+                kept, mask = split_duplicate_ids(res.kept, seen, "prompt_id")
+                if mask is not None:
                     dups = res.kept.filter(mask)
                     run.reject(dups, ["duplicate_prompt_id"] * dups.num_rows,
                                [f"same source, id and content as {p}"
                                 for p in dups["prompt_id"].to_pylist()])
-                    res.kept = res.kept.filter(pc.invert(mask))
-                run.keep(res.kept)
+                run.keep(kept)
                 run.reject(res.rejected, res.reasons, res.details)
-                per_prompt.update(pc.list_value_length(res.kept["responses"]).to_pylist())
+                per_prompt.update(pc.list_value_length(kept["responses"]).to_pylist())
                 invalid += sum(len(json.loads(m).get("invalid_responses", []))
-                               for m in res.kept["meta"].to_pylist() if m)
+                               for m in kept["meta"].to_pylist() if m)
                 b.advance(res.rows_in)
         run.steps["ingest"] = time.perf_counter() - t0
         run.extra["candidates"] = {

@@ -230,7 +230,7 @@ def ingest(
         with bar(f"ingest {kind}", None) as b:
             for res in engine.map(build_chunk, work):
                 run.add_in(res.rows_in)
-                kept, dup_mask = _split_duplicate_ids(res.kept, seen)
+                kept, dup_mask = split_duplicate_ids(res.kept, seen)
                 if dup_mask is not None:
                     dups = res.kept.filter(dup_mask)
                     n = dups.num_rows
@@ -247,9 +247,15 @@ def ingest(
     return run.manifest
 
 
-def _split_duplicate_ids(kept: pa.Table, seen: set[int]) -> tuple[pa.Table, Any]:
+def split_duplicate_ids(
+    kept: pa.Table, seen: set[int], column: str = "pair_id"
+) -> tuple[pa.Table, Any]:
+    """(rows whose hex id `column` is new, mask of the repeats or None); updates `seen`.
+
+    Ids are kept as ints, not strings, so the set stays small at millions of rows.
+    """
     mask = []
-    for pid in kept["pair_id"].to_pylist():
+    for pid in kept[column].to_pylist():
         key = int(pid, 16)
         mask.append(key in seen)
         seen.add(key)
