@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import statistics
 import subprocess
 import sys
 import threading
@@ -128,17 +129,27 @@ def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="bench_ingest")
     ap.add_argument("--mb", type=int, default=520, help="size of the generated image parquet")
     ap.add_argument("--memory-rows", type=int, default=600, help="rows of the 1x memory run")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="baseline and curate run alternately this many times; medians compared")
     args = ap.parse_args(argv)
 
     src = OUT / f"images-{args.mb}mb.parquet"
     rows = make_parquet(src, args.mb)
     size_mb = src.stat().st_size / 2**20
     print(f"input: {src.name}, {rows} rows, {size_mb:.0f} MB")
-    tb = baseline(src, OUT / "baseline.parquet")
-    tc = curate_ingest(src, OUT / "ingest-full")
-    print(f"baseline (pyarrow + Pillow decode, 1 process): {tb:.1f} s, {rows / tb:.1f} rows/s")
-    print(f"curate ingest:                                {tc:.1f} s, {rows / tc:.1f} rows/s")
-    print(f"throughput ratio curate/baseline: {tb / tc:.2f} (target >= 1.5)")
+    # alternating rounds and medians: a shared machine's load drifts by +-20% between runs
+    tbs, tcs = [], []
+    for r in range(args.rounds):
+        tbs.append(baseline(src, OUT / "baseline.parquet"))
+        tcs.append(curate_ingest(src, OUT / "ingest-full"))
+        print(f"round {r + 1}: baseline {tbs[-1]:.1f} s, curate {tcs[-1]:.1f} s, "
+              f"ratio {tbs[-1] / tcs[-1]:.2f}")
+    tb, tc = statistics.median(tbs), statistics.median(tcs)
+    print(f"baseline (pyarrow + Pillow decode, 1 process): median {tb:.1f} s, "
+          f"{rows / tb:.1f} rows/s")
+    print(f"curate ingest:                                median {tc:.1f} s, "
+          f"{rows / tc:.1f} rows/s")
+    print(f"throughput ratio curate/baseline (medians): {tb / tc:.2f} (target >= 1.5)")
 
     n1 = min(args.memory_rows, rows // 4)
     table = pq.read_table(src).slice(0, 4 * n1)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,10 +47,8 @@ def inspect_image(data: bytes, max_pixels: int = PIL_DEFAULT_MAX_PIXELS) -> Imag
     if not data:
         raise ImageRejected("corrupt_image", "empty image bytes")
     ImageFile.LOAD_TRUNCATED_IMAGES = False
-    old_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # our own limit is checked below, before decoding
     try:
-        with warnings.catch_warnings():
+        with _own_pixel_limit(), warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
             width, height = im.size
@@ -62,8 +63,6 @@ def inspect_image(data: bytes, max_pixels: int = PIL_DEFAULT_MAX_PIXELS) -> Imag
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected("corrupt_image", f"{type(exc).__name__}: {exc}") from exc
-    finally:
-        Image.MAX_IMAGE_PIXELS = old_limit
     return ImageInfo(
         sha256=hashlib.sha256(data).hexdigest(),
         pixel_hash=ph,
@@ -71,6 +70,33 @@ def inspect_image(data: bytes, max_pixels: int = PIL_DEFAULT_MAX_PIXELS) -> Imag
         height=height,
         format=fmt,
     )
+
+
+_LIMIT_LOCK = threading.Lock()
+_LIMIT_USERS = 0
+_SAVED_LIMIT: int | None = None
+
+
+@contextmanager
+def _own_pixel_limit() -> Iterator[None]:
+    """Lift Pillow's global bomb limit while any thread inspects images (we check our own).
+
+    Reference-counted, so concurrent inspections on threads never restore the limit
+    under one another; the last one out puts Pillow's value back.
+    """
+    global _LIMIT_USERS, _SAVED_LIMIT
+    with _LIMIT_LOCK:
+        if _LIMIT_USERS == 0:
+            _SAVED_LIMIT = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _LIMIT_USERS += 1
+    try:
+        yield
+    finally:
+        with _LIMIT_LOCK:
+            _LIMIT_USERS -= 1
+            if _LIMIT_USERS == 0:
+                Image.MAX_IMAGE_PIXELS = _SAVED_LIMIT
 
 
 def _pixel_hash(im: Image.Image) -> str:

@@ -261,3 +261,56 @@ def test_pixel_hash_matches_the_same_picture_in_other_files() -> None:
     assert inspect_image(_encode(rgb.rotate(90), "PNG")).pixel_hash != infos[0].pixel_hash
     gray = inspect_image(_encode(rgb.convert("L"), "PNG"))
     assert gray.pixel_hash not in {i.pixel_hash for i in infos}
+
+
+# -- decoding on threads ------------------------------------------------------------------------
+
+
+def test_threads_write_the_same_files_as_one_worker(tmp_path: Path) -> None:
+    from curate.engine import get_engine
+
+    src = _sample(tmp_path)
+    one, threads = tmp_path / "one", tmp_path / "threads"
+    ingest("generic", [str(src)], one, chunk_size=3, engine=get_engine("local", workers=1))
+    ingest("generic", [str(src)], threads, chunk_size=3, engine=get_engine("local", workers=3))
+    m1, m3 = D.Dataset.open(one).manifest, D.Dataset.open(threads).manifest
+    assert m1["files"] == m3["files"]
+    assert m3["engine"]["workers"] == 3 and m3["rows_kept"] == 40
+
+
+def test_concurrent_inspections_neither_trip_nor_leak_pillows_bomb_limit(monkeypatch) -> None:
+    """Each inspection lifts Pillow's global limit (ours is --max-pixels); on threads, one
+    must not restore it under another, which would raise DecompressionBombError there."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    from curate.images import inspect_image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # every image below is > 2x it
+    images = [jpeg_bytes(size=(64 + i % 7, 48), seed=i) for i in range(400)]
+    with ThreadPoolExecutor(8) as pool:
+        infos = list(pool.map(inspect_image, images))
+    assert [i.width for i in infos] == [64 + i % 7 for i in range(400)]
+    assert Image.MAX_IMAGE_PIXELS == 1000
+
+
+def test_streaming_a_parquet_of_images_holds_one_row_group(tmp_path: Path) -> None:
+    """pyarrow's default pre-buffering keeps every row group read until the file closes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curate.sources.readers import iter_records
+
+    blob = os.urandom(1 << 17)
+    table = pa.table({"id": list(range(400)), "image": [blob] * 400})  # 50 MiB
+    path = tmp_path / "blobs.parquet"
+    pq.write_table(table, path, row_group_size=64, compression="none", use_dictionary=False)
+    del table
+    base = pa.total_allocated_bytes()
+    peak = n = 0
+    for _ in iter_records([str(path)]):
+        n += 1
+        peak = max(peak, pa.total_allocated_bytes() - base)
+    assert n == 400
+    assert peak < 24 * (1 << 20), f"{peak / 2**20:.0f} MiB held while streaming 50 MiB"

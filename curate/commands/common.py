@@ -31,11 +31,12 @@ ForceOpt = Annotated[
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries.")]
 EngineOpt = Annotated[str, typer.Option(
-    "--engine", help="Where per-batch work runs: 'local' (process pool) or 'ray' (needs the "
+    "--engine", help="Where per-batch work runs: 'local' (this machine's cores: a process "
+    "pool, or threads for image decoding) or 'ray' (needs the "
     "'ray' extra; a local Ray with --workers CPUs, or the cluster at --ray-address).",
 )]
 WorkersOpt = Annotated[int | None, typer.Option(
-    "--workers", help="Worker processes (default: all cores; with --ray-address, the "
+    "--workers", help="Parallel workers (default: all cores; with --ray-address, the "
     "cluster's CPUs).",
 )]
 RayAddressOpt = Annotated[str | None, typer.Option(

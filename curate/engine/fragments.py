@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curate import dataset as D
 
@@ -63,7 +62,7 @@ def fragments(
 
 def read_fragment(frag: Fragment, batch_size: int = 1024) -> Iterator[pa.RecordBatch]:
     """The fragment's rows as batches of at most `batch_size`, conformed to its schema."""
-    pf = pq.ParquetFile(frag.file, filesystem=frag.filesystem)
+    pf = D.open_parquet(frag.file, filesystem=frag.filesystem)
     for batch in pf.iter_batches(batch_size=batch_size, row_groups=list(frag.row_groups),
                                  columns=list(frag.columns)):
         yield D.conform(batch, frag.schema)

@@ -6,7 +6,7 @@ import multiprocessing as mp
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -51,10 +51,21 @@ class LocalEngine:
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or default_workers()
 
-    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+    def map(self, fn: Callable[[T], R], items: Iterable[T], *,
+            releases_gil: bool = False) -> Iterator[R]:
+        """`fn` over `items`, in order.
+
+        `releases_gil`: `fn` spends its time in C code that drops the GIL (Pillow's
+        decoders, hashlib), so threads of this process run it in parallel and no item
+        (megabytes of image bytes) is pickled to a worker and back.
+        """
         if self.workers <= 1:
             for item in items:
                 yield fn(item)
+            return
+        if releases_gil:
+            yield from self._windowed(ThreadPoolExecutor(max_workers=self.workers), fn, items,
+                                      self.workers)
             return
         yield from self._pool_map(fn, items, self.workers)
 
@@ -110,8 +121,15 @@ class LocalEngine:
     def _pool_map(self, fn: Callable[[Any], R], items: Iterable[Any], workers: int,
                   **pool_kwargs: Any) -> Iterator[R]:
         ctx = mp.get_context("forkserver")
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, **pool_kwargs)
+        yield from self._windowed(pool, fn, items, workers)
+
+    @staticmethod
+    def _windowed(pool: Executor, fn: Callable[[Any], R], items: Iterable[Any],
+                  workers: int) -> Iterator[R]:
+        """`fn` over `items` on `pool`, in order, with at most 2 x `workers` in flight."""
         window: deque[Future[Any]] = deque()
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, **pool_kwargs) as pool:
+        with pool:
             for item in items:
                 window.append(pool.submit(fn, item))
                 if len(window) >= 2 * workers:

@@ -156,7 +156,9 @@ class RayEngine:
         return self._workers or max(1, self.cluster_cpus)
 
     # -- maps ------------------------------------------------------------------------
-    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+    def map(self, fn: Callable[[T], R], items: Iterable[T], *,
+            releases_gil: bool = False) -> Iterator[R]:
+        """`fn` over `items` as Ray tasks, in order (`releases_gil` is a local-engine hint)."""
         self._start()
         task = _remote_apply().options(max_retries=self.retries, retry_exceptions=False)
         fn_ref = self._ray.put(fn)  # shipped once, not with every task

@@ -17,7 +17,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from curate import dataset as D
 
@@ -201,7 +200,7 @@ def take(step: Step, part: str, keys: list[str],
     """
     found: list[dict[str, Any]] = []
     for f in step.dataset.files(part):
-        pf = pq.ParquetFile(f)
+        pf = step.dataset.parquet_file(f)
         names = pf.schema_arrow.names
         hits = sorted(choose(pf.read(columns=[k for k in keys if k in names])))
         if not hits:

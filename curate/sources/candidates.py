@@ -205,7 +205,7 @@ def ingest(
         work = ((chunk, adapter.source, opts)
                 for chunk in _chunks(adapter.candidates(records), chunk_size))
         with bar(f"ingest {KIND}", None) as b:
-            for res in engine.map(build_candidates_chunk, work):
+            for res in engine.map(build_candidates_chunk, work, releases_gil=True):
                 run.add_in(res.rows_in)
                 kept, mask = split_duplicate_ids(res.kept, seen, "prompt_id")
                 if mask is not None:

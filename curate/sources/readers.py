@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
+from curate.dataset import open_parquet
 
 SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".ndjson")
 
@@ -137,7 +137,7 @@ def _read_json(path: str) -> Iterator[Record]:
 
 def _read_parquet(path: str) -> Iterator[Record]:
     try:
-        pf = pq.ParquetFile(path)
+        pf = open_parquet(path)
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise InputError(f"{path}: not a readable parquet file ({exc})") from exc
     i = 0

@@ -184,7 +184,7 @@ def input_fingerprints(inputs: list[str], config: str | None, split: str) -> lis
             out.append({"path": f"hf://{item.name}",
                         "fingerprint": D.json_fingerprint([item.name, config, split])})
         else:
-            out.append({"path": item, "fingerprint": D.sha256_file(Path(item))})
+            out.append({"path": item, "fingerprint": D.fingerprint_file(Path(item))})
     return out
 
 
@@ -228,7 +228,7 @@ def ingest(
         work = ((chunk, adapter.source, opts) for chunk in _chunks(adapter.pairs(records),
                                                                    chunk_size))
         with bar(f"ingest {kind}", None) as b:
-            for res in engine.map(build_chunk, work):
+            for res in engine.map(build_chunk, work, releases_gil=True):
                 run.add_in(res.rows_in)
                 kept, dup_mask = split_duplicate_ids(res.kept, seen)
                 if dup_mask is not None:
