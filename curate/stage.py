@@ -230,11 +230,14 @@ def run_filter_stage(
     force: bool = False,
     batch_size: int = 512,
     annotate_setup: Callable[[], Callable[[pa.RecordBatch], pa.RecordBatch]] | None = None,
+    annotate_releases_gil: bool = False,
 ) -> dict[str, Any]:
     """Run a two-pass stage over the kept rows of `inputs` (see the module docstring).
 
     `annotate_setup` (instead of `annotate`) builds the annotate function once per engine
-    worker, for one that holds a model: `engine.map_inputs_actors` runs it."""
+    worker, for one that holds a model: `engine.map_inputs_actors` runs it.
+    `annotate_releases_gil`: `annotate` spends its time decoding images, so the local
+    engine runs it on threads (see `LocalEngine.map`)."""
     datasets = [D.Dataset.open(p) for p in inputs]
     run = StageRun(
         stage, out, config, [input_record(d) for d in datasets], force=force,
@@ -246,7 +249,7 @@ def run_filter_stage(
         total = sum(d.count() for d in datasets)
         t = time.perf_counter()
         keys = _collect_keys(datasets, annotate, annotate_columns, engine, batch_size, total,
-                             annotate_setup)
+                             annotate_setup, annotate_releases_gil)
         run.steps["annotate"] = time.perf_counter() - t
         t = time.perf_counter()
         decisions = decide(keys)
@@ -302,6 +305,7 @@ def _collect_keys(
     batch_size: int,
     total: int,
     annotate_setup: Callable[[], Callable[[pa.RecordBatch], pa.RecordBatch]] | None = None,
+    releases_gil: bool = False,
 ) -> pa.Table:
     cols = columns if columns is not None else ["pair_id"]
     if "pair_id" not in cols:
@@ -312,7 +316,8 @@ def _collect_keys(
         if annotate_setup is not None:
             results = engine.map_inputs_actors(annotate_setup, datasets, cols, batch_size)
         elif annotate is not None:
-            results = engine.map_inputs(annotate, datasets, cols, batch_size)
+            results = engine.map_inputs(annotate, datasets, cols, batch_size,
+                                        releases_gil=releases_gil)
         else:
             results = D.iter_inputs(datasets, columns=cols, batch_size=batch_size)
         for res in results:

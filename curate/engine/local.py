@@ -75,15 +75,19 @@ class LocalEngine:
         datasets: list[Dataset],
         columns: list[str] | None = None,
         batch_size: int = 1024,
+        *,
+        releases_gil: bool = False,
     ) -> Iterator[R]:
         """`fn` over the kept rows of `datasets` (`D.iter_inputs` batches), in order.
 
-        The driver reads the batches and the pool maps them; the Ray engine lets each
-        worker read its own fragment instead. Same results, batch for batch.
+        The driver reads the batches and the pool maps them (`releases_gil`: as in
+        `map`); the Ray engine lets each worker read its own fragment instead. Same
+        results, batch for batch.
         """
         from curate.dataset import iter_inputs
 
-        return self.map(fn, iter_inputs(datasets, columns=columns, batch_size=batch_size))
+        return self.map(fn, iter_inputs(datasets, columns=columns, batch_size=batch_size),
+                        releases_gil=releases_gil)
 
     def map_inputs_actors(
         self,

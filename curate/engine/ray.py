@@ -171,6 +171,8 @@ class RayEngine:
         datasets: list[Dataset],
         columns: list[str] | None = None,
         batch_size: int = 1024,
+        *,
+        releases_gil: bool = False,
     ) -> Iterator[R]:
         """`fn` over the kept rows of `datasets`, in order; workers read their fragments."""
         from curate.engine.fragments import apply_to_fragment, fragments

@@ -1,6 +1,6 @@
 """`curate dedup`: exact duplicates, label conflicts and near-duplicate images.
 
-Pass 1, `annotate` (pure, per record batch, run by the engine in worker processes):
+Pass 1, `annotate` (pure, per record batch, run by the engine's workers; threads locally):
 compact keys for every row: digests of the normalised prompt, of the exact pair
 and of the unordered pair, and one perceptual hash per image (decoded small; taken
 from the input's `image_<method>` column when it is there).
@@ -504,4 +504,5 @@ def dedup(
         STAGE, inputs, out, cfg.as_dict(),
         annotate=annotate_fn, annotate_columns=columns,
         decide=partial(decide, cfg=cfg), engine=engine, force=force, batch_size=batch_size,
+        annotate_releases_gil=True,  # draft JPEG decode, resize and DCT drop the GIL
     )
