@@ -162,7 +162,7 @@ def _flat_pairs(codes: np.ndarray, radius: int) -> set[tuple[int, int]]:
 
 
 def bench_search(sizes: list[int], radius: int, flat_sizes: list[int],
-                 repeat: int = 3) -> dict[str, float]:
+                 repeat: int = 5) -> dict[str, float]:
     """Best of `repeat` runs for sizes under 1M (one run at 1M and above): on a shared
     machine the minimum is the figure least disturbed by other work."""
     from curate.index.hamming import plan_for, radius_pairs
@@ -209,7 +209,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--workers", type=int, default=None, help="default: all cores")
     p.add_argument("--sizes", default="100000,400000,1000000")
     p.add_argument("--radius", type=int, default=8)
-    p.add_argument("--repeat", type=int, default=3, help="search runs per size under 1M")
+    p.add_argument("--repeat", type=int, default=5, help="search runs per size under 1M")
     p.add_argument("--flat-sizes", default="100000",
                    help="sizes for the exhaustive baseline (400000 takes minutes)")
     args = p.parse_args(argv)
