@@ -38,6 +38,11 @@ class DatasetError(RuntimeError):
     """A folder is not a usable dataset folder."""
 
 
+class RemoteError(DatasetError, OSError):
+    """A folder URI's filesystem failed (unreachable, no such bucket, access denied): the
+    message names the URI; an OSError still, for callers that catch those."""
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -76,8 +81,18 @@ def location(value: str | os.PathLike[str]) -> Path | str:
     return value if is_uri(value) else Path(value)
 
 
+def resolve_uri(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem of a folder URI and the folder's path inside it."""
+    return _resolve(uri)
+
+
 def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
-    fs, inner = pafs.FileSystem.from_uri(uri)
+    try:
+        fs, inner = pafs.FileSystem.from_uri(uri)
+    except OSError as exc:  # e.g. s3 without ?region=: the bucket's region is looked up
+        raise RemoteError(f"{uri}: {exc}") from exc
+    except ValueError as exc:  # ArrowInvalid: e.g. an unknown query parameter
+        raise DatasetError(f"{uri}: {exc}") from exc
     return fs, inner.rstrip("/")
 
 
@@ -96,7 +111,10 @@ class Dataset:
     def open(cls, path: str | os.PathLike[str]) -> Dataset:
         if is_uri(path):
             fs, inner = _resolve(str(path))
-            info = fs.get_file_info(f"{inner}/{MANIFEST}")
+            try:
+                info = fs.get_file_info(f"{inner}/{MANIFEST}")
+            except OSError as exc:
+                raise RemoteError(f"{path}: {exc}") from exc
             if info.type != pafs.FileType.File:
                 raise DatasetError(f"{path}: no {MANIFEST}; not a complete dataset folder")
             return cls(Path(inner), fs, str(path))
@@ -237,17 +255,30 @@ class PartWriter:
 
     def __init__(
         self,
-        folder: Path,
+        folder: Path | str,
         schema: pa.Schema,
         rows_per_file: int = DEFAULT_ROWS_PER_FILE,
         bytes_per_file: int = DEFAULT_BYTES_PER_FILE,
+        *,
+        prefix: str = "part-",
+        filesystem: pafs.FileSystem | None = None,
+        hash_files: bool = False,
     ) -> None:
+        """`filesystem` (None = local) holds `folder`; `prefix` starts every file name;
+        `hash_files` records each file's sha256 in `file_sha256` as it is written."""
         self.folder = folder
         self.schema = schema
         self.rows_per_file = rows_per_file
         self.bytes_per_file = bytes_per_file
-        folder.mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix
+        self.filesystem = filesystem
+        self.hash_files = hash_files
+        if filesystem is None:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        else:
+            filesystem.create_dir(str(folder), recursive=True)
         self._writer: pq.ParquetWriter | None = None
+        self._sink: HashingSink | None = None
         self._name = ""
         self._index = 0
         self._rows_in_file = 0
@@ -257,17 +288,37 @@ class PartWriter:
         self._buffer_bytes = 0
         self.rows = 0
         self.file_rows: dict[str, int] = {}
+        self.file_sha256: dict[str, str] = {}
 
     def _open(self) -> None:
-        self._name = f"part-{self._index:05d}.parquet"
+        self._close_file()
+        self._name = f"{self.prefix}{self._index:05d}.parquet"
+        where: Any = f"{self.folder}/{self._name}"
+        if self.hash_files:
+            stream = (open(where, "wb") if self.filesystem is None  # noqa: SIM115
+                      else self.filesystem.open_output_stream(where))
+            where = self._sink = HashingSink(stream)
+        elif self.filesystem is not None:
+            where = self._sink = HashingSink(self.filesystem.open_output_stream(where),
+                                              hashing=False)
         self._writer = pq.ParquetWriter(
-            self.folder / self._name, self.schema, compression=_compression(self.schema),
+            where, self.schema, compression=_compression(self.schema),
             use_dictionary=_dictionary_columns(self.schema),
         )
         self.file_rows[self._name] = 0
         self._rows_in_file = 0
         self._bytes_in_file = 0
         self._index += 1
+
+    def _close_file(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._sink is not None:
+            self._sink.close()
+            if self.hash_files:
+                self.file_sha256[self._name] = self._sink.hexdigest()
+            self._sink = None
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
         if batch.num_rows == 0:
@@ -290,7 +341,6 @@ class PartWriter:
         elif (
             self._rows_in_file >= self.rows_per_file or self._bytes_in_file >= self.bytes_per_file
         ):
-            self._writer.close()
             self._open()
         assert self._writer is not None
         self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
@@ -298,19 +348,48 @@ class PartWriter:
         self._rows_in_file += table.num_rows
         self._bytes_in_file += table.nbytes
 
-    def close(self) -> None:
+    def close(self, leave_a_file: bool = True) -> None:
+        """Finish the last file; with no rows at all, still leave one empty file (readers
+        learn the schema from it) unless `leave_a_file` is False."""
         self._flush()
-        if self._writer is None:  # always leave one file so readers learn the schema
+        if self._writer is None and not self.file_rows and leave_a_file:
             self._open()
-        assert self._writer is not None
-        self._writer.close()
-        self._writer = None
+        self._close_file()
 
     def abort(self) -> None:
         self._buffer = []
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._close_file()
+
+
+class HashingSink:
+    """A writable file that computes the sha256 of what goes through it (so a worker
+    reports its files' checksums without reading them back from remote storage), and
+    that closes the stream it was given (a parquet writer leaves a given stream open)."""
+
+    def __init__(self, stream: Any, hashing: bool = True) -> None:
+        self._stream = stream
+        self._sha = hashlib.sha256() if hashing else None
+
+    def write(self, data: Any) -> int:
+        if self._sha is not None:
+            self._sha.update(data)
+        self._stream.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def close(self) -> None:
+        if not self._stream.closed:
+            self._stream.close()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._stream.closed)
+
+    def hexdigest(self) -> str:
+        assert self._sha is not None, "not hashing"
+        return self._sha.hexdigest()
 
 
 def _leaf_columns(schema: pa.Schema) -> list[tuple[str, bool]]:
@@ -355,10 +434,22 @@ def stale_temp_folders(target: Path) -> list[Path]:
 def read_manifest(target: Path | str) -> dict[str, Any] | None:
     """The manifest of the complete folder at `target` (path or URI), else None."""
     if is_uri(target):
+        fs, inner = _resolve(str(target))
         try:
-            return Dataset.open(target).manifest
-        except DatasetError:
-            return None
+            if fs.get_file_info(f"{inner}/{MANIFEST}").type == pafs.FileType.File:
+                with fs.open_input_stream(f"{inner}/{MANIFEST}") as fh:
+                    return json.loads(fh.read().decode("utf-8"))
+        except OSError as exc:  # unreachable or denied: not "no manifest"
+            raise RemoteError(f"{target}: {exc}") from exc
+        bucket = inner.split("/", 1)[0]
+        if fs.type_name in ("s3", "gcs", "abfs"):  # say so now, not at the upload after the work
+            try:
+                missing = fs.get_file_info(bucket).type == pafs.FileType.NotFound
+            except OSError:  # e.g. no permission to look at the bucket itself
+                missing = False
+            if missing:
+                raise RemoteError(f"{target}: bucket {bucket!r} not found")
+        return None
     path = Path(target) / MANIFEST
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -391,11 +482,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def commit(tmp: Path, target: Path | str) -> None:
-    """Move a finished temporary folder into place, replacing any older version."""
+def commit(tmp: Path, target: Path | str,
+           staged: tuple[str, list[str]] | None = None) -> None:
+    """Move a finished temporary folder into place, replacing any older version.
+
+    `staged` (URI targets): (a staging folder on the target's filesystem, the relative
+    paths engine workers wrote there), moved into place with the local files."""
     if is_uri(target):
-        _upload(tmp, str(target))
+        _upload(tmp, str(target), staged)
         return
+    if staged is not None:
+        raise ValueError("staged files are for URI targets; workers write local ones into tmp")
     target = Path(target)
     old = None
     if target.exists():
@@ -407,18 +504,27 @@ def commit(tmp: Path, target: Path | str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _upload(tmp: Path, uri: str) -> None:
-    """Replace the folder at `uri` with `tmp`'s files, the manifest last; then remove `tmp`."""
+def _upload(tmp: Path, uri: str, staged: tuple[str, list[str]] | None = None) -> None:
+    """Replace the folder at `uri` with `tmp`'s files (and the `staged` files, moved on the
+    target's own filesystem), the manifest last; then remove `tmp`."""
     fs, inner = _resolve(uri)
     try:
         if fs.get_file_info(inner).type != pafs.FileType.NotFound:
             fs.delete_dir(inner)
+        if staged is not None:
+            staging, rels = staged
+            for rel in rels:
+                dest = f"{inner}/{rel}"
+                fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
+                fs.move(f"{staging}/{rel}", dest)
         local = pafs.LocalFileSystem()
         files = [p for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != MANIFEST]
         for p in [*files, tmp / MANIFEST]:
             dest = f"{inner}/{p.relative_to(tmp).as_posix()}"
             fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
             pafs.copy_files(str(p), dest, source_filesystem=local, destination_filesystem=fs)
+    except OSError as exc:
+        raise RemoteError(f"{uri}: upload failed: {exc}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -428,10 +534,12 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     (folder / MANIFEST).write_text(text + "\n")
 
 
-def checksum_files(folder: Path) -> dict[str, str]:
-    """sha256 of every data file under `folder` (not the manifest), by relative path."""
+def checksum_files(folder: Path, skip: set[str] | None = None) -> dict[str, str]:
+    """sha256 of every data file under `folder` (not the manifest), by relative path;
+    `skip`: relative paths whose checksums are known already."""
     out = {}
     for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.name != MANIFEST:
-            out[p.relative_to(folder).as_posix()] = sha256_file(p)
+        rel = p.relative_to(folder).as_posix()
+        if p.is_file() and p.name != MANIFEST and rel not in (skip or ()):
+            out[rel] = sha256_file(p)
     return out

@@ -10,21 +10,25 @@ Two ways in:
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.fs as pafs
 
 from curate import __version__
 from curate import dataset as D
 from curate import schema as S
 from curate.progress import bar, console
+
+if TYPE_CHECKING:
+    from curate.fragment_writes import WriteTarget, WrittenPart
 
 
 class ConservationError(AssertionError):
@@ -65,6 +69,10 @@ class StageRun:
         self.consumed_by_rejected = 0
         self.reasons: Counter[str] = Counter()
         self._tmp: Path | None = None
+        # files engine workers wrote (see curate.fragment_writes): relpath -> (rows, sha, size)
+        self._worker_files: dict[str, tuple[int, str, int]] = {}
+        self._worker_rows = {D.KEPT: 0, D.REJECTED: 0}
+        self._remote_staging: tuple[Any, str] | None = None  # (filesystem, path) for a URI
         self._kept: D.PartWriter | None = None
         self._rejected: D.PartWriter | None = None
         self._t0 = 0.0
@@ -88,13 +96,23 @@ class StageRun:
         if self.skipped:
             return
         if exc_type is not None:
-            for w in (self._kept, self._rejected):
-                if w is not None:
-                    w.abort()
-            if self._tmp is not None:
-                shutil.rmtree(self._tmp, ignore_errors=True)
+            self._discard()
             return
-        self._finish()
+        try:
+            self._finish()
+        except BaseException:
+            self._discard()
+            raise
+
+    def _discard(self) -> None:
+        """Remove everything this run wrote; the output folder stays as it was."""
+        for w in (self._kept, self._rejected):
+            if w is not None:
+                w.abort()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+        self._drop_remote_staging()
 
     # -- writing ---------------------------------------------------------------------
     def open(
@@ -137,41 +155,93 @@ class StageRun:
         n = batch.num_rows
         if n == 0:
             return
-        reasons_arr = pa.array(reasons, type=pa.string())
-        details_arr = pa.array(details if details is not None else [None] * n, type=pa.string())
-        if len(reasons_arr) != n or len(details_arr) != n:
-            raise ValueError("one reason and one detail per rejected row")
-        if reasons_arr.null_count:
-            raise ValueError("every rejected row needs a reason")
-        stage_arr = pa.array([stage or self.stage] * n, type=pa.string())
-        tbl = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-        for name in S.REJECT_COLUMNS:
-            if name in tbl.column_names:
-                tbl = tbl.drop_columns([name])
-        tbl = tbl.append_column("reject_stage", stage_arr)
-        tbl = tbl.append_column("reject_reason", reasons_arr)
-        tbl = tbl.append_column("reject_detail", details_arr)
+        tbl = with_reject_columns(batch, reasons, details, stage or self.stage)
         self._rejected.write(tbl)
         self.consumed_by_rejected += n if consumed is None else consumed
-        self.reasons.update(reasons_arr.to_pylist())
+        self.reasons.update(tbl["reject_reason"].to_pylist())
+
+    # -- rows written by engine workers ---------------------------------------------------
+    def worker_target(self) -> WriteTarget:
+        """Where engine workers write this run's part files: the staging folder beside a
+        local output (every Ray node must see it: one machine, or a shared filesystem),
+        or a staging prefix beside a URI output on its own filesystem."""
+        from curate.fragment_writes import WriteTarget
+
+        assert self._tmp is not None
+        if not D.is_uri(self.out):
+            return WriteTarget(str(self._tmp))
+        if self._remote_staging is None:
+            fs, inner = D.resolve_uri(str(self.out))
+            parent, _, name = inner.rpartition("/")
+            staging = f"{parent}/.{name}.tmp-{os.getpid()}" if parent else f".{name}.tmp"
+            fs.delete_dir_contents(staging, missing_dir_ok=True)
+            self._remote_staging = (fs, staging)
+        fs, staging = self._remote_staging
+        return WriteTarget(staging, fs)
+
+    def add_written(self, part: WrittenPart) -> None:
+        """Count what a worker wrote for one fragment (`curate.fragment_writes`)."""
+        self.rows_in += part.rows_in
+        self.consumed_by_kept += part.kept
+        self.consumed_by_rejected += part.rejected
+        self._worker_rows[D.KEPT] += part.kept
+        self._worker_rows[D.REJECTED] += part.rejected
+        self.reasons.update(part.reasons)
+        self._worker_files.update(part.files)
+
+    def _check_worker_files(self) -> None:
+        """Every file a worker reported is where the driver will commit it from."""
+        assert self._tmp is not None
+        fs, root = (self._remote_staging if self._remote_staging is not None
+                    else (None, str(self._tmp)))
+        for rel, (_, _, size) in sorted(self._worker_files.items()):
+            path = f"{root}/{rel}"
+            if fs is not None:
+                info = fs.get_file_info(path)
+                found = info.size if info.type == pafs.FileType.File else None
+            else:
+                found = os.path.getsize(path) if os.path.isfile(path) else None
+            if found != size:
+                raise RuntimeError(
+                    f"{self.stage}: a worker wrote {rel} ({size} bytes) but the driver finds "
+                    f"{'nothing' if found is None else f'{found} bytes'} at {path}. With a "
+                    "multi-node Ray cluster, write to a URI (s3://...) or to a path every "
+                    "node shares.")
+
+    def _drop_remote_staging(self) -> None:
+        if self._remote_staging is not None:
+            fs, staging = self._remote_staging
+            try:
+                fs.delete_dir(staging)
+            except (FileNotFoundError, OSError):
+                pass
+            self._remote_staging = None
 
     # -- commit ------------------------------------------------------------------------
     def _finish(self) -> None:
         if self._kept is None:
             self.open()
         assert self._kept is not None and self._rejected is not None and self._tmp is not None
-        self._kept.close()
-        self._rejected.close()
-        rows_rejected = self._rejected.rows
+        for part, writer in ((D.KEPT, self._kept), (D.REJECTED, self._rejected)):
+            if any(k.startswith(f"{part}/") for k in self._worker_files):
+                writer.close(leave_a_file=False)  # the workers' files tell the schema
+            else:
+                writer.close()
+        rows_kept = self._kept.rows + self._worker_rows[D.KEPT]
+        rows_rejected = self._rejected.rows + self._worker_rows[D.REJECTED]
         if self.rows_in != self.consumed_by_kept + self.consumed_by_rejected:
-            shutil.rmtree(self._tmp, ignore_errors=True)
             raise ConservationError(
                 f"{self.stage}: rows in {self.rows_in} != kept {self.consumed_by_kept} "
                 f"+ rejected {self.consumed_by_rejected}"
             )
-        files = D.checksum_files(self._tmp)
+        self._check_worker_files()
+        files = D.checksum_files(self._tmp, skip=set(self._worker_files))
+        files.update({k: sha for k, (_, sha, _) in self._worker_files.items()})
+        files = dict(sorted(files.items()))
         file_rows = {f"{D.KEPT}/{k}": v for k, v in self._kept.file_rows.items()}
         file_rows.update({f"{D.REJECTED}/{k}": v for k, v in self._rejected.file_rows.items()})
+        file_rows.update({k: rows for k, (rows, _, _) in self._worker_files.items()})
+        file_rows = dict(sorted(file_rows.items()))
         self.manifest = {
             "stage": self.stage,
             "version": __version__,
@@ -179,7 +249,7 @@ class StageRun:
             "inputs": self.inputs,
             "fingerprint": self.fingerprint,
             "rows_in": self.rows_in,
-            "rows_kept": self._kept.rows,
+            "rows_kept": rows_kept,
             "rows_rejected": rows_rejected,
             "rejected_by_reason": dict(sorted(self.reasons.items())),
             "files": files,
@@ -189,13 +259,39 @@ class StageRun:
             "seconds": round(time.perf_counter() - self._t0, 3),
             **self.extra,
         }
-        if self.consumed_by_kept != self._kept.rows or self.consumed_by_rejected != rows_rejected:
+        if self.consumed_by_kept != rows_kept or self.consumed_by_rejected != rows_rejected:
             self.manifest["inputs_consumed"] = {
                 "kept": self.consumed_by_kept, "rejected": self.consumed_by_rejected
             }
         D.write_manifest(self._tmp, self.manifest)
-        D.commit(self._tmp, self.out)
+        if self._remote_staging is not None:
+            fs, staging = self._remote_staging
+            D.commit(self._tmp, self.out, staged=(staging, sorted(self._worker_files)))
+            self._drop_remote_staging()
+        else:
+            D.commit(self._tmp, self.out)
         self._tmp = None
+
+
+def with_reject_columns(
+    batch: pa.RecordBatch | pa.Table,
+    reasons: Sequence[str] | pa.Array,
+    details: Sequence[str | None] | pa.Array | None,
+    stage: str,
+) -> pa.Table:
+    """`batch` with `reject_stage`, `reject_reason` and `reject_detail` (replacing any)."""
+    n = batch.num_rows
+    reasons_arr = pa.array(reasons, type=pa.string())
+    details_arr = pa.array(details if details is not None else [None] * n, type=pa.string())
+    if len(reasons_arr) != n or len(details_arr) != n:
+        raise ValueError("one reason and one detail per rejected row")
+    if reasons_arr.null_count:
+        raise ValueError("every rejected row needs a reason")
+    tbl = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+    tbl = tbl.drop_columns([c for c in S.REJECT_COLUMNS if c in tbl.column_names])
+    tbl = tbl.append_column("reject_stage", pa.array([stage] * n, type=pa.string()))
+    tbl = tbl.append_column("reject_reason", reasons_arr)
+    return tbl.append_column("reject_detail", details_arr)
 
 
 def input_record(ds: D.Dataset) -> dict[str, Any]:
@@ -269,32 +365,43 @@ def run_filter_stage(
             assert run._tmp is not None
             decisions.write_files(run._tmp)
         t = time.perf_counter()
-        offset = 0
         with bar(f"{stage}: write", total) as b:
-            for batch in D.iter_inputs(datasets, batch_size=batch_size):
-                n = batch.num_rows
-                dec = table.slice(offset, n)
-                offset += n
-                if not pc.all(pc.equal(dec["pair_id"], batch.column("pair_id"))).as_py():
-                    raise ConservationError(f"{stage}: decisions out of order with the input")
-                tbl = pa.Table.from_batches([batch])
-                for c in attach:
-                    if c in tbl.column_names:
-                        tbl = tbl.drop_columns([c])
-                    tbl = tbl.append_column(c, dec[c])
-                run.add_in(n)
-                is_rej = pc.is_valid(dec["reject_reason"])
-                run.keep(tbl.filter(pc.invert(is_rej)))
-                rej = tbl.filter(is_rej)
-                if rej.num_rows:
-                    run.reject(
-                        rej,
-                        dec["reject_reason"].filter(is_rej).combine_chunks(),
-                        dec["reject_detail"].filter(is_rej).combine_chunks(),
-                    )
-                b.advance(n)
+            if getattr(engine, "writes_in_workers", False):
+                _write_in_workers(run, datasets, table, attach, schema, engine, batch_size, b)
+            else:
+                _write_on_driver(run, datasets, table, attach, batch_size, b)
         run.steps["write"] = time.perf_counter() - t
     return run.manifest
+
+
+def _write_on_driver(run: StageRun, datasets: list[D.Dataset], decisions: pa.Table,
+                     attach: list[str], batch_size: int, progress: Any) -> None:
+    """The write pass on the driver: stream the input again, write every row once."""
+    from curate.fragment_writes import apply_decisions
+
+    offset = 0
+    for batch in D.iter_inputs(datasets, batch_size=batch_size):
+        n = batch.num_rows
+        kept, rejected = apply_decisions(batch, decisions.slice(offset, n), attach, run.stage)
+        offset += n
+        run.add_in(n)
+        run.keep(kept)
+        run.reject(rejected, rejected["reject_reason"], rejected["reject_detail"])
+        progress.advance(n)
+
+
+def _write_in_workers(run: StageRun, datasets: list[D.Dataset], decisions: pa.Table,
+                      attach: list[str], schema: pa.Schema, engine: Any, batch_size: int,
+                      progress: Any) -> None:
+    """The write pass on the engine's workers: each writes its own fragment's rows."""
+    from curate.engine.fragments import fragments
+    from curate.fragment_writes import jobs, write_fragment
+
+    todo = jobs(fragments(datasets), decisions, attach, schema, run.worker_target(),
+                run.stage, batch_size)
+    for part in engine.map(write_fragment, todo):
+        run.add_written(part)
+        progress.advance(part.rows_in)
 
 
 def _collect_keys(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate import dataset as D
@@ -66,3 +69,61 @@ def assert_conserved(folder: Path) -> dict[str, Any]:
 
 def rows(folder: Path, part: str = D.KEPT) -> list[dict[str, Any]]:
     return D.Dataset.open(folder).read(part).to_pylist()
+
+
+# scheduling-dependent by design: the dedup manifest says images_decoded depends on how
+# batches met worker processes (a per-process hash memo); everything else must agree
+SCHEDULING_DEPENDENT = {("dedup", "images_decoded")}
+
+
+# -- comparing two runs of a stage (engines, write paths) ---------------------------
+def id_column(folder: Path) -> str:
+    """`pair_id`, or `prompt_id` for a candidates folder."""
+    return "pair_id" if "pair_id" in D.Dataset.open(folder).schema().names else "prompt_id"
+
+
+def pair_ids(folder: Path, part: str) -> list[str]:
+    col = id_column(folder)
+    return sorted(D.Dataset.open(folder).read(part, columns=[col])[col].to_pylist())
+
+
+def canonical_sha256(folder: Path, part: str) -> str:
+    """sha256 of a part's rows sorted by every scalar column (file layout and order aside)."""
+    table = D.Dataset.open(folder).read(part)
+    order = ("pair_id", "prompt_id", "source", "source_id", "reject_reason", "reject_detail",
+             "split")
+    keys = [(c, "ascending") for c in order if c in table.column_names]
+    table = table.take(pc.sort_indices(table, sort_keys=keys)).combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+def manifest_counts(folder: Path) -> dict[str, Any]:
+    """The manifest minus what may differ between runs: engine, timings, paths, and the
+    file layout (workers that write their own fragments cut files elsewhere)."""
+    text = json.dumps(D.Dataset.open(folder).manifest)  # paths name the run's own folder
+    m = json.loads(text.replace(str(folder.parent), "<run>"))
+    drop = {"engine", "steps", "inputs", "fingerprint", "files", "file_rows"}
+    out = _without_timings({k: v for k, v in m.items() if k not in drop})
+    for stage, key in SCHEDULING_DEPENDENT:
+        out.get(stage, {}).pop(key, None)
+    return out
+
+
+def _without_timings(obj: Any) -> Any:
+    """`obj` without the keys that hold timings (`seconds`, `embed_seconds`, ...)."""
+    if isinstance(obj, dict):
+        return {k: _without_timings(v) for k, v in obj.items() if not k.endswith("seconds")}
+    if isinstance(obj, list):
+        return [_without_timings(v) for v in obj]
+    return obj
+
+
+def assert_same_output(a: Path, b: Path) -> None:
+    for part in (D.KEPT, D.REJECTED):
+        assert pair_ids(a, part) == pair_ids(b, part), part
+        assert canonical_sha256(a, part) == canonical_sha256(b, part), part
+    assert manifest_counts(a) == manifest_counts(b)
+    assert_conserved(b)

@@ -8,7 +8,6 @@ these tests skip, except under CI=true, where they fail (`make setup` installs t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 
 from curate import dataset as D
@@ -35,7 +33,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 from bench.bench_ray import make_raw  # noqa: E402
 from curate.engine import get_engine  # noqa: E402
 from curate.engine.ray import RayEngine  # noqa: E402
-from tests.helpers import assert_conserved  # noqa: E402
+from tests.helpers import assert_conserved, assert_same_output  # noqa: E402
 
 # about 70 s on 2 cores (Ray's start, a pipeline per engine, a CLI subprocess)
 pytestmark = pytest.mark.slow
@@ -43,9 +41,6 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 N_PAIRS = 600
 WORKERS = 2
-# scheduling-dependent by design: the dedup manifest says images_decoded depends on how
-# batches met worker processes (a per-process hash memo); everything else must agree
-SCHEDULING_DEPENDENT = {("dedup", "images_decoded")}
 
 
 def _ray_processes(exclude_ours: bool = False) -> dict[int, str]:
@@ -105,8 +100,21 @@ class _DieOnce:
             return self.fn(item)
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
+        self.before_dying(item)
         os.kill(os.getpid(), signal.SIGKILL)
         raise AssertionError("unreachable")
+
+    def before_dying(self, item: Any) -> None:
+        """What the worker leaves behind (nothing)."""
+
+
+class _DieMidWrite(_DieOnce):
+    """Dies having written half a part file of its fragment: the retry must replace it."""
+
+    def before_dying(self, item: Any) -> None:
+        folder = Path(item.target.root) / D.KEPT
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"part-{item.index:05d}-00000.parquet").write_bytes(b"PAR1 half a file")
 
 
 class KillingRayEngine(RayEngine):
@@ -116,8 +124,8 @@ class KillingRayEngine(RayEngine):
         super().__init__(workers=WORKERS)
         self.marker = str(marker)
 
-    def map(self, fn: Callable[[Any], Any], items: Any) -> Iterator[Any]:
-        return super().map(_DieOnce(fn, self.marker), items)
+    def map(self, fn: Callable[[Any], Any], items: Any, **kw: Any) -> Iterator[Any]:
+        return super().map(_DieOnce(fn, self.marker), items, **kw)
 
     def map_actors(self, setup: Callable[[], Any], items: Any, workers: int | None = None
                    ) -> Iterator[Any]:
@@ -125,6 +133,17 @@ class KillingRayEngine(RayEngine):
 
         return super().map_actors(functools.partial(_die_once_setup, setup, self.marker),
                                   items, workers)
+
+
+class KillingWritePassRayEngine(KillingRayEngine):
+    """Kills a worker while it writes its fragment's rows (the write pass), nowhere else."""
+
+    def map(self, fn: Callable[[Any], Any], items: Any, **kw: Any) -> Iterator[Any]:
+        from curate.fragment_writes import write_fragment
+
+        if fn is write_fragment:
+            return RayEngine.map(self, _DieMidWrite(fn, self.marker), items, **kw)
+        return RayEngine.map(self, fn, items, **kw)
 
 
 def _die_once_setup(setup: Callable[[], Any], marker: str) -> Callable[[Any], Any]:
@@ -214,6 +233,7 @@ def tiny_encoder(folder: Path) -> Path:
 
 
 STAGES = ["ingest0", "ingest1", "eval", "dedup", "similar", "decontam", "reward", "shard"]
+FILTER_STAGES = {"dedup", "similar", "decontam", "reward"}  # run_filter_stage's write pass
 
 
 @pytest.fixture(scope="session")
@@ -238,67 +258,20 @@ def ray_run(ray_session: None, raw: list[Path],
     return run_pipeline(get_engine("ray", workers=WORKERS), raw, tmp_path_factory.mktemp("ray"))
 
 
-# -- comparisons --------------------------------------------------------------------------
-def id_column(folder: Path) -> str:
-    """`pair_id`, or `prompt_id` for a candidates folder."""
-    return "pair_id" if "pair_id" in D.Dataset.open(folder).schema().names else "prompt_id"
-
-
-def pair_ids(folder: Path, part: str) -> list[str]:
-    col = id_column(folder)
-    return sorted(D.Dataset.open(folder).read(part, columns=[col])[col].to_pylist())
-
-
-def canonical_sha256(folder: Path, part: str) -> str:
-    """sha256 of a part's rows sorted by every scalar column (file layout and order aside)."""
-    table = D.Dataset.open(folder).read(part)
-    order = ("pair_id", "prompt_id", "source", "source_id", "reject_reason", "reject_detail",
-             "split")
-    keys = [(c, "ascending") for c in order if c in table.column_names]
-    table = table.take(pc.sort_indices(table, sort_keys=keys)).combine_chunks()
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as w:
-        w.write_table(table)
-    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
-
-
-def manifest_counts(folder: Path) -> dict[str, Any]:
-    """The manifest minus what may differ between runs: engine, timings, paths."""
-    text = json.dumps(D.Dataset.open(folder).manifest)  # paths name the run's own folder
-    m = json.loads(text.replace(str(folder.parent), "<run>"))
-    drop = {"engine", "steps", "inputs", "fingerprint"}
-    out = _without_timings({k: v for k, v in m.items() if k not in drop})
-    for stage, key in SCHEDULING_DEPENDENT:
-        out.get(stage, {}).pop(key, None)
-    return out
-
-
-def _without_timings(obj: Any) -> Any:
-    """`obj` without the keys that hold timings (`seconds`, `embed_seconds`, ...)."""
-    if isinstance(obj, dict):
-        return {k: _without_timings(v) for k, v in obj.items() if not k.endswith("seconds")}
-    if isinstance(obj, list):
-        return [_without_timings(v) for v in obj]
-    return obj
-
-
-def assert_same_output(a: Path, b: Path) -> None:
-    for part in (D.KEPT, D.REJECTED):
-        assert pair_ids(a, part) == pair_ids(b, part), part
-        assert canonical_sha256(a, part) == canonical_sha256(b, part), part
-    assert manifest_counts(a) == manifest_counts(b)
-    assert_conserved(b)
-
-
 # -- tests ------------------------------------------------------------------------------
 @pytest.mark.parametrize("stage", STAGES)
 def test_ray_gives_the_local_result(stage: str, local_run: dict[str, Path],
                                     ray_run: dict[str, Path]) -> None:
     a, b = local_run[stage], ray_run[stage]
     assert_same_output(a, b)
-    # stronger than the contract: the ordered engines write the very same files
-    assert D.Dataset.open(a).manifest["files"] == D.Dataset.open(b).manifest["files"]
     m = D.Dataset.open(b).manifest
+    if stage in FILTER_STAGES:  # written by the workers, fragment by fragment
+        parts = [n for n in m["files"] if n.split("/")[0] in (D.KEPT, D.REJECTED)]
+        assert parts and all(n.split("/")[1].count("-") == 2 for n in parts)
+        a_ids = D.Dataset.open(a).read(D.KEPT, columns=["pair_id"])["pair_id"]
+        assert D.Dataset.open(b).read(D.KEPT, columns=["pair_id"])["pair_id"].equals(a_ids)
+    else:  # stronger than the contract: the ordered engines write the very same files
+        assert D.Dataset.open(a).manifest["files"] == m["files"]
     assert m["engine"]["engine"] == "ray" and m["engine"]["workers"] == WORKERS
     assert m["steps"], "the manifest times each step"
 
@@ -337,18 +310,20 @@ def test_the_planted_problems_are_found(ray_run: dict[str, Path]) -> None:
     assert embedded["model_loaded"] and embedded["computed"] > 0, "the model ran in actors"
 
 
-@pytest.mark.parametrize("stage", ["ingest0", "dedup", "reward"])
+@pytest.mark.parametrize("stage", ["ingest0", "dedup", "dedup-write", "reward"])
 def test_a_worker_killed_mid_stage_is_retried(stage: str, ray_session: None, raw: list[Path],
                                               local_run: dict[str, Path],
                                               tmp_path: Path) -> None:
-    """ingest: a task of `map`; dedup: a fragment task of `map_inputs`; reward: a model
+    """ingest: a task of `map`; dedup: a fragment task of `map_inputs`; dedup-write: a
+    worker writing its fragment's part files (the retry rewrites them); reward: a model
     actor of `map_inputs_actors` (it restarts, loads again, and the call is retried)."""
     from curate.stages.dedup import dedup
     from curate.stages.ingest import ingest
 
     marker = tmp_path / "killed"
-    engine = KillingRayEngine(marker)
+    engine = (KillingWritePassRayEngine if stage == "dedup-write" else KillingRayEngine)(marker)
     out = tmp_path / stage
+    stage = stage.removesuffix("-write")
     if stage == "ingest0":
         ingest("generic", [str(raw[0])], out, source="src0", engine=engine)
     elif stage == "dedup":

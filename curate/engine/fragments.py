@@ -35,9 +35,11 @@ class Fragment:
 def fragments(
     datasets: list[D.Dataset],
     columns: list[str] | None = None,
-    rows_per_fragment: int = ROWS_PER_FRAGMENT,
+    rows_per_fragment: int | None = None,
 ) -> list[Fragment]:
-    """The kept rows of `datasets`, in `D.iter_inputs` order, cut at row-group boundaries."""
+    """The kept rows of `datasets`, in `D.iter_inputs` order, cut at row-group boundaries
+    into fragments of about `rows_per_fragment` (default `ROWS_PER_FRAGMENT`) rows."""
+    rows_per_fragment = rows_per_fragment or ROWS_PER_FRAGMENT
     schema = D.unified_schema(datasets)
     if columns is not None:
         schema = pa.schema([schema.field(c) for c in columns])

@@ -34,6 +34,11 @@ def _init_actor(setup: Callable[[], Callable[[Any], Any]]) -> None:
     _ACTOR_FN = setup()
 
 
+def _call_reduce(job: tuple[Callable[[Any, list[Any]], Any], Any, list[Any]]) -> Any:
+    fn, item, blocks = job
+    return fn(item, blocks)
+
+
 def _call_actor(item: Any) -> Any:
     assert _ACTOR_FN is not None, "the worker's setup did not run"
     return _ACTOR_FN(item)
@@ -47,6 +52,7 @@ class LocalEngine:
     """
 
     name = "local"
+    writes_in_workers = False  # the driver writes (one output file series, as before)
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or default_workers()
@@ -68,6 +74,21 @@ class LocalEngine:
                                       self.workers)
             return
         yield from self._pool_map(fn, items, self.workers)
+
+    def shuffle(
+        self,
+        map_fn: Callable[[T], list[Any]],
+        map_items: Iterable[T],
+        reduce_fn: Callable[[Any, list[Any]], R],
+        reduce_items: list[Any],
+    ) -> Iterator[R]:
+        """The Ray engine's all-to-all step (see `RayEngine.shuffle`), every block held in
+        this process's memory: for tests and small inputs (local `curate shard` spills to
+        disk instead and never calls it)."""
+        blocks = list(self.map(map_fn, map_items))
+        jobs = [(reduce_fn, item, [b[s] for b in blocks]) for s, item in enumerate(reduce_items)]
+        del blocks
+        yield from self.map(_call_reduce, jobs)
 
     def map_inputs(
         self,

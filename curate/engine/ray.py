@@ -41,6 +41,10 @@ def _apply(fn: Callable[[Any], Any], item: Any) -> Any:
     return fn(item)
 
 
+def _reduce(fn: Callable[[Any, list[Any]], Any], item: Any, *blocks: Any) -> Any:
+    return fn(item, list(blocks))
+
+
 class _Actor:
     """One pool member: builds its function once, then applies it to every item it gets."""
 
@@ -56,6 +60,13 @@ def _remote_apply() -> Any:
     import ray
 
     return ray.remote(num_cpus=1)(_apply)
+
+
+@functools.cache
+def _remote_reduce() -> Any:
+    import ray
+
+    return ray.remote(num_cpus=1)(_reduce)
 
 
 @functools.cache
@@ -101,6 +112,9 @@ class RayEngine:
     """
 
     name = "ray"
+    # filter stages' write pass: each worker writes its own fragment's rows
+    # (curate.fragment_writes), so image bytes never gather on the driver
+    writes_in_workers = True
 
     def __init__(
         self,
@@ -164,6 +178,35 @@ class RayEngine:
         fn_ref = self._ray.put(fn)  # shipped once, not with every task
         refs = (task.remote(fn_ref, item) for item in items)
         yield from self._ordered(((ref, None) for ref in refs), 2 * self.workers)
+
+    def shuffle(
+        self,
+        map_fn: Callable[[T], list[Any]],
+        map_items: Iterable[T],
+        reduce_fn: Callable[[Any, list[Any]], R],
+        reduce_items: list[Any],
+    ) -> Iterator[R]:
+        """An all-to-all step: `map_fn(item)` cuts each map item into one block per reduce
+        item; `reduce_fn(reduce_items[s], [block s of every map item, in order])` runs
+        once per reduce item, results in order. Map tasks return their blocks as separate
+        objects (`num_returns`), so each reducer fetches only its own blocks, worker to
+        worker through the object store; the driver holds references only."""
+        self._start()
+        ray = self._ray
+        n = len(reduce_items)
+        if n == 0:
+            return
+        mapper = _remote_apply().options(num_returns=n, max_retries=self.retries,
+                                         retry_exceptions=False)
+        map_ref = ray.put(map_fn)
+        outs = [mapper.remote(map_ref, item) for item in map_items]
+        if n == 1:
+            outs = [[o] for o in outs]
+        reducer = _remote_reduce().options(max_retries=self.retries, retry_exceptions=False)
+        reduce_ref = ray.put(reduce_fn)
+        refs = ((reducer.remote(reduce_ref, item, *[o[s] for o in outs]), None)
+                for s, item in enumerate(reduce_items))
+        yield from self._ordered(refs, 2 * self.workers)
 
     def map_inputs(
         self,

@@ -35,7 +35,13 @@ from curate.images import PIL_DEFAULT_MAX_PIXELS
 from curate.sources.base import AdapterOptions, RawPair, jsonable
 from curate.sources.generic import Generic
 from curate.sources.readers import Record
-from curate.stages.ingest import Chunk, IngestOptions, _check_response, _chunks, _row
+from curate.stages.ingest import (
+    Chunk,
+    IngestOptions,
+    canonical_row,
+    check_response,
+    chunked,
+)
 
 FIELDS = ("prompt", "responses", "image", "model", "id", "category", "system")
 KIND = "candidates"
@@ -90,7 +96,7 @@ def clean_responses(value: Any) -> tuple[list[str], list[dict[str, Any]], tuple[
     bad: list[dict[str, Any]] = []
     for i, item in enumerate(value):
         text = _response_text(item)
-        problem = _check_response(f"responses[{i}]", text)
+        problem = check_response(f"responses[{i}]", text)
         if problem is None:
             good.append(text)
         else:
@@ -109,7 +115,8 @@ def candidates_row(
     # validate prompt and images with ingest's own code: two distinct placeholder
     # responses pass its response checks, so any problem it finds is the prompt's,
     # an image's or the adapter's
-    pair_row, problem = _row(replace(cand.base, chosen="\0a", rejected="\0b"), source, opts)
+    pair_row, problem = canonical_row(replace(cand.base, chosen="\0a", rejected="\0b"), source,
+                                      opts)
     responses, invalid, response_problem = clean_responses(cand.responses)
     problem = problem or response_problem
     meta = json.loads(pair_row["meta"]) if pair_row["meta"] else {}
@@ -203,7 +210,7 @@ def ingest(
         t0 = time.perf_counter()
         records = lambda: iter_records(inputs, config=config, split=split)  # noqa: E731
         work = ((chunk, adapter.source, opts)
-                for chunk in _chunks(adapter.candidates(records), chunk_size))
+                for chunk in chunked(adapter.candidates(records), chunk_size))
         with bar(f"ingest {KIND}", None) as b:
             for res in engine.map(build_candidates_chunk, work, releases_gil=True):
                 run.add_in(res.rows_in)

@@ -70,7 +70,7 @@ def _clean_prompt(prompt: Any) -> tuple[list[dict[str, str]] | None, tuple[str, 
     return msgs, None
 
 
-def _check_response(name: str, value: Any) -> tuple[str, str] | None:
+def check_response(name: str, value: Any) -> tuple[str, str] | None:
     if value is None:
         return ("missing_response", f"{name} is missing or null")
     if not isinstance(value, str):
@@ -87,7 +87,9 @@ def _load_image(ref: Any, opts: IngestOptions) -> bytes:
     return path.read_bytes()
 
 
-def _row(pair: RawPair, source: str, opts: IngestOptions) -> tuple[dict[str, Any], tuple | None]:
+def canonical_row(
+    pair: RawPair, source: str, opts: IngestOptions
+) -> tuple[dict[str, Any], tuple | None]:
     """The canonical row for `pair` and its rejection (reason, detail), if any."""
     problem = pair.reject
     prompt, prompt_problem = _clean_prompt(pair.prompt)
@@ -98,7 +100,7 @@ def _row(pair: RawPair, source: str, opts: IngestOptions) -> tuple[dict[str, Any
     for name, value in (("chosen", pair.chosen), ("rejected", pair.rejected)):
         if value is not None and not isinstance(value, str):
             meta[f"raw_{name}"] = jsonable(value)
-        problem = problem or _check_response(name, value)
+        problem = problem or check_response(name, value)
     if problem is None and chosen == rejected:
         problem = ("identical_responses", "chosen and rejected are the same text")
     images: list[dict[str, Any]] = []
@@ -146,7 +148,7 @@ def build_chunk(args: tuple[list[RawPair], str, IngestOptions]) -> Chunk:
     kept_rows, rej_rows, reasons, details = [], [], [], []
     kept_consumed = rej_consumed = 0
     for pair in pairs:
-        row, problem = _row(pair, source, opts)
+        row, problem = canonical_row(pair, source, opts)
         if problem is None:
             kept_rows.append(row)
             kept_consumed += pair.consumed
@@ -166,7 +168,7 @@ def build_chunk(args: tuple[list[RawPair], str, IngestOptions]) -> Chunk:
     )
 
 
-def _chunks(pairs: Iterable[RawPair], size: int) -> Iterator[list[RawPair]]:
+def chunked(pairs: Iterable[RawPair], size: int) -> Iterator[list[RawPair]]:
     chunk: list[RawPair] = []
     for p in pairs:
         chunk.append(p)
@@ -225,7 +227,7 @@ def ingest(
         seen: set[int] = set()
         t0 = time.perf_counter()
         records = lambda: iter_records(inputs, config=config, split=split)  # noqa: E731
-        work = ((chunk, adapter.source, opts) for chunk in _chunks(adapter.pairs(records),
+        work = ((chunk, adapter.source, opts) for chunk in chunked(adapter.pairs(records),
                                                                    chunk_size))
         with bar(f"ingest {kind}", None) as b:
             for res in engine.map(build_chunk, work, releases_gil=True):

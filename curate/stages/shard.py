@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 from curate import dataset as D
 from curate.progress import bar
 from curate.stage import StageRun, input_record
+from curate.stages.shard_shuffle import tag
 
 SPLITS = ("train", "eval")
 SHARD_FIELDS = [
@@ -266,18 +267,11 @@ class ShardWriter:
 
     def _write_shard(self, s: int, name: str, table: pa.Table) -> None:
         path = self.folder / name
-        pq.write_table(table, path, compression="zstd", row_group_size=SHARD_ROW_GROUP,
-                       use_dictionary=D._dictionary_columns(table.schema))
-        split = self.plan.splits[s]
-        idx = np.flatnonzero(self.plan.shard == s)
+        write_shard_file(table, path)
         self.file_rows[name] = table.num_rows
-        self.shards.append({
-            "file": f"{D.KEPT}/{name}", "split": split, "rows": table.num_rows,
-            "multimodal_rows": int(self.plan.multimodal[idx].sum()),
-            "est_tokens": int(self.plan.est_tokens[idx].sum()), "sha256": D.sha256_file(path),
-        })
+        self.shards.append(shard_record(self.plan, s, table.num_rows, D.sha256_file(path)))
         for e in self.exporters:
-            e.write(split, name, table)
+            e.write(self.plan.splits[s], name, table)
 
     def abort(self) -> None:
         if self._spill is not None:
@@ -285,6 +279,20 @@ class ShardWriter:
             self._spill = None
         for e in self.exporters:
             e.abort()
+
+
+def write_shard_file(table: pa.Table, where: Any) -> None:
+    """Write one shard (a path or a writable file): the same bytes on every engine."""
+    pq.write_table(table, where, compression="zstd", row_group_size=SHARD_ROW_GROUP,
+                   use_dictionary=D._dictionary_columns(table.schema))
+
+
+def shard_record(plan: ShardPlan, s: int, rows: int, sha256: str) -> dict[str, Any]:
+    """The manifest's entry for shard `s`."""
+    idx = np.flatnonzero(plan.shard == s)
+    return {"file": f"{D.KEPT}/{plan.names[s]}", "split": plan.splits[s], "rows": rows,
+            "multimodal_rows": int(plan.multimodal[idx].sum()),
+            "est_tokens": int(plan.est_tokens[idx].sum()), "sha256": sha256}
 
 
 def split_summary(keys: pa.Table, plan: ShardPlan) -> dict[str, Any]:
@@ -342,35 +350,72 @@ def shard(
             if schema.get_field_index(name) >= 0:
                 schema = schema.remove(schema.get_field_index(name))
         schema = pa.schema(list(schema) + SHARD_FIELDS)
-        writers: list[ShardWriter] = []
-
-        def make_writer(folder: Path, kept_schema: pa.Schema) -> ShardWriter:
-            writers.append(ShardWriter(folder, kept_schema, plan, cfg.formats))
-            return writers[0]
-
-        run.open(schema, kept_writer=make_writer)
-        writer = writers[0]
-        # filled by writer.close(), which StageRun calls before it writes the manifest
-        run.extra.update({"shards": writer.shards, "exports": writer.exports,
-                          "splits": split_summary(keys, plan),
-                          "data_files": {s: f"{D.KEPT}/{s}-*.parquet" for s in
-                                         sorted(set(plan.splits))}})
+        run.extra["splits"] = split_summary(keys, plan)
+        run.extra["data_files"] = {s: f"{D.KEPT}/{s}-*.parquet" for s in sorted(set(plan.splits))}
         t = time.perf_counter()
-        offset = 0
-        for batch in D.iter_inputs(datasets, batch_size=batch_size):
-            n = batch.num_rows
-            sl = slice(offset, offset + n)
-            offset += n
-            tbl = pa.Table.from_batches([batch])
-            tbl = tbl.drop_columns([c for c in SHARD_COLUMNS if c in tbl.column_names])
-            tbl = tbl.append_column("split", pa.array(np.where(plan.is_eval[sl], "eval", "train")))
-            tbl = tbl.append_column(
-                "stage", pa.array(np.where(plan.multimodal[sl], "multimodal", "text")))
-            tbl = tbl.append_column("est_tokens", pa.array(plan.est_tokens[sl], pa.int64()))
-            run.add_in(n)
-            run.keep(tbl)
-        run.steps["spill"] = time.perf_counter() - t
+        if getattr(engine, "writes_in_workers", False):
+            _shard_in_workers(run, datasets, plan, schema, cfg, engine, batch_size, total)
+            run.steps["shuffle"] = time.perf_counter() - t
+        else:
+            _shard_on_driver(run, datasets, plan, schema, cfg, batch_size)
+            run.steps["spill"] = time.perf_counter() - t
     return run.manifest
+
+
+def _shard_on_driver(run: StageRun, datasets: list[D.Dataset], plan: ShardPlan,
+                     schema: pa.Schema, cfg: ShardConfig, batch_size: int) -> None:
+    """Stream the input into the driver's spill; `ShardWriter.close` writes the shards."""
+    writers: list[ShardWriter] = []
+
+    def make_writer(folder: Path, kept_schema: pa.Schema) -> ShardWriter:
+        writers.append(ShardWriter(folder, kept_schema, plan, cfg.formats))
+        return writers[0]
+
+    run.open(schema, kept_writer=make_writer)
+    writer = writers[0]
+    # filled by writer.close(), which StageRun calls before it writes the manifest
+    run.extra.update({"shards": writer.shards, "exports": writer.exports})
+    offset = 0
+    for batch in D.iter_inputs(datasets, batch_size=batch_size):
+        n = batch.num_rows
+        sl = slice(offset, offset + n)
+        offset += n
+        tbl = tag(pa.Table.from_batches([batch]), plan.is_eval[sl], plan.multimodal[sl],
+                  plan.est_tokens[sl])
+        run.add_in(n)
+        run.keep(tbl)
+
+
+def _shard_in_workers(run: StageRun, datasets: list[D.Dataset], plan: ShardPlan,
+                      schema: pa.Schema, cfg: ShardConfig, engine: Any, batch_size: int,
+                      total: int) -> None:
+    """The shuffle as map and reduce tasks on the engine's workers (`shard_shuffle`)."""
+    from curate.stages.shard_shuffle import shuffle_into_shards
+
+    run.open(schema)
+    with bar("shard: shuffle", total) as b:
+        written = shuffle_into_shards(run, datasets, plan, schema, engine, batch_size, b)
+    run.extra["shards"] = [shard_record(plan, s, *written[name][:2])
+                           for s, name in enumerate(plan.names)]
+    run.extra["exports"] = _export_from_files(run, plan, cfg.formats)
+
+
+def _export_from_files(run: StageRun, plan: ShardPlan,
+                       formats: Sequence[str]) -> dict[str, Any]:
+    """The export formats, written on the driver from the shard files the workers wrote."""
+    from curate.export import get_exporter
+
+    if not formats:
+        return {}
+    assert run._tmp is not None
+    target = run.worker_target()
+    exporters = [get_exporter(f)(run._tmp / f, has_images=bool(plan.multimodal.any()))
+                 for f in formats]
+    for s, name in enumerate(plan.names):
+        table = pq.read_table(f"{target.root}/{D.KEPT}/{name}", filesystem=target.filesystem)
+        for e in exporters:
+            e.write(plan.splits[s], name, table)
+    return {e.name: e.close() for e in exporters}
 
 
 def shard_keys_schema() -> pa.Schema:

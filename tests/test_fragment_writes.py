@@ -1,0 +1,140 @@
+"""The write pass on an engine's workers (`curate.fragment_writes`): same rows as the
+driver's write pass, files cut per fragment, checksums from the workers, and a clear
+error when the driver cannot see what a worker wrote.
+
+A process-pool engine that declares `writes_in_workers` runs the same code path as
+the Ray engine (tests/test_ray.py covers Ray itself), in seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from curate import dataset as D
+from curate.engine import LocalEngine, get_engine
+from curate.stages.dedup import dedup
+from curate.stages.ingest import ingest
+from tests.helpers import assert_conserved, assert_same_output, canonical_sha256
+
+
+class WorkerWritesEngine(LocalEngine):
+    """The local process pool, with the filter stages' write pass in its workers."""
+
+    writes_in_workers = True
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two ingested sources with planted duplicates, in row groups of 32 rows (so each
+    holds several fragments once ROWS_PER_FRAGMENT is small)."""
+    from bench.bench_ray import make_raw
+
+    tmp = tmp_path_factory.mktemp("fw")
+    raw = make_raw(tmp / "raw", 240)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(D.PartWriter, "ROW_GROUP_ROWS", 32)
+    folders = [tmp / f"in{k}" for k in range(len(raw))]
+    try:
+        for k, (path, folder) in enumerate(zip(raw, folders, strict=True)):
+            ingest("generic", [str(path)], folder, source=f"src{k}",
+                   engine=get_engine("local", workers=1))
+    finally:
+        mp.undo()
+    return folders
+
+
+@pytest.fixture
+def small_fragments(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("curate.engine.fragments.ROWS_PER_FRAGMENT", 50)
+
+
+def _dedup(inputs: list[Path], out: Any, engine: Any) -> dict[str, Any]:
+    return dedup(inputs, out, engine=engine, prefer=["src1"])
+
+
+def test_workers_write_the_drivers_rows(inputs: list[Path], tmp_path: Path,
+                                        small_fragments: None) -> None:
+    driver, workers = tmp_path / "driver", tmp_path / "workers"
+    m1 = _dedup(inputs, driver, get_engine("local", workers=2))
+    m2 = _dedup(inputs, workers, WorkerWritesEngine(workers=2))
+    assert_same_output(driver, workers)  # same rows, counts and reasons; conserved
+    assert m1["rows_rejected"] > 0 and m2["rows_kept"] == m1["rows_kept"]
+    names = sorted(m2["files"])
+    assert len(names) > 4, "several fragments, each with its own files"
+    assert all(re.fullmatch(r"(kept|rejected)/part-\d{5}-\d{5}\.parquet", n) for n in names)
+    assert set(m2["file_rows"]) == set(names)
+    assert sum(m2["file_rows"].values()) == m2["rows_in"]
+    # order kept too: fragment files in name order hold the rows in input order
+    ids = D.Dataset.open(workers).read(D.KEPT, columns=["pair_id"])["pair_id"].to_pylist()
+    assert ids == D.Dataset.open(driver).read(D.KEPT, columns=["pair_id"])["pair_id"].to_pylist()
+
+
+def test_workers_write_a_file_uri_output_through_a_staging_prefix(
+        inputs: list[Path], tmp_path: Path, small_fragments: None) -> None:
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    m = _dedup(inputs, out.as_uri(), WorkerWritesEngine(workers=2))
+    _dedup(inputs, ref, get_engine("local", workers=1))
+    assert_conserved(out)
+    for part in (D.KEPT, D.REJECTED):
+        assert canonical_sha256(out, part) == canonical_sha256(ref, part)
+    assert any(n.startswith("kept/part-00001-") for n in m["files"])
+    assert not list(tmp_path.glob(".out.tmp*")), "the staging prefix is gone"
+
+
+def test_a_stage_with_nothing_rejected_still_leaves_a_rejected_file(
+        inputs: list[Path], tmp_path: Path) -> None:
+    """Readers learn a folder's schema from its files: the driver leaves an empty one."""
+    once = tmp_path / "once"
+    _dedup(inputs, once, get_engine("local", workers=1))
+    again = tmp_path / "again"
+    m = _dedup([once], again, WorkerWritesEngine(workers=2))
+    assert m["rows_rejected"] == 0
+    assert D.Dataset.open(again).schema(D.REJECTED).get_field_index("reject_reason") >= 0
+    assert_conserved(again)
+
+
+def test_a_file_the_driver_cannot_see_fails_the_stage_and_commits_nothing(
+        inputs: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a multi-node cluster writing to a path that is not shared."""
+    import curate.fragment_writes as FW
+
+    real = FW.write_fragment
+
+    def lost(job: FW.FragmentWrite) -> FW.WrittenPart:
+        part = real(job)
+        for rel in part.files:
+            Path(job.target.root, rel).unlink()
+        return part
+
+    monkeypatch.setattr(FW, "write_fragment", lost)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="a path every node shares"):
+        _dedup(inputs, out, WorkerWritesEngine(workers=1))
+    assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_shard_as_map_and_reduce_tasks_writes_the_same_shards(
+        inputs: list[Path], tmp_path: Path, small_fragments: None) -> None:
+    """The shuffle on workers (one block per fragment and shard, one reduce per shard)
+    writes the very files of the driver's spill-and-gather, exports included."""
+    from curate.stages.shard import shard
+
+    kw: dict[str, Any] = {"shards": 3, "eval_fraction": 0.2, "seed": 3,
+                          "formats": ["trl", "llamafactory"]}
+    a = shard(inputs, tmp_path / "driver", engine=get_engine("local", workers=1), **kw)
+    b = shard(inputs, tmp_path / "workers", engine=WorkerWritesEngine(workers=2), **kw)
+    assert b["shards"] == a["shards"] and len(a["shards"]) == 4  # 3 train + 1 eval
+    assert b["files"] == a["files"]
+    assert b["exports"] == a["exports"]
+    assert b["steps"].keys() >= {"plan", "shuffle"}
+    assert_conserved(tmp_path / "workers")
+    for name in ("trl", "llamafactory"):
+        got = sorted(p.relative_to(tmp_path / "workers") for p in (tmp_path / "workers" / name)
+                     .rglob("*") if p.is_file())
+        want = sorted(p.relative_to(tmp_path / "driver") for p in (tmp_path / "driver" / name)
+                      .rglob("*") if p.is_file())
+        assert got == want and got
