@@ -81,6 +81,14 @@ def location(value: str | os.PathLike[str]) -> Path | str:
     return value if is_uri(value) else Path(value)
 
 
+def check_output_uri(uri: str) -> None:
+    """An output URI must name a folder inside a bucket: replacing the output deletes it."""
+    fs, inner = _resolve(uri)
+    if fs.type_name != "local" and "/" not in inner.strip("/"):
+        raise DatasetError(f"{uri}: an output must be a folder inside the bucket "
+                           f"(e.g. {uri.split('?')[0].rstrip('/')}/curated), not the bucket")
+
+
 def resolve_uri(uri: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem of a folder URI and the folder's path inside it."""
     return _resolve(uri)

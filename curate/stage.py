@@ -58,6 +58,8 @@ class StageRun:
 
     def __post_init__(self) -> None:
         self.out = D.location(self.out)
+        if D.is_uri(self.out):
+            D.check_output_uri(str(self.out))
         self.fingerprint = D.json_fingerprint(
             {"stage": self.stage, "version": __version__, "config": self.config,
              "inputs": [i.get("fingerprint") for i in self.inputs]}

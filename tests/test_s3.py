@@ -263,10 +263,6 @@ def test_function_api_reads_and_writes_s3(s3: S3, local_run: dict[str, Any],
     assert D.read_manifest(s3.uri("api/nothing-here")) is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "curate/stages/shard.py:shard passes Path(out) to StageRun: Path folds 's3://b/k' into "
-    "'s3:/b/k', so the stage builds a local folder 's3:/b/.k.tmp-PID' in the working "
-    "directory and fails ('Missing bucket name in S3 URI'); pass `out` as it is"))
 def test_shard_writes_to_s3(s3: S3, local_run: dict[str, Any], s3_run: dict[str, Any],
                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # where the bug leaves its stray local folder
@@ -277,10 +273,6 @@ def test_shard_writes_to_s3(s3: S3, local_run: dict[str, Any], s3_run: dict[str,
     assert m["shards"] == want["shards"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "curate/commands/ingest.py:info types FOLDER as a plain Path (no parser=location as "
-    "InputsArg has), so 's3://b/k' arrives as 's3:/b/k' and is looked up on local disk: "
-    "'no such dataset folder'"))
 def test_info_reads_an_s3_folder(s3: S3, s3_run: dict[str, Any]) -> None:
     res = _ok("info", s3.uri("run/dedup"), "--json")
     info = json.loads(res.output)
@@ -292,6 +284,17 @@ def test_info_reads_an_s3_folder(s3: S3, s3_run: dict[str, Any]) -> None:
 
 
 # -- failures: a clear message and exit code 2, no traceback ------------------------------
+def test_a_bucket_itself_is_refused_as_an_output(s3: S3, local_run: dict[str, Any]) -> None:
+    """Replacing an output deletes it: never the whole bucket."""
+    out = f"s3://{BUCKET}?{s3.query()}"
+    with s3.fs.open_output_stream(f"{BUCKET}/keep-me/object") as f:
+        f.write(b"precious")
+    res = _cli("dedup", local_run["root"] / "src0", "--out", out, "--workers", "1")
+    assert res.exit_code == 2, res.output
+    assert "must be a folder inside the bucket" in res.output.replace("\n", "")
+    assert f"{BUCKET}/keep-me/object" in s3.keys("keep-me")
+
+
 def test_output_to_a_missing_bucket_fails_clearly(s3: S3, local_run: dict[str, Any]) -> None:
     out = s3.uri("x/dedup", bucket="no-such-bucket")
     res = _cli("dedup", local_run["root"] / "src0", "--out", out, "--workers", "1")

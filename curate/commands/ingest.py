@@ -17,6 +17,7 @@ from curate.commands.common import (
     RayAddressOpt,
     WorkersOpt,
     handle_errors,
+    location,
     make_engine,
     print_summary,
 )
@@ -83,7 +84,8 @@ def ingest(
 
 @handle_errors
 def info(
-    folder: Annotated[Path, typer.Argument(help="A dataset folder.")],
+    folder: Annotated[Path, typer.Argument(
+        parser=location, help="A dataset folder: a path or a filesystem URI (s3://...).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Rows kept and rejected, by source and by reason.

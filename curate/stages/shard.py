@@ -328,7 +328,7 @@ def shard(
     cfg = ShardConfig(rows_per_shard, shards, eval_fraction, seed, tuple(formats))
     datasets = [D.Dataset.open(p) for p in inputs]
     config = asdict(cfg) | {"formats": list(cfg.formats)}
-    run = StageRun("shard", Path(out), config, [input_record(d) for d in datasets], force=force,
+    run = StageRun("shard", out, config, [input_record(d) for d in datasets], force=force,
                    engine=engine.describe())
     with run:
         if run.skipped:
