@@ -120,20 +120,27 @@ def run_pipeline(raw: list[Path], out: Path, engine: Any) -> list[dict[str, Any]
 
 
 def rows_digest(folder: Path) -> str:
-    """sha256 of a folder's kept and rejected rows in reading order, whatever the files
-    (Ray's workers write a filter stage's rows in files cut per fragment)."""
+    """sha256 of a folder's kept rows in reading order and its rejected rows sorted,
+    whatever the files and batches (Ray's workers write rows in files cut per part, and
+    ingest's workers reject repeated ids at the end of their part)."""
     import hashlib
+
+    import pyarrow.compute as pc
 
     from curate import dataset as D
 
     h = hashlib.sha256()
     ds = D.Dataset.open(folder)
     for part in (D.KEPT, D.REJECTED):
-        for batch in ds.iter_batches(part):
-            sink = pa.BufferOutputStream()
-            with pa.ipc.new_stream(sink, batch.schema) as w:
-                w.write_batch(batch)
-            h.update(sink.getvalue())
+        table = ds.read(part)
+        if part == D.REJECTED:
+            keys = [(c, "ascending") for c in ("pair_id", "reject_reason", "reject_detail")]
+            table = table.take(pc.sort_indices(table, sort_keys=keys))
+        table = table.combine_chunks()
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as w:
+            w.write_table(table)
+        h.update(sink.getvalue())
     return h.hexdigest()
 
 

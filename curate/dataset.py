@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -69,6 +70,15 @@ def fingerprint_file(path: Path, chunk: int = 1 << 22) -> str:
 def json_fingerprint(obj: Any) -> str:
     text = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+_URI_CREDENTIALS = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` with any credentials in a URI (`s3://KEY:SECRET@bucket/...`) masked, for
+    manifests, messages and logs."""
+    return _URI_CREDENTIALS.sub(r"\1***@", text)
 
 
 def is_uri(location: str | os.PathLike[str]) -> bool:
@@ -310,8 +320,8 @@ class PartWriter:
             where = self._sink = HashingSink(self.filesystem.open_output_stream(where),
                                               hashing=False)
         self._writer = pq.ParquetWriter(
-            where, self.schema, compression=_compression(self.schema),
-            use_dictionary=_dictionary_columns(self.schema),
+            where, self.schema, compression=parquet_compression(self.schema),
+            use_dictionary=dictionary_columns(self.schema),
         )
         self.file_rows[self._name] = 0
         self._rows_in_file = 0
@@ -418,7 +428,7 @@ def _leaf_columns(schema: pa.Schema) -> list[tuple[str, bool]]:
     return leaves
 
 
-def _dictionary_columns(schema: pa.Schema) -> list[str]:
+def dictionary_columns(schema: pa.Schema) -> list[str]:
     """Parquet column paths worth dictionary-encoding: all but binary leaves.
 
     Dictionary-encoding image bytes costs a hash of every blob and never pays off.
@@ -426,7 +436,7 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
     return [path for path, binary in _leaf_columns(schema) if not binary]
 
 
-def _compression(schema: pa.Schema) -> dict[str, str]:
+def parquet_compression(schema: pa.Schema) -> dict[str, str]:
     """zstd for every column but binary ones (image bytes), which are stored as they are.
 
     JPEG, PNG and WebP are compressed already: zstd over them saves nothing and cost
@@ -539,6 +549,7 @@ def _upload(tmp: Path, uri: str, staged: tuple[str, list[str]] | None = None) ->
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    text = redact(text)  # input URIs may carry keys: never written down
     (folder / MANIFEST).write_text(text + "\n")
 
 

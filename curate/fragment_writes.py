@@ -56,13 +56,16 @@ class FragmentWrite:
 @dataclass
 class WrittenPart:
     """What a worker wrote: row counts, reasons, and every file (relative path -> rows,
-    sha256, size in bytes)."""
+    sha256, size in bytes). `kept_consumed` / `rejected_consumed`: the input rows those
+    rows stand for, when not one each (ingest: a pair may pair up several records)."""
 
     rows_in: int = 0
     kept: int = 0
     rejected: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     files: dict[str, tuple[int, str, int]] = field(default_factory=dict)
+    kept_consumed: int | None = None
+    rejected_consumed: int | None = None
 
 
 def apply_decisions(

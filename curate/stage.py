@@ -87,7 +87,7 @@ class StageRun:
             self.skipped = True
             self.manifest = old
             console().print(
-                f"[yellow]{self.stage}: {self.out} is up to date "
+                f"[yellow]{self.stage}: {D.redact(str(self.out))} is up to date "
                 "(same input and config); skipped. Use --force to redo it."
             )
             return self
@@ -184,8 +184,9 @@ class StageRun:
     def add_written(self, part: WrittenPart) -> None:
         """Count what a worker wrote for one fragment (`curate.fragment_writes`)."""
         self.rows_in += part.rows_in
-        self.consumed_by_kept += part.kept
-        self.consumed_by_rejected += part.rejected
+        self.consumed_by_kept += part.kept if part.kept_consumed is None else part.kept_consumed
+        self.consumed_by_rejected += (part.rejected if part.rejected_consumed is None
+                                      else part.rejected_consumed)
         self._worker_rows[D.KEPT] += part.kept
         self._worker_rows[D.REJECTED] += part.rejected
         self.reasons.update(part.reasons)

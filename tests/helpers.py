@@ -102,14 +102,24 @@ def canonical_sha256(folder: Path, part: str) -> str:
 
 def manifest_counts(folder: Path) -> dict[str, Any]:
     """The manifest minus what may differ between runs: engine, timings, paths, and the
-    file layout (workers that write their own fragments cut files elsewhere)."""
+    file layout (workers that write their own parts cut files elsewhere, so the folders'
+    fingerprints, which cover their files, differ too)."""
     text = json.dumps(D.Dataset.open(folder).manifest)  # paths name the run's own folder
     m = json.loads(text.replace(str(folder.parent), "<run>"))
-    drop = {"engine", "steps", "inputs", "fingerprint", "files", "file_rows"}
+    drop = {"engine", "steps", "inputs", "files", "file_rows"}
     out = _without_timings({k: v for k, v in m.items() if k not in drop})
+    out = _without_key(out, "fingerprint")
     for stage, key in SCHEDULING_DEPENDENT:
         out.get(stage, {}).pop(key, None)
     return out
+
+
+def _without_key(obj: Any, key: str) -> Any:
+    if isinstance(obj, dict):
+        return {k: _without_key(v, key) for k, v in obj.items() if k != key}
+    if isinstance(obj, list):
+        return [_without_key(v, key) for v in obj]
+    return obj
 
 
 def _without_timings(obj: Any) -> Any:

@@ -8,6 +8,7 @@ the Ray engine (tests/test_ray.py covers Ray itself), in seconds.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -138,3 +139,72 @@ def test_shard_as_map_and_reduce_tasks_writes_the_same_shards(
         want = sorted(p.relative_to(tmp_path / "driver") for p in (tmp_path / "driver" / name)
                       .rglob("*") if p.is_file())
         assert got == want and got
+
+
+# -- ingest: workers read, validate and write their own parts -------------------------------
+@pytest.fixture
+def raw_with_repeats(tmp_path: Path) -> list[Path]:
+    """A parquet source in row groups of 16 (several parts once ROWS_PER_PART is small)
+    whose rows repeat earlier ones (same id and content: `duplicate_pair_id`), within a
+    part and across parts, plus a JSON lines file of text pairs with a malformed row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bench.bench_ray import raw_rows
+
+    rows = raw_rows(120, seed=5)
+    rows += [dict(rows[3]), dict(rows[40]), dict(rows[41]), dict(rows[119]), dict(rows[3])]
+    rows.insert(20, dict(rows[18]))  # a repeat inside one part
+    rows[50] = {**rows[50], "image": rows[50]["image"][:100]}  # a truncated JPEG
+    rows[70] = {**rows[70], "chosen": " "}
+    src = tmp_path / "raw.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), src, row_group_size=16)
+    text = tmp_path / "text.jsonl"
+    text.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"id": "t1", "prompt": "Hello?", "chosen": "Hi.", "rejected": "Go away."},
+        {"id": "t2", "prompt": "Name a colour.", "chosen": "Red.", "rejected": 7},
+        {"id": "t1", "prompt": "Hello?", "chosen": "Hi.", "rejected": "Go away."},
+    ]))
+    return [src, text]
+
+
+def test_ingest_on_workers_gives_the_drivers_rows(raw_with_repeats: list[Path], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("curate.stages.ingest_parts.ROWS_PER_PART", 40)
+    src = [str(p) for p in raw_with_repeats]
+    driver, workers = tmp_path / "driver", tmp_path / "workers"
+    ingest("generic", src, driver, engine=get_engine("local", workers=1))
+    m = ingest("generic", src, workers, engine=WorkerWritesEngine(workers=2))
+    assert_same_output(driver, workers)
+    assert m["rejected_by_reason"]["duplicate_pair_id"] == 7  # 6 in the parquet, 1 jsonl
+    assert {"corrupt_image", "empty_response", "response_not_string"} <= set(
+        m["rejected_by_reason"])
+    moved = {n.split("-")[1] for n in m["files"] if n.startswith("rejected/") and "-d" in n}
+    assert moved == {"00000", "00002", "00003"}, \
+        "repeats within part 0, of earlier parts in part 2, and in the jsonl moved out"
+    ids = D.Dataset.open(workers).read(D.KEPT, columns=["pair_id"])["pair_id"]
+    assert ids.equals(D.Dataset.open(driver).read(D.KEPT, columns=["pair_id"])["pair_id"])
+    assert {n.split("-")[1] for n in m["files"] if n.startswith("kept/")} >= {
+        "00000", "00001", "00002", "00003"}, "several parquet parts and the jsonl file"
+
+
+def test_ingest_on_workers_names_an_unreadable_file(tmp_path: Path, run_cli) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{not json\n')
+    out = tmp_path / "out"
+    with pytest.raises(Exception, match="bad.jsonl:2"):
+        ingest("generic", [str(bad)], out, engine=WorkerWritesEngine(workers=1))
+    assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_only_record_by_record_adapters_over_files_run_on_workers(tmp_path: Path) -> None:
+    from curate.sources import AdapterOptions, make_adapter
+    from curate.stages.ingest_parts import runs_in_workers
+
+    f = tmp_path / "x.jsonl"
+    f.write_text("{}\n")
+    assert runs_in_workers(make_adapter("generic", AdapterOptions()), [str(f)])
+    assert runs_in_workers(make_adapter("hh-rlhf", AdapterOptions()), [str(f)])
+    pointwise = make_adapter("llava-critic", AdapterOptions(config="pointwise"))
+    assert not runs_in_workers(pointwise, [str(f)])
+    assert not runs_in_workers(make_adapter("generic", AdapterOptions()), ["hf://org/name"])

@@ -66,8 +66,12 @@ class S3:
         return (f"endpoint_override=127.0.0.1:{port or self.port}&scheme=http"
                 f"&region={REGION}")
 
-    def uri(self, key: str, bucket: str = BUCKET, port: int | None = None) -> str:
-        return f"s3://{bucket}/{key}?{self.query(port)}"
+    def uri(self, key: str, bucket: str = BUCKET, port: int | None = None,
+            credentials: bool = False) -> str:
+        """`credentials`: the keys in the URI, so a pickled filesystem carries them (Ray
+        workers started before this module's AWS variables were set have none)."""
+        auth = "testing:testing@" if credentials else ""
+        return f"s3://{auth}{bucket}/{key}?{self.query(port)}"
 
     def keys(self, prefix: str) -> list[str]:
         sel = pafs.FileSelector(f"{BUCKET}/{prefix}", recursive=True, allow_not_found=True)
@@ -347,21 +351,26 @@ def test_unreachable_endpoint_fails_clearly(s3: S3, local_run: dict[str, Any],
 # -- Ray -----------------------------------------------------------------------------------
 def test_ray_engine_reads_and_writes_s3(s3: S3, raw: list[Path],
                                         local_run: dict[str, Any]) -> None:
-    """--engine ray: ingest and dedup with S3 outputs (dedup's workers read S3 themselves)
-    give the local engine's local rows and counts. About 11 s on 2 cores, Ray's start included."""
+    """--engine ray: ingest and dedup with S3 outputs (the workers read and write S3
+    themselves) give the local engine's local rows and counts. About 11 s on 2 cores, Ray's
+    start included."""
     ray = pytest.importorskip("ray")
     started = not ray.is_initialized()
     if started:  # started here, under this module's AWS settings, which its workers inherit
         ray.init(num_cpus=2, include_dashboard=False, object_store_memory=400 * 1024**2,
                  logging_level="WARNING")
     try:
-        ingest_and_dedup(raw, lambda name: s3.uri(f"ray/{name}"), "--engine", "ray",
+        ingest_and_dedup(raw, lambda name: s3.uri(f"ray/{name}", credentials=True),
+                         "--engine", "ray",
                          "--workers", "2")
     finally:
         if started:
             ray.shutdown()
     for name in ("src0", "src1", "dedup"):
         m = assert_conserved_uri(s3.uri(f"ray/{name}"))
+        text = json.dumps(m)
+        assert "testing:testing" not in text and "s3://***@" in text or name != "dedup", \
+            "keys in an input URI are masked in the manifest"
         want = local_run["manifests"][name]
         assert m["engine"]["engine"] == "ray" and m["engine"]["workers"] == 2
         assert {k: m.get(k) for k in COUNTS} == {k: want.get(k) for k in COUNTS}, name

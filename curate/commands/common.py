@@ -73,7 +73,9 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except (InputError, DatasetError, SchemaError, UsageFailure, ValueError,
                 FileNotFoundError) as exc:
-            console().print(f"[red]error:[/red] {exc}", highlight=False)
+            from curate.dataset import redact
+
+            console().print(f"[red]error:[/red] {redact(str(exc))}", highlight=False)
             raise typer.Exit(2) from exc
 
     return wrapper  # type: ignore[return-value]
@@ -95,8 +97,10 @@ def make_engine(name: str, workers: int | None, ray_address: str | None = None,
 def print_summary(manifest: dict[str, Any], out: Path) -> None:
     from rich.table import Table
 
+    from curate.dataset import redact
+
     c = console()
-    table = Table(title=f"{manifest['stage']} -> {out}", show_header=True)
+    table = Table(title=f"{manifest['stage']} -> {redact(str(out))}", show_header=True)
     table.add_column("rows in", justify="right")
     table.add_column("kept", justify="right")
     table.add_column("rejected", justify="right")

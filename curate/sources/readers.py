@@ -136,15 +136,32 @@ def _read_json(path: str) -> Iterator[Record]:
 
 
 def _read_parquet(path: str) -> Iterator[Record]:
-    try:
-        pf = open_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for a bad file
-        raise InputError(f"{path}: not a readable parquet file ({exc})") from exc
-    i = 0
-    for batch in pf.iter_batches(batch_size=64):  # small: rows may hold images
+    return read_parquet_rows(path)
+
+
+def parquet_row_groups(path: str) -> list[int]:
+    """Rows in each row group of a parquet input (InputError if it is not parquet)."""
+    meta = _parquet_file(path).metadata
+    return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+
+
+def read_parquet_rows(path: str, row_groups: list[int] | None = None,
+                      first_index: int = 0) -> Iterator[Record]:
+    """The records of `row_groups` (default: all) of a parquet input; `first_index` is
+    the file-wide index of the first one (it names rows in ids and messages)."""
+    pf = _parquet_file(path)
+    i = first_index
+    for batch in pf.iter_batches(batch_size=64, row_groups=row_groups):  # rows hold images
         for row in batch.to_pylist():
             yield Record(row, path, i)
             i += 1
+
+
+def _parquet_file(path: str) -> Any:
+    try:
+        return open_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise InputError(f"{path}: not a readable parquet file ({exc})") from exc
 
 
 def _read_csv(path: str) -> Iterator[Record]:

@@ -32,6 +32,7 @@ from curate.sources import AdapterOptions, make_adapter
 from curate.sources.base import RawPair, jsonable
 from curate.sources.readers import HubSpec, expand_inputs, iter_records
 from curate.stage import StageRun
+from curate.stages.ingest_parts import ingest_in_workers, runs_in_workers
 
 
 @dataclass
@@ -224,29 +225,50 @@ def ingest(
         if run.skipped:
             return run.manifest
         run.open()
-        seen: set[int] = set()
         t0 = time.perf_counter()
-        records = lambda: iter_records(inputs, config=config, split=split)  # noqa: E731
-        work = ((chunk, adapter.source, opts) for chunk in chunked(adapter.pairs(records),
-                                                                   chunk_size))
         with bar(f"ingest {kind}", None) as b:
-            for res in engine.map(build_chunk, work, releases_gil=True):
-                run.add_in(res.rows_in)
-                kept, dup_mask = split_duplicate_ids(res.kept, seen)
-                if dup_mask is not None:
-                    dups = res.kept.filter(dup_mask)
-                    n = dups.num_rows
-                    run.reject(dups, ["duplicate_pair_id"] * n,
-                               [f"same source, id and content as {p}" for p in
-                                dups["pair_id"].to_pylist()])
-                    res.kept_consumed -= n
-                run.keep(kept, consumed=res.kept_consumed)
-                run.reject(res.rejected, res.reasons, res.details,
-                           consumed=res.rejected_consumed)
-                b.advance(res.rows_in)
+            if getattr(engine, "writes_in_workers", False) and runs_in_workers(adapter, inputs):
+                ingest_in_workers(run, inputs, adapter, opts, engine, chunk_size, b)
+            else:
+                _ingest_on_driver(run, inputs, adapter, opts, engine, chunk_size, b,
+                                  config, split)
         run.steps["ingest"] = time.perf_counter() - t0
         run.extra.update(adapter.extra_manifest())
     return run.manifest
+
+
+def _ingest_on_driver(run: StageRun, inputs: list[str], adapter: Any, opts: IngestOptions,
+                      engine: Any, chunk_size: int, progress: Any, config: str | None,
+                      split: str) -> None:
+    """The adapter reads the input here; the engine validates chunks; rows written here."""
+    seen: set[int] = set()
+    records = lambda: iter_records(inputs, config=config, split=split)  # noqa: E731
+    work = ((chunk, adapter.source, opts) for chunk in chunked(adapter.pairs(records),
+                                                               chunk_size))
+    for res in engine.map(build_chunk, work, releases_gil=True):
+        run.add_in(res.rows_in)
+        kept, dup_mask = split_duplicate_ids(res.kept, seen)
+        if dup_mask is not None:
+            dups = res.kept.filter(dup_mask)
+            n = dups.num_rows
+            run.reject(dups, ["duplicate_pair_id"] * n,
+                       [f"same source, id and content as {p}" for p in
+                        dups["pair_id"].to_pylist()])
+            res.kept_consumed -= n
+        run.keep(kept, consumed=res.kept_consumed)
+        run.reject(res.rejected, res.reasons, res.details, consumed=res.rejected_consumed)
+        progress.advance(res.rows_in)
+
+
+def repeated_ids(ids: list[str], seen: set[int]) -> list[bool]:
+    """For each hex id, whether it came before (in `seen` or earlier in `ids`); updates
+    `seen`. Ids are kept as ints, not strings, so the set stays small at millions."""
+    out = []
+    for pid in ids:
+        key = int(pid, 16)
+        out.append(key in seen)
+        seen.add(key)
+    return out
 
 
 def split_duplicate_ids(
@@ -254,13 +276,8 @@ def split_duplicate_ids(
 ) -> tuple[pa.Table, Any]:
     """(rows whose hex id `column` is new, mask of the repeats or None); updates `seen`.
 
-    Ids are kept as ints, not strings, so the set stays small at millions of rows.
     """
-    mask = []
-    for pid in kept[column].to_pylist():
-        key = int(pid, 16)
-        mask.append(key in seen)
-        seen.add(key)
+    mask = repeated_ids(kept[column].to_pylist(), seen)
     if not any(mask):
         return kept, None
     arr = pa.array(mask)

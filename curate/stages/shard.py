@@ -284,7 +284,7 @@ class ShardWriter:
 def write_shard_file(table: pa.Table, where: Any) -> None:
     """Write one shard (a path or a writable file): the same bytes on every engine."""
     pq.write_table(table, where, compression="zstd", row_group_size=SHARD_ROW_GROUP,
-                   use_dictionary=D._dictionary_columns(table.schema))
+                   use_dictionary=D.dictionary_columns(table.schema))
 
 
 def shard_record(plan: ShardPlan, s: int, rows: int, sha256: str) -> dict[str, Any]:

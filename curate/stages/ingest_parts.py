@@ -1,0 +1,265 @@
+"""`curate ingest` on a distributed engine: workers read, validate and write their own part.
+
+Locally the adapter reads the source on the driver and the driver writes every row.
+On Ray that would pull every image byte through one process twice, so for adapters
+that turn each record into a pair on its own (every kind but llava-critic, whose
+pointwise config pairs records) and for input files (not `hf://`), the input is cut
+into parts: a parquet file's row groups, about `ROWS_PER_PART` rows a part, or a
+whole JSON / JSON lines / CSV file. A worker reads its part, runs the adapter and
+`build_chunk`, writes `kept/` and `rejected/` files named after the part
+(`part-PPPPP-NNNNN.parquet`), and reports counts, checksums and its kept ids.
+
+Repeated pair ids are settled on the driver in input order, as locally: a kept row
+whose id was seen before (in an earlier part or earlier in its own) is moved to
+rejected as `duplicate_pair_id` by a second task that rewrites that part's kept files.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate import dataset as D
+from curate.fragment_writes import WriteTarget, WrittenPart
+from curate.sources.base import Adapter
+from curate.sources.readers import (
+    HubSpec,
+    expand_inputs,
+    parquet_row_groups,
+    read_file,
+    read_parquet_rows,
+)
+
+ROWS_PER_PART = 4096
+STAGE = "ingest"
+
+
+@dataclass(frozen=True)
+class IngestPart:
+    """Part `index` of the input: `row_groups` of a parquet `file` (None: the whole file)."""
+
+    index: int
+    file: str
+    row_groups: tuple[int, ...] | None
+    first_row: int
+    adapter: Adapter
+    opts: Any  # IngestOptions
+    target: WriteTarget
+    chunk_size: int = 64
+
+
+@dataclass
+class IngestedPart(WrittenPart):
+    """What a worker wrote for one part, plus its kept ids (in order) for the driver."""
+
+    kept_ids: list[str] = field(default_factory=list)
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class MoveDuplicates:
+    """Move kept rows at `positions` (0-based, across the part's kept files in name order)
+    of part `index` to a rejected file, as repeats of the ids in `details`."""
+
+    index: int
+    kept_files: tuple[str, ...]  # relative paths, in name order
+    positions: tuple[int, ...]
+    details: tuple[str, ...]
+    target: WriteTarget
+
+
+def runs_in_workers(adapter: Adapter, inputs: list[str]) -> bool:
+    """Whether ingest can run part by part: a record-by-record adapter over files."""
+    return (type(adapter).pairs is Adapter.pairs
+            and type(adapter).extra_manifest is Adapter.extra_manifest
+            and not any(isinstance(i, HubSpec) for i in expand_inputs(inputs)))
+
+
+def plan_parts(inputs: list[str], adapter: Adapter, opts: Any, target: WriteTarget,
+               chunk_size: int, rows_per_part: int | None = None) -> list[IngestPart]:
+    """The input cut into parts, in input order."""
+    rows_per_part = rows_per_part or ROWS_PER_PART
+    parts: list[IngestPart] = []
+
+    def add(file: str, groups: tuple[int, ...] | None, first: int) -> None:
+        parts.append(IngestPart(len(parts), file, groups, first, adapter, opts, target,
+                                chunk_size))
+
+    for file in expand_inputs(inputs):
+        assert isinstance(file, str)
+        if not file.endswith(".parquet"):
+            add(file, None, 0)
+            continue
+        sizes = parquet_row_groups(file)
+        group: list[int] = []
+        first = rows = 0
+        for g, n in enumerate(sizes):
+            group.append(g)
+            rows += n
+            if rows >= rows_per_part:
+                add(file, tuple(group), first)
+                first, group, rows = first + rows, [], 0
+        if group or not sizes:
+            add(file, tuple(group), first)
+    return parts
+
+
+def ingest_part(job: IngestPart) -> IngestedPart:
+    """A worker's task: read, validate and write one part of the input."""
+    from curate.stage import with_reject_columns
+    from curate.stages.ingest import build_chunk, chunked
+
+    def records() -> Any:
+        if job.row_groups is None:
+            return read_file(job.file)
+        return read_parquet_rows(job.file, list(job.row_groups), job.first_row)
+
+    writers = _writers(job.index, job.target, {D.KEPT: _schema(), D.REJECTED: None})
+    out = IngestedPart(index=job.index)
+    out.kept_consumed = out.rejected_consumed = 0
+    for chunk in chunked(job.adapter.pairs(records), job.chunk_size):
+        res = build_chunk((chunk, job.adapter.source, job.opts))
+        writers[D.KEPT].write(res.kept)
+        if res.rejected.num_rows:
+            writers[D.REJECTED].write(
+                with_reject_columns(res.rejected, res.reasons, res.details, STAGE))
+        out.rows_in += res.rows_in
+        out.kept += res.kept.num_rows
+        out.rejected += res.rejected.num_rows
+        out.kept_consumed += res.kept_consumed
+        out.rejected_consumed += res.rejected_consumed
+        out.reasons.update(res.reasons)
+        out.kept_ids += res.kept["pair_id"].to_pylist()
+    out.files = _close(writers, job.target)
+    return out
+
+
+def move_duplicates(job: MoveDuplicates) -> WrittenPart:
+    """Rewrite part `job.index`'s kept files without the repeated rows and write those
+    rows to its own rejected file; returns the change (negative kept counts)."""
+    from curate.stage import with_reject_columns
+
+    fs, root = job.target.filesystem, job.target.root
+    want = dict(zip(job.positions, job.details, strict=True))
+    moved: list[pa.Table] = []
+    details: list[str] = []
+    change = WrittenPart()
+    start = 0
+    for rel in job.kept_files:
+        path = f"{root}/{rel}"
+        table = pq.read_table(path, filesystem=fs) if fs is not None else pq.read_table(path)
+        n = table.num_rows
+        hits = [p - start for p in range(start, start + n) if p in want]
+        start += n
+        if not hits:
+            continue
+        mask = pc.is_in(pa.array(range(n)), value_set=pa.array(hits))
+        moved.append(table.filter(mask))
+        details += [want[start - n + h] for h in hits]
+        change.files.update(_rewrite(table.filter(pc.invert(mask)), path, rel, fs))
+    rows = pa.concat_tables(moved)
+    k = rows.num_rows
+    rejected = with_reject_columns(rows, ["duplicate_pair_id"] * k, details, STAGE)
+    w = D.PartWriter(f"{root}/{D.REJECTED}", rejected.schema,
+                     prefix=f"part-{job.index:05d}-d", filesystem=fs, hash_files=True)
+    w.write(rejected)
+    w.close(leave_a_file=False)
+    change.files.update(_reported(w, D.REJECTED, job.target))
+    change.kept, change.rejected = -k, k
+    change.kept_consumed, change.rejected_consumed = -k, k
+    change.reasons = Counter({"duplicate_pair_id": k})
+    return change
+
+
+def settle_duplicate_ids(part: IngestedPart, seen: set[int], target: WriteTarget
+                         ) -> MoveDuplicates | None:
+    """The move job for `part`'s kept rows whose ids came before (updates `seen`)."""
+    from curate.stages.ingest import repeated_ids
+
+    repeats = repeated_ids(part.kept_ids, seen)
+    positions = [pos for pos, r in enumerate(repeats) if r]
+    details = [f"same source, id and content as {part.kept_ids[p]}" for p in positions]
+    if not positions:
+        return None
+    kept_files = tuple(sorted(k for k in part.files if k.startswith(f"{D.KEPT}/")))
+    return MoveDuplicates(part.index, kept_files, tuple(positions), tuple(details), target)
+
+
+def ingest_in_workers(run: Any, inputs: list[str], adapter: Adapter, opts: Any, engine: Any,
+                      chunk_size: int, progress: Any) -> None:
+    """Every part on the engine's workers, then the repeated ids moved to rejected."""
+    target = run.worker_target()
+    seen: set[int] = set()
+    moves = []
+    for part in engine.map(ingest_part, plan_parts(inputs, adapter, opts, target, chunk_size)):
+        run.add_written(part)
+        move = settle_duplicate_ids(part, seen, target)
+        if move is not None:
+            moves.append(move)
+        progress.advance(part.rows_in)
+    for change in engine.map(move_duplicates, moves):
+        run.add_written(change)
+
+
+# -- writing ------------------------------------------------------------------------------
+def _schema() -> pa.Schema:
+    from curate import schema as S
+
+    return S.PAIR_SCHEMA
+
+
+def _writers(index: int, target: WriteTarget, schemas: dict[str, pa.Schema | None]
+             ) -> dict[str, D.PartWriter]:
+    from curate import schema as S
+
+    out = {}
+    for part, schema in schemas.items():
+        schema = schema or S.with_reject_columns(S.PAIR_SCHEMA)
+        out[part] = D.PartWriter(f"{target.root}/{part}", schema, prefix=f"part-{index:05d}-",
+                                 filesystem=target.filesystem, hash_files=True)
+    return out
+
+
+def _close(writers: dict[str, D.PartWriter], target: WriteTarget
+           ) -> dict[str, tuple[int, str, int]]:
+    files: dict[str, tuple[int, str, int]] = {}
+    for part, w in writers.items():
+        w.close(leave_a_file=False)
+        files.update(_reported(w, part, target))
+    return files
+
+
+def _reported(w: D.PartWriter, part: str, target: WriteTarget
+              ) -> dict[str, tuple[int, str, int]]:
+    """(rows, sha256, size) of every file `w` wrote, by path relative to the target."""
+    out = {}
+    for name, rows in w.file_rows.items():
+        out[f"{part}/{name}"] = (rows, w.file_sha256[name], _size(target, f"{part}/{name}"))
+    return out
+
+
+def _size(target: WriteTarget, rel: str) -> int:
+    path = f"{target.root}/{rel}"
+    if target.filesystem is not None:
+        return int(target.filesystem.get_file_info(path).size)
+    return Path(path).stat().st_size
+
+
+def _rewrite(table: pa.Table, path: str, rel: str, fs: Any) -> dict[str, tuple[int, str, int]]:
+    """Overwrite the parquet file at `path` with `table`; its new (rows, sha256, size)."""
+    stream = fs.open_output_stream(path) if fs is not None else open(path, "wb")  # noqa: SIM115
+    sink = D.HashingSink(stream)
+    try:
+        pq.write_table(table, sink, compression=D.parquet_compression(table.schema),
+                       use_dictionary=D.dictionary_columns(table.schema))
+    finally:
+        sink.close()
+    size = int(fs.get_file_info(path).size) if fs is not None else Path(path).stat().st_size
+    return {rel: (table.num_rows, sink.hexdigest(), size)}
+
