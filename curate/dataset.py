@@ -235,6 +235,22 @@ def conform(batch: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.RecordBat
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
+def bytes_per_row(datasets: list[Dataset], column: str = "images.list.element.bytes") -> float:
+    """The mean uncompressed size of parquet column `column` per kept row, from the files'
+    footers (nothing read but metadata); 0.0 when no file has that column."""
+    total = rows = 0
+    for d in datasets:
+        for f in d.files(KEPT):
+            meta = d.parquet_file(f).metadata
+            for g in range(meta.num_row_groups):
+                rg = meta.row_group(g)
+                for c in range(rg.num_columns):
+                    if rg.column(c).path_in_schema == column:
+                        total += rg.column(c).total_uncompressed_size
+                        rows += rg.num_rows
+    return total / rows if rows else 0.0
+
+
 def iter_inputs(
     datasets: list[Dataset],
     columns: list[str] | None = None,

@@ -389,3 +389,14 @@ def test_workers_do_not_import_pandas(tmp_path: Path) -> None:
             "annotate(b).validate(full=True); print('pandas' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_photos_are_hashed_on_threads_and_thumbnails_in_processes(tmp_path: Path) -> None:
+    """From the parquet footers alone: the mean encoded image bytes per row."""
+    photos = unchecked_folder(tmp_path / "photos", [jpeg_bytes(size=(900, 700), seed=i)
+                                                    for i in range(3)])
+    thumbs = unchecked_folder(tmp_path / "thumbs", [jpeg_bytes(seed=i) for i in range(3)])
+    assert D.bytes_per_row([D.Dataset.open(photos)]) > 100_000
+    assert dedup_mod.hash_on_threads([photos])
+    assert not dedup_mod.hash_on_threads([thumbs])
+    assert D.bytes_per_row([D.Dataset.open(thumbs)]) > 0

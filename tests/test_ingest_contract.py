@@ -266,9 +266,13 @@ def test_pixel_hash_matches_the_same_picture_in_other_files() -> None:
 # -- decoding on threads ------------------------------------------------------------------------
 
 
-def test_threads_write_the_same_files_as_one_worker(tmp_path: Path) -> None:
+@pytest.mark.parametrize("threads", [True, False])
+def test_threads_and_processes_write_the_same_files_as_one_worker(
+        threads: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from curate.engine import get_engine
 
+    # the sample's thumbnails would go to processes; 0 sends every chunk to threads
+    monkeypatch.setattr("curate.stages.ingest.THREADS_MIN_IMAGE_BYTES", 0 if threads else 1e12)
     src = _sample(tmp_path)
     one, threads = tmp_path / "one", tmp_path / "threads"
     ingest("generic", [str(src)], one, chunk_size=3, engine=get_engine("local", workers=1))
@@ -276,6 +280,24 @@ def test_threads_write_the_same_files_as_one_worker(tmp_path: Path) -> None:
     m1, m3 = D.Dataset.open(one).manifest, D.Dataset.open(threads).manifest
     assert m1["files"] == m3["files"]
     assert m3["engine"]["workers"] == 3 and m3["rows_kept"] == 40
+
+
+def test_photos_decode_on_threads_and_thumbnails_in_processes() -> None:
+    from curate.sources.base import ImageRef, RawPair
+    from curate.stages.ingest import IngestOptions, peek_threads
+
+    def chunk(size: tuple[int, int]) -> tuple:
+        img = jpeg_bytes(size=size)
+        return ([RawPair(source_id=str(i), prompt=None, chosen="a", rejected="b",
+                         images=[ImageRef(data=img)]) for i in range(3)], "src", None)
+
+    opts = IngestOptions()
+    for size, want in (((900, 700), True), ((96, 72), False)):
+        work, threads = peek_threads(iter([chunk(size), chunk(size)]), opts)
+        assert threads is want, size
+        assert len(list(work)) == 2, "the peeked chunk is not lost"
+    work, threads = peek_threads(iter([]), opts)
+    assert list(work) == [] and threads is False
 
 
 def test_concurrent_inspections_neither_trip_nor_leak_pillows_bomb_limit(monkeypatch) -> None:

@@ -41,6 +41,7 @@ from curate.stages.ingest import (
     canonical_row,
     check_response,
     chunked,
+    peek_threads,
 )
 
 FIELDS = ("prompt", "responses", "image", "model", "id", "category", "system")
@@ -211,8 +212,9 @@ def ingest(
         records = lambda: iter_records(inputs, config=config, split=split)  # noqa: E731
         work = ((chunk, adapter.source, opts)
                 for chunk in chunked(adapter.candidates(records), chunk_size))
+        work, threads = peek_threads(work, opts, lambda chunk: [c.base for c in chunk])
         with bar(f"ingest {KIND}", None) as b:
-            for res in engine.map(build_candidates_chunk, work, releases_gil=True):
+            for res in engine.map(build_candidates_chunk, work, releases_gil=threads):
                 run.add_in(res.rows_in)
                 kept, mask = split_duplicate_ids(res.kept, seen, "prompt_id")
                 if mask is not None:

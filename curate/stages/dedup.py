@@ -1,6 +1,7 @@
 """`curate dedup`: exact duplicates, label conflicts and near-duplicate images.
 
-Pass 1, `annotate` (pure, per record batch, run by the engine's workers; threads locally):
+Pass 1, `annotate` (pure, per record batch, run by the engine's workers; locally threads for
+photos, processes for small images, see `hash_on_threads`):
 compact keys for every row: digests of the normalised prompt, of the exact pair
 and of the unordered pair, and one perceptual hash per image (decoded small; taken
 from the input's `image_<method>` column when it is there).
@@ -504,5 +505,13 @@ def dedup(
         STAGE, inputs, out, cfg.as_dict(),
         annotate=annotate_fn, annotate_columns=columns,
         decide=partial(decide, cfg=cfg), engine=engine, force=force, batch_size=batch_size,
-        annotate_releases_gil=True,  # draft JPEG decode, resize and DCT drop the GIL
+        annotate_releases_gil=hash_on_threads(inputs),
     )
+
+
+def hash_on_threads(inputs: Sequence[str | Path]) -> bool:
+    """Whether the local engine hashes `inputs`' images on threads: photos, not thumbnails
+    (see `curate.images.THREADS_MIN_IMAGE_BYTES`)."""
+    from curate.images import THREADS_MIN_IMAGE_BYTES
+
+    return D.bytes_per_row([D.Dataset.open(p) for p in inputs]) >= THREADS_MIN_IMAGE_BYTES

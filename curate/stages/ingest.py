@@ -8,9 +8,10 @@ builds the Arrow rows. The engine runs it in worker processes, in order.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from curate import dataset as D
 from curate import schema as S
 from curate.images import (
     PIL_DEFAULT_MAX_PIXELS,
+    THREADS_MIN_IMAGE_BYTES,
     ImageRejected,
     image_record,
     inspect_image,
@@ -245,7 +247,8 @@ def _ingest_on_driver(run: StageRun, inputs: list[str], adapter: Any, opts: Inge
     records = lambda: iter_records(inputs, config=config, split=split)  # noqa: E731
     work = ((chunk, adapter.source, opts) for chunk in chunked(adapter.pairs(records),
                                                                chunk_size))
-    for res in engine.map(build_chunk, work, releases_gil=True):
+    work, threads = peek_threads(work, opts)
+    for res in engine.map(build_chunk, work, releases_gil=threads):
         run.add_in(res.rows_in)
         kept, dup_mask = split_duplicate_ids(res.kept, seen)
         if dup_mask is not None:
@@ -258,6 +261,33 @@ def _ingest_on_driver(run: StageRun, inputs: list[str], adapter: Any, opts: Inge
         run.keep(kept, consumed=res.kept_consumed)
         run.reject(res.rejected, res.reasons, res.details, consumed=res.rejected_consumed)
         progress.advance(res.rows_in)
+
+
+def peek_threads(work: Iterator[tuple[Any, ...]], opts: IngestOptions,
+                 pairs_of: Callable[[Any], list[RawPair]] = list
+                 ) -> tuple[Iterator[tuple[Any, ...]], bool]:
+    """(`work` unchanged, whether to decode on threads): threads when the first chunk's
+    images are photos (see `curate.images.THREADS_MIN_IMAGE_BYTES`)."""
+    first = next(work, None)
+    if first is None:
+        return iter(()), False
+    threads = image_bytes_per_pair(pairs_of(first[0]), opts) >= THREADS_MIN_IMAGE_BYTES
+    return itertools.chain([first], work), threads
+
+
+def image_bytes_per_pair(pairs: list[RawPair], opts: IngestOptions) -> float:
+    """The mean encoded image size per pair of a chunk (files by their size on disk)."""
+    total = 0
+    for pair in pairs:
+        for ref in pair.images:
+            if ref.data is not None:
+                total += len(ref.data)
+            elif ref.path:
+                try:
+                    total += resolve_image_path(ref.path, opts.image_root).stat().st_size
+                except ImageRejected:
+                    pass
+    return total / max(1, len(pairs))
 
 
 def repeated_ids(ids: list[str], seen: set[int]) -> list[bool]:

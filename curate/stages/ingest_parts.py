@@ -120,7 +120,7 @@ def ingest_part(job: IngestPart) -> IngestedPart:
             return read_file(job.file)
         return read_parquet_rows(job.file, list(job.row_groups), job.first_row)
 
-    writers = _writers(job.index, job.target, {D.KEPT: _schema(), D.REJECTED: None})
+    writers = _writers(job.index, job.target)
     out = IngestedPart(index=job.index)
     out.kept_consumed = out.rejected_consumed = 0
     for chunk in chunked(job.adapter.pairs(records), job.chunk_size):
@@ -208,22 +208,14 @@ def ingest_in_workers(run: Any, inputs: list[str], adapter: Adapter, opts: Any, 
 
 
 # -- writing ------------------------------------------------------------------------------
-def _schema() -> pa.Schema:
+def _writers(index: int, target: WriteTarget) -> dict[str, D.PartWriter]:
+    """Part `index`'s kept and rejected writers, each file hashed as it is written."""
     from curate import schema as S
 
-    return S.PAIR_SCHEMA
-
-
-def _writers(index: int, target: WriteTarget, schemas: dict[str, pa.Schema | None]
-             ) -> dict[str, D.PartWriter]:
-    from curate import schema as S
-
-    out = {}
-    for part, schema in schemas.items():
-        schema = schema or S.with_reject_columns(S.PAIR_SCHEMA)
-        out[part] = D.PartWriter(f"{target.root}/{part}", schema, prefix=f"part-{index:05d}-",
-                                 filesystem=target.filesystem, hash_files=True)
-    return out
+    schemas = {D.KEPT: S.PAIR_SCHEMA, D.REJECTED: S.with_reject_columns(S.PAIR_SCHEMA)}
+    return {part: D.PartWriter(f"{target.root}/{part}", schema, prefix=f"part-{index:05d}-",
+                               filesystem=target.filesystem, hash_files=True)
+            for part, schema in schemas.items()}
 
 
 def _close(writers: dict[str, D.PartWriter], target: WriteTarget
