@@ -165,18 +165,24 @@ def _flat_pairs(codes: np.ndarray, radius: int) -> set[tuple[int, int]]:
 def bench_search(sizes: list[int], radius: int, flat_sizes: list[int],
                  repeat: int = 5) -> dict[str, float]:
     """Best of `repeat` runs for sizes under 1M (one run at 1M and above): on a shared
-    machine the minimum is the figure least disturbed by other work."""
+    machine the minimum is the figure least disturbed by other work. The repeated sizes
+    run interleaved (100k, 400k, 100k, ...), so a drift in the machine's load falls on
+    both sides of the scaling ratio alike."""
     from curate.index.hamming import plan_for, radius_pairs
 
     rng = np.random.default_rng(0)
     print(f"near-duplicate search: all pairs within {radius} bits of random 64-bit codes "
           f"({_load()})")
+    codes_of = {n: rng.integers(0, 2**64, n, dtype=np.uint64, endpoint=False) for n in sizes}
+    runs_of: dict[int, list[tuple[float, Any]]] = {n: [] for n in sizes}
+    for r in range(repeat):
+        for n in sizes:
+            if r == 0 or n < 1_000_000:
+                runs_of[n].append(_timed(lambda c=codes_of[n]: radius_pairs(c, radius)))
     times: dict[int, float] = {}
     flat: dict[int, float] = {}
     for n in sizes:
-        codes = rng.integers(0, 2**64, n, dtype=np.uint64, endpoint=False)
-        runs = [_timed(lambda c=codes: radius_pairs(c, radius))
-                for _ in range(repeat if n < 1_000_000 else 1)]
+        codes, runs = codes_of[n], runs_of[n]
         t, (i, j, _) = min(runs, key=lambda run: run[0])
         times[n] = t
         every = ", ".join(f"{run[0]:.2f}" for run in runs)

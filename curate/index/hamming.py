@@ -130,10 +130,18 @@ def radius_pairs(
         skey, sx = key[order], x[order]
         counts = np.bincount(skey, minlength=1 << width)
         occupied = counts > 0
+        crowded = counts > 1
         # bucket b holds sorted positions bounds[b]:bounds[b + 1] (one table, one cache line)
         bounds = np.zeros((1 << width) + 1, dtype=np.int32 if n < 2**31 else np.int64)
         np.cumsum(counts, out=bounds[1:])
         del counts
+        # the code of each bucket's first member: most occupied buckets hold one code, so
+        # a probe is verified with one gather, and only a match or a crowded bucket takes
+        # the bucket walk
+        head = np.zeros(1 << width, dtype=np.uint64)
+        filled = np.flatnonzero(occupied)
+        head[filled] = sx[bounds[filled]]
+        del filled
 
         def emit(qp: np.ndarray, cp: np.ndarray, sx: np.ndarray = sx,
                  order: np.ndarray = order) -> None:
@@ -170,9 +178,17 @@ def radius_pairs(
                 if hit.size == 0:
                     continue
                 q, bucket = queries[hit], probe[hit]
-                end = bounds[bucket + 1]
-                first = q + 1 if flip == 0 else bounds[bucket]
-                _walk(q, first, end - first, emit)
+                if flip == 0:  # q's own bucket: the members after it
+                    _walk(q, q + 1, bounds[bucket + 1] - q - 1, emit)
+                    continue
+                near = np.flatnonzero(np.bitwise_count(sx[q] ^ head[bucket]) <= radius)
+                if near.size:  # the bucket's first member is within the radius
+                    emit(q[near], bounds[bucket[near]])
+                more = np.flatnonzero(crowded[bucket])
+                if more.size:  # the other members of crowded buckets
+                    q, bucket = q[more], bucket[more]
+                    first = bounds[bucket] + 1
+                    _walk(q, first, bounds[bucket + 1] - first, emit)
         searched.append((shift, width, s))
     return _sorted_pairs(*out)
 
