@@ -8,12 +8,15 @@ start and size for every block value); every code then probes its own block
 value and the values a few bit flips away, and the candidates are verified with
 a popcount. A pair is probed from one side only (for a flip whose top bit is t,
 from the code whose block has bit t clear) and reported only by the first block
-that can find it, so no pair is examined twice per block or reported twice.
+that can find it, so no pair is examined twice per block or reported twice. Each
+table also keeps the code of its bucket's first member: most occupied buckets hold
+one code, so most probes are verified with one gather, and only matches and crowded
+buckets are walked member by member.
 
 The work is about n * probes * (1 + n / 2^w) for blocks of w bits: sub-quadratic,
 and the planner picks the block count that minimises it for the given n and r.
-Everything is vectorised numpy; memory is O(n + 2^w) per block plus the candidates
-of one probe.
+Everything is vectorised numpy; memory is O(n + 2^w) per block (13 bytes per table
+entry) plus the candidates of one probe.
 """
 
 from __future__ import annotations
