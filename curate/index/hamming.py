@@ -15,7 +15,7 @@ buckets are walked member by member.
 
 The work is about n * probes * (1 + n / 2^w) for blocks of w bits: sub-quadratic,
 and the planner picks the block count that minimises it for the given n and r.
-Everything is vectorised numpy; memory is O(n + 2^w) per block (13 bytes per table
+Everything is vectorised numpy; memory is O(n + 2^w) per block (14 bytes per table
 entry) plus the candidates of one probe.
 """
 
