@@ -328,13 +328,9 @@ class PartWriter:
         self._close_file()
         self._name = f"{self.prefix}{self._index:05d}.parquet"
         where: Any = f"{self.folder}/{self._name}"
-        if self.hash_files:
-            stream = (open(where, "wb") if self.filesystem is None  # noqa: SIM115
-                      else self.filesystem.open_output_stream(where))
-            where = self._sink = HashingSink(stream)
-        elif self.filesystem is not None:
-            where = self._sink = HashingSink(self.filesystem.open_output_stream(where),
-                                              hashing=False)
+        if self.hash_files or self.filesystem is not None:
+            where = self._sink = HashingSink(open_output(where, self.filesystem),
+                                             hashing=self.hash_files)
         self._writer = pq.ParquetWriter(
             where, self.schema, compression=parquet_compression(self.schema),
             use_dictionary=dictionary_columns(self.schema),
@@ -393,6 +389,33 @@ class PartWriter:
     def abort(self) -> None:
         self._buffer = []
         self._close_file()
+
+
+def open_output(path: str, filesystem: pafs.FileSystem | None = None) -> Any:
+    """A writable binary stream at `path`, on local disk or on `filesystem`."""
+    if filesystem is None:
+        return open(path, "wb")  # noqa: SIM115 - the caller closes it
+    return filesystem.open_output_stream(path)
+
+
+def file_size(path: str, filesystem: pafs.FileSystem | None = None) -> int:
+    if filesystem is None:
+        return Path(path).stat().st_size
+    return int(filesystem.get_file_info(path).size)
+
+
+def write_parquet_hashed(table: pa.Table, path: str, filesystem: pafs.FileSystem | None = None,
+                         **options: Any) -> tuple[str, int]:
+    """Write `table` as parquet at `path` (`options` for `pq.write_table`; by default the
+    dataset folders' compression and dictionary settings); its (sha256, size)."""
+    options = options or {"compression": parquet_compression(table.schema),
+                          "use_dictionary": dictionary_columns(table.schema)}
+    sink = HashingSink(open_output(path, filesystem))
+    try:
+        pq.write_table(table, sink, **options)
+    finally:
+        sink.close()
+    return sink.hexdigest(), file_size(path, filesystem)
 
 
 class HashingSink:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -118,9 +117,7 @@ def write_fragment(job: FragmentWrite) -> WrittenPart:
     for part, w in writers.items():
         w.close(leave_a_file=False)
         for name, rows in w.file_rows.items():
-            path = f"{root}/{part}/{name}"
-            size = (fs.get_file_info(path).size if fs is not None
-                    else Path(path).stat().st_size)
+            size = D.file_size(f"{root}/{part}/{name}", fs)
             out.files[f"{part}/{name}"] = (rows, w.file_sha256[name], size)
     return out
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -230,28 +229,12 @@ def _close(writers: dict[str, D.PartWriter], target: WriteTarget
 def _reported(w: D.PartWriter, part: str, target: WriteTarget
               ) -> dict[str, tuple[int, str, int]]:
     """(rows, sha256, size) of every file `w` wrote, by path relative to the target."""
-    out = {}
-    for name, rows in w.file_rows.items():
-        out[f"{part}/{name}"] = (rows, w.file_sha256[name], _size(target, f"{part}/{name}"))
-    return out
-
-
-def _size(target: WriteTarget, rel: str) -> int:
-    path = f"{target.root}/{rel}"
-    if target.filesystem is not None:
-        return int(target.filesystem.get_file_info(path).size)
-    return Path(path).stat().st_size
+    return {f"{part}/{name}": (rows, w.file_sha256[name],
+                               D.file_size(f"{target.root}/{part}/{name}", target.filesystem))
+            for name, rows in w.file_rows.items()}
 
 
 def _rewrite(table: pa.Table, path: str, rel: str, fs: Any) -> dict[str, tuple[int, str, int]]:
     """Overwrite the parquet file at `path` with `table`; its new (rows, sha256, size)."""
-    stream = fs.open_output_stream(path) if fs is not None else open(path, "wb")  # noqa: SIM115
-    sink = D.HashingSink(stream)
-    try:
-        pq.write_table(table, sink, compression=D.parquet_compression(table.schema),
-                       use_dictionary=D.dictionary_columns(table.schema))
-    finally:
-        sink.close()
-    size = int(fs.get_file_info(path).size) if fs is not None else Path(path).stat().st_size
-    return {rel: (table.num_rows, sink.hexdigest(), size)}
-
+    sha, size = D.write_parquet_hashed(table, path, fs)
+    return {rel: (table.num_rows, sha, size)}

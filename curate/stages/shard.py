@@ -267,7 +267,7 @@ class ShardWriter:
 
     def _write_shard(self, s: int, name: str, table: pa.Table) -> None:
         path = self.folder / name
-        write_shard_file(table, path)
+        pq.write_table(table, path, **shard_write_options(table.schema))
         self.file_rows[name] = table.num_rows
         self.shards.append(shard_record(self.plan, s, table.num_rows, D.sha256_file(path)))
         for e in self.exporters:
@@ -281,10 +281,10 @@ class ShardWriter:
             e.abort()
 
 
-def write_shard_file(table: pa.Table, where: Any) -> None:
-    """Write one shard (a path or a writable file): the same bytes on every engine."""
-    pq.write_table(table, where, compression="zstd", row_group_size=SHARD_ROW_GROUP,
-                   use_dictionary=D.dictionary_columns(table.schema))
+def shard_write_options(schema: pa.Schema) -> dict[str, Any]:
+    """How a shard is written (`pq.write_table` options): the same bytes on every engine."""
+    return {"compression": "zstd", "row_group_size": SHARD_ROW_GROUP,
+            "use_dictionary": D.dictionary_columns(schema)}
 
 
 def shard_record(plan: ShardPlan, s: int, rows: int, sha256: str) -> dict[str, Any]:

@@ -80,28 +80,20 @@ def split_fragment(job: ShardMap) -> list[pa.Table]:
 
 def write_shard(job: ShardReduce, blocks: list[pa.Table]) -> tuple[int, str, int]:
     """The reduce task: gather, order and write one shard; (rows, sha256, size in bytes)."""
-    from curate.stages.shard import write_shard_file
+    from curate.stages.shard import shard_write_options
 
     table = pa.concat_tables(blocks)
     order = np.argsort(table[POSITION].to_numpy(), kind="stable")
     table = table.take(pa.array(order, pa.int64())).drop_columns([POSITION])
     table = pa.Table.from_batches([D.conform(table, job.schema)], schema=job.schema)
-    fs, root = job.target.filesystem, job.target.root
-    folder = f"{root}/{D.KEPT}"
+    fs, folder = job.target.filesystem, f"{job.target.root}/{D.KEPT}"
     if fs is None:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        stream: Any = open(f"{folder}/{job.name}", "wb")  # noqa: SIM115
     else:
         fs.create_dir(folder, recursive=True)
-        stream = fs.open_output_stream(f"{folder}/{job.name}")
-    sink = D.HashingSink(stream)
-    try:
-        write_shard_file(table, sink)
-    finally:
-        sink.close()
-    size = (fs.get_file_info(f"{folder}/{job.name}").size if fs is not None
-            else Path(f"{folder}/{job.name}").stat().st_size)
-    return table.num_rows, sink.hexdigest(), size
+    sha, size = D.write_parquet_hashed(table, f"{folder}/{job.name}", fs,
+                                       **shard_write_options(table.schema))
+    return table.num_rows, sha, size
 
 
 def shuffle_into_shards(run: Any, datasets: list[D.Dataset], plan: Any, schema: pa.Schema,
