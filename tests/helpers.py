@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate import dataset as D
+from curate.engine import LocalEngine
 
 
 def jpeg_bytes(size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 30, 30),
@@ -137,3 +138,10 @@ def assert_same_output(a: Path, b: Path) -> None:
         assert canonical_sha256(a, part) == canonical_sha256(b, part), part
     assert manifest_counts(a) == manifest_counts(b)
     assert_conserved(b)
+
+
+class WorkerWritesEngine(LocalEngine):
+    """The local process pool, its workers writing their own parts as Ray's do: the Ray
+    engine's code paths (curate.fragment_writes, ingest_parts, shard_shuffle) in seconds."""
+
+    writes_in_workers = True

@@ -16,16 +16,15 @@ from typing import Any
 import pytest
 
 from curate import dataset as D
-from curate.engine import LocalEngine, get_engine
+from curate.engine import get_engine
 from curate.stages.dedup import dedup
 from curate.stages.ingest import ingest
-from tests.helpers import assert_conserved, assert_same_output, canonical_sha256
-
-
-class WorkerWritesEngine(LocalEngine):
-    """The local process pool, with the filter stages' write pass in its workers."""
-
-    writes_in_workers = True
+from tests.helpers import (
+    WorkerWritesEngine,
+    assert_conserved,
+    assert_same_output,
+    canonical_sha256,
+)
 
 
 @pytest.fixture(scope="module")
@@ -207,4 +206,6 @@ def test_only_record_by_record_adapters_over_files_run_on_workers(tmp_path: Path
     assert runs_in_workers(make_adapter("hh-rlhf", AdapterOptions()), [str(f)])
     pointwise = make_adapter("llava-critic", AdapterOptions(config="pointwise"))
     assert not runs_in_workers(pointwise, [str(f)])
+    assert runs_in_workers(make_adapter("llava-critic", AdapterOptions(config="pairwise")),
+                           [str(f)])
     assert not runs_in_workers(make_adapter("generic", AdapterOptions()), ["hf://org/name"])

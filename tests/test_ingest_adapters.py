@@ -10,7 +10,14 @@ import pytest
 from curate.sources.hh_rlhf import parse_transcript
 from curate.sources.llava_critic import parse_pairwise_prompt, parse_verdict
 from curate.stages.ingest import ingest
-from tests.helpers import assert_conserved, jpeg_bytes, rows, write_jsonl, write_parquet
+from tests.helpers import (
+    WorkerWritesEngine,
+    assert_conserved,
+    jpeg_bytes,
+    rows,
+    write_jsonl,
+    write_parquet,
+)
 
 
 def _by_reason(folder: Path) -> dict[str, list[dict]]:
@@ -83,7 +90,9 @@ def _critic_row(i: int, judge: str, image: bytes, human: str = PAIRWISE_HUMAN) -
             "image": {"bytes": image, "path": None}}
 
 
-def test_llava_critic_pairwise(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers_write", [False, True])
+def test_llava_critic_pairwise(tmp_path: Path, workers_write: bool) -> None:
+    """Pairwise records convert one by one: on Ray, each worker converts its own part."""
     img = jpeg_bytes()
     src = write_parquet(tmp_path / "critic.parquet", [
         _critic_row(0, "The better response: [1]", img),
@@ -93,8 +102,10 @@ def test_llava_critic_pairwise(tmp_path: Path) -> None:
         _critic_row(4, "The better response: [1]", img, human="no template here"),
     ])
     out = tmp_path / "out"
-    ingest("llava-critic", [str(src)], out)
+    m = ingest("llava-critic", [str(src)], out,
+               engine=WorkerWritesEngine(workers=1) if workers_write else None)
     assert_conserved(out)
+    assert any("-" in f.split("/")[1].removeprefix("part-") for f in m["files"]) is workers_write
     kept = {r["source_id"]: r for r in rows(out)}
     assert (kept["c0"]["chosen"], kept["c0"]["rejected"]) == ("It is red.", "It is blue.")
     assert (kept["c1"]["chosen"], kept["c1"]["rejected"]) == ("It is blue.", "It is red.")

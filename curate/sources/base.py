@@ -85,6 +85,13 @@ class Adapter:
     def extra_manifest(self) -> dict[str, Any]:
         return {}
 
+    @property
+    def record_by_record(self) -> bool:
+        """Whether each record becomes a pair on its own (no state across records), so
+        parts of the input can be converted apart (`curate.stages.ingest_parts`)."""
+        return (type(self).pairs is Adapter.pairs
+                and type(self).extra_manifest is Adapter.extra_manifest)
+
 
 class MalformedRow(ValueError):
     """A record whose structure the adapter cannot read; it becomes a rejected row."""

@@ -153,6 +153,10 @@ class LLaVACritic(Adapter):
             pair.chosen, pair.rejected = r2, r1
         return pair
 
+    @property
+    def record_by_record(self) -> bool:
+        return self.config == "pairwise"  # pointwise pairs records across the whole input
+
     def pairs(self, records: Callable[[], Iterator[Record]]) -> Iterator[RawPair]:
         if self.config == "pairwise":
             yield from super().pairs(records)

@@ -2,8 +2,8 @@
 
 Locally the adapter reads the source on the driver and the driver writes every row.
 On Ray that would pull every image byte through one process twice, so for adapters
-that turn each record into a pair on its own (every kind but llava-critic, whose
-pointwise config pairs records) and for input files (not `hf://`), the input is cut
+that turn each record into a pair on its own (every kind but llava-critic's
+pointwise config, which pairs records) and for input files (not `hf://`), the input is cut
 into parts: a parquet file's row groups, about `ROWS_PER_PART` rows a part, or a
 whole JSON / JSON lines / CSV file. A worker reads its part, runs the adapter and
 `build_chunk`, writes `kept/` and `rejected/` files named after the part
@@ -75,9 +75,8 @@ class MoveDuplicates:
 
 def runs_in_workers(adapter: Adapter, inputs: list[str]) -> bool:
     """Whether ingest can run part by part: a record-by-record adapter over files."""
-    return (type(adapter).pairs is Adapter.pairs
-            and type(adapter).extra_manifest is Adapter.extra_manifest
-            and not any(isinstance(i, HubSpec) for i in expand_inputs(inputs)))
+    return adapter.record_by_record and not any(isinstance(i, HubSpec)
+                                                for i in expand_inputs(inputs))
 
 
 def plan_parts(inputs: list[str], adapter: Adapter, opts: Any, target: WriteTarget,
