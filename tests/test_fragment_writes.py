@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from curate import dataset as D
 from curate.engine import get_engine
@@ -209,3 +211,16 @@ def test_only_record_by_record_adapters_over_files_run_on_workers(tmp_path: Path
     assert runs_in_workers(make_adapter("llava-critic", AdapterOptions(config="pairwise")),
                            [str(f)])
     assert not runs_in_workers(make_adapter("generic", AdapterOptions()), ["hf://org/name"])
+
+
+@given(st.lists(st.integers(0, 50), max_size=30), st.integers(1, 120))
+def test_row_group_runs_cover_every_group_once_in_order(sizes: list[int], per: int) -> None:
+    from curate.engine.fragments import row_group_runs
+
+    runs = row_group_runs(sizes, per)
+    assert [g for groups, _, _ in runs for g in groups] == list(range(len(sizes)))
+    first = 0
+    for k, (groups, start, rows) in enumerate(runs):
+        assert start == first and rows == sum(sizes[g] for g in groups)
+        assert rows >= per or k == len(runs) - 1
+        first += rows

@@ -49,17 +49,28 @@ def fragments(
         cols = tuple(c for c in schema.names if c in have)
         for f in d.files(D.KEPT):
             meta = d.parquet_file(f).metadata
-            group: list[int] = []
-            rows = 0
-            for i in range(meta.num_row_groups):
-                group.append(i)
-                rows += meta.row_group(i).num_rows
-                if rows >= rows_per_fragment:
-                    out.append(Fragment(str(f), tuple(group), cols, schema, d.filesystem, rows))
-                    group, rows = [], 0
-            if group:
-                out.append(Fragment(str(f), tuple(group), cols, schema, d.filesystem, rows))
+            sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+            for groups, _, rows in row_group_runs(sizes, rows_per_fragment):
+                out.append(Fragment(str(f), groups, cols, schema, d.filesystem, rows))
     return out
+
+
+def row_group_runs(sizes: list[int], rows_per_run: int
+                   ) -> list[tuple[tuple[int, ...], int, int]]:
+    """A file's row groups (their row counts `sizes`) cut into consecutive runs of at
+    least `rows_per_run` rows, the last maybe fewer: (indices, first row, rows) each."""
+    runs: list[tuple[tuple[int, ...], int, int]] = []
+    group: list[int] = []
+    first = rows = 0
+    for i, n in enumerate(sizes):
+        group.append(i)
+        rows += n
+        if rows >= rows_per_run:
+            runs.append((tuple(group), first, rows))
+            first, group, rows = first + rows, [], 0
+    if group:
+        runs.append((tuple(group), first, rows))
+    return runs
 
 
 def read_fragment(frag: Fragment, batch_size: int = 1024) -> Iterator[pa.RecordBatch]:

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate import dataset as D
+from curate.engine.fragments import row_group_runs
 from curate.fragment_writes import WriteTarget, WrittenPart
 from curate.sources.base import Adapter
 from curate.sources.readers import (
@@ -94,17 +95,8 @@ def plan_parts(inputs: list[str], adapter: Adapter, opts: Any, target: WriteTarg
         if not file.endswith(".parquet"):
             add(file, None, 0)
             continue
-        sizes = parquet_row_groups(file)
-        group: list[int] = []
-        first = rows = 0
-        for g, n in enumerate(sizes):
-            group.append(g)
-            rows += n
-            if rows >= rows_per_part:
-                add(file, tuple(group), first)
-                first, group, rows = first + rows, [], 0
-        if group or not sizes:
-            add(file, tuple(group), first)
+        for groups, first, _ in row_group_runs(parquet_row_groups(file), rows_per_part):
+            add(file, groups, first)
     return parts
 
 
