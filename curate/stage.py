@@ -162,6 +162,12 @@ class StageRun:
         self.consumed_by_rejected += n if consumed is None else consumed
         self.reasons.update(tbl["reject_reason"].to_pylist())
 
+    @property
+    def folder(self) -> Path:
+        """The temporary folder this run builds (committed into place when it ends)."""
+        assert self._tmp is not None, "the run has not started, or has ended"
+        return self._tmp
+
     # -- rows written by engine workers ---------------------------------------------------
     def worker_target(self) -> WriteTarget:
         """Where engine workers write this run's part files: the staging folder beside a
@@ -365,8 +371,7 @@ def run_filter_stage(
         run.open(schema)
         run.extra.update(decisions.extra)
         if decisions.write_files is not None:
-            assert run._tmp is not None
-            decisions.write_files(run._tmp)
+            decisions.write_files(run.folder)
         t = time.perf_counter()
         with bar(f"{stage}: write", total) as b:
             if getattr(engine, "writes_in_workers", False):

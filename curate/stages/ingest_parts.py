@@ -69,6 +69,7 @@ class MoveDuplicates:
 
     index: int
     kept_files: tuple[str, ...]  # relative paths, in name order
+    kept_rows: tuple[int, ...]  # rows in each
     positions: tuple[int, ...]
     details: tuple[str, ...]
     target: WriteTarget
@@ -136,26 +137,22 @@ def move_duplicates(job: MoveDuplicates) -> WrittenPart:
     from curate.stage import with_reject_columns
 
     fs, root = job.target.filesystem, job.target.root
-    want = dict(zip(job.positions, job.details, strict=True))
     moved: list[pa.Table] = []
-    details: list[str] = []
     change = WrittenPart()
     start = 0
-    for rel in job.kept_files:
+    for rel, n in zip(job.kept_files, job.kept_rows, strict=True):
+        hits = [p - start for p in job.positions if start <= p < start + n]
+        start += n
+        if not hits:  # files without a repeat are neither read nor rewritten
+            continue
         path = f"{root}/{rel}"
         table = pq.read_table(path, filesystem=fs) if fs is not None else pq.read_table(path)
-        n = table.num_rows
-        hits = [p - start for p in range(start, start + n) if p in want]
-        start += n
-        if not hits:
-            continue
         mask = pc.is_in(pa.array(range(n)), value_set=pa.array(hits))
         moved.append(table.filter(mask))
-        details += [want[start - n + h] for h in hits]
         change.files.update(_rewrite(table.filter(pc.invert(mask)), path, rel, fs))
     rows = pa.concat_tables(moved)
     k = rows.num_rows
-    rejected = with_reject_columns(rows, ["duplicate_pair_id"] * k, details, STAGE)
+    rejected = with_reject_columns(rows, ["duplicate_pair_id"] * k, list(job.details), STAGE)
     w = D.PartWriter(f"{root}/{D.REJECTED}", rejected.schema,
                      prefix=f"part-{job.index:05d}-d", filesystem=fs, hash_files=True)
     w.write(rejected)
@@ -178,7 +175,8 @@ def settle_duplicate_ids(part: IngestedPart, seen: set[int], target: WriteTarget
     if not positions:
         return None
     kept_files = tuple(sorted(k for k in part.files if k.startswith(f"{D.KEPT}/")))
-    return MoveDuplicates(part.index, kept_files, tuple(positions), tuple(details), target)
+    return MoveDuplicates(part.index, kept_files, tuple(part.files[k][0] for k in kept_files),
+                          tuple(positions), tuple(details), target)
 
 
 def ingest_in_workers(run: Any, inputs: list[str], adapter: Adapter, opts: Any, engine: Any,

@@ -407,9 +407,8 @@ def _export_from_files(run: StageRun, plan: ShardPlan,
 
     if not formats:
         return {}
-    assert run._tmp is not None
     target = run.worker_target()
-    exporters = [get_exporter(f)(run._tmp / f, has_images=bool(plan.multimodal.any()))
+    exporters = [get_exporter(f)(run.folder / f, has_images=bool(plan.multimodal.any()))
                  for f in formats]
     for s, name in enumerate(plan.names):
         table = pq.read_table(f"{target.root}/{D.KEPT}/{name}", filesystem=target.filesystem)
