@@ -40,8 +40,9 @@ WorkersOpt = Annotated[int | None, typer.Option(
     "cluster's CPUs).",
 )]
 RayAddressOpt = Annotated[str | None, typer.Option(
-    "--ray-address", help="--engine ray: join this Ray cluster (auto, HOST:6379 or "
-    "ray://HOST:10001; default: $RAY_ADDRESS, else start a local Ray).",
+    "--ray-address", help="--engine ray: join this Ray cluster: 'auto' (the one `ray start` "
+    "ran on this machine), HOST:6379 or ray://HOST:10001. Default: $RAY_ADDRESS, else a "
+    "private local Ray, so a cluster already running here never changes the run.",
 )]
 GpusPerWorkerOpt = Annotated[float, typer.Option(
     "--gpus-per-worker", help="--engine ray, model stages: GPUs each model worker (actor) holds; "
@@ -108,6 +109,11 @@ def print_summary(manifest: dict[str, Any], out: Path) -> None:
     table.add_row(str(manifest["rows_in"]), str(manifest["rows_kept"]),
                   str(manifest["rows_rejected"]), f"{manifest['seconds']:.1f}")
     c.print(table)
+    engine = manifest.get("engine") or {}
+    if engine.get("engine") == "ray":
+        how = ("a private local Ray" if engine.get("ray_mode") == "private"
+               else f"the Ray cluster at {engine.get('address')}")
+        c.print(f"engine: ray, {how} ({engine.get('cluster_cpus')} CPUs)", highlight=False)
     if manifest.get("rejected_by_reason"):
         reasons = ", ".join(f"{k}: {v}" for k, v in manifest["rejected_by_reason"].items())
         c.print(f"rejected by reason: {reasons}", highlight=False)

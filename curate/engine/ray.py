@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from curate.dataset import Dataset
+    from curate.engine.ray_connect import Connection
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -76,21 +77,6 @@ def _remote_actor() -> Any:
     return ray.remote(_Actor)
 
 
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Fail at once on a HOST:PORT nothing listens on (ray.init would wait for minutes)."""
-    import socket
-
-    hostport = address.split("://", 1)[-1]
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():  # 'auto' and the like: Ray resolves them
-        return
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as exc:
-        raise ValueError(f"no Ray cluster at {address}: {exc} (start one with "
-                         "`ray start --head`, see docs/scaling.md)") from exc
-
-
 def import_ray() -> Any:
     """`ray`, or a clear error naming the extra to install."""
     try:
@@ -131,6 +117,7 @@ class RayEngine:
         self._address, self._workers, self._init_kwargs = address, workers, init_kwargs
         self._owns = False
         self._started = False
+        self.connection: Connection | None = None
         self.cluster_cpus = 0
         self.cluster_gpus = 0.0
 
@@ -139,24 +126,21 @@ class RayEngine:
         if self._started:
             return
         ray = self._ray
-        if self._address:
-            _check_reachable(self._address)
         if not ray.is_initialized():
+            from curate.engine.ray_connect import prepare
+
+            self.connection = prepare(self._address)
             kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
             kwargs.update(self._init_kwargs)
-            if self._address:
+            if self.connection.mode == "joined":
                 try:
-                    ray.init(address=self._address, **kwargs)
+                    ray.init(address=self.connection.init_address, **kwargs)
                 except (ConnectionError, RuntimeError) as exc:  # a user's address: exit 2
                     raise ValueError(
                         f"could not join the Ray cluster at {self._address}: {exc}. Is it "
-                        "running (`ray status`)? A cluster with token authentication (on "
-                        "by default with `ray start` in recent Ray) also needs "
-                        "RAY_AUTH_MODE=token and its token (~/.ray/auth_token or "
-                        "RAY_AUTH_TOKEN) in this process's environment."
-                    ) from exc
-            else:
-                ray.init(num_cpus=self._workers or default_workers(), **kwargs)
+                        "running (`ray status`)?") from exc
+            else:  # private: a cluster already running here must not change this run
+                ray.init(address="local", num_cpus=self._workers or default_workers(), **kwargs)
             self._owns = True
         resources = ray.cluster_resources()
         self.cluster_cpus = int(resources.get("CPU", 0))
@@ -315,6 +299,7 @@ class RayEngine:
     def describe(self) -> dict[str, Any]:
         d: dict[str, Any] = {"engine": self.name, "workers": self.workers,
                              "address": self.address, "cluster_cpus": self.cluster_cpus,
+                             "ray_mode": self.connection.mode if self.connection else "attached",
                              "ray": self._ray.__version__}
         if self.gpus_per_worker:
             d["gpus_per_worker"] = self.gpus_per_worker
