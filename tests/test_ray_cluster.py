@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
-import shutil
 import sys
 import tempfile
 import time
@@ -47,7 +47,8 @@ def _env(base: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _curate(env: dict[str, str], *args: object, timeout: float = 300) -> subprocess.CompletedProcess:
+def _curate(env: dict[str, str], *args: object,
+            timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "curate.cli", *map(str, args)], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
 
