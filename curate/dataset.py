@@ -276,16 +276,19 @@ class Dataset:
         try:
             return pq.ParquetFile(pa.PythonFile(vf, mode="r"), pre_buffer=False), vf
         except (pa.ArrowException, OSError) as exc:
-            vf.finish()  # a changed file says so; else it was written unreadable
+            try:
+                vf.finish()  # a changed file says so; else it was written unreadable
+            finally:
+                vf.close()
             raise DatasetError(f"{name}: not a readable parquet file ({exc})") from exc
 
     def schema(self, part: str = KEPT) -> pa.Schema:
         files = self.files(part)
         if not files:
             raise DatasetError(f"{self.location}: no parquet files in {part}/")
-        if self.filesystem is not None:
-            return pq.read_schema(str(files[0]), filesystem=self.filesystem)
-        return pq.read_schema(files[0])
+        pf, vf = self._open_verified(files[0])
+        vf.close()
+        return pf.schema_arrow
 
     def count(self, part: str = KEPT) -> int:
         return sum(self.parquet_file(f).metadata.num_rows for f in self.files(part))
