@@ -47,8 +47,14 @@ def _version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error "
+                               "(same as CURATE_DEBUG=1); errors are one line otherwise."),
 ) -> None:
     """curate: ingest -> dedup -> similar -> decontam -> reward -> shard -> train -> eval."""
+    if debug:
+        import os
+
+        os.environ["CURATE_DEBUG"] = "1"
 
 
 for _name in COMMAND_MODULES:

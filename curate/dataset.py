@@ -11,6 +11,8 @@ folder with a manifest is complete there too.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -37,6 +39,15 @@ DEFAULT_BYTES_PER_FILE = 256 * 1024 * 1024
 
 class DatasetError(RuntimeError):
     """A folder is not a usable dataset folder."""
+
+
+class UnsafeOutputError(DatasetError):
+    """An output would replace a user's files or overlap an input."""
+
+
+class ChangedInputError(DatasetError):
+    """A dataset folder's data file no longer matches its manifest (edited, truncated,
+    removed or added after the folder was written)."""
 
 
 class RemoteError(DatasetError, OSError):
@@ -114,11 +125,36 @@ def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     return fs, inner.rstrip("/")
 
 
+def parse_manifest(text: str | bytes, where: str) -> dict[str, Any]:
+    """A dataset folder's manifest from its text; DatasetError naming `where` (the
+    manifest's path) when it is not JSON or not a curate manifest (no `stage`/`files`)."""
+    try:
+        manifest = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{where}: not valid JSON ({exc}); the folder is damaged. "
+                           "Rerun the stage that wrote it.") from exc
+    if not is_curate_manifest(manifest):
+        raise DatasetError(f"{where}: not a curate dataset manifest (no 'stage' and 'files'). "
+                           "Rerun the stage that wrote the folder.")
+    return manifest
+
+
+def is_curate_manifest(manifest: Any) -> bool:
+    """True for what a curate stage writes: a `stage` name and a `files` checksum table."""
+    return (isinstance(manifest, dict) and isinstance(manifest.get("stage"), str)
+            and isinstance(manifest.get("files"), dict)
+            and all(isinstance(v, str) for v in manifest["files"].values()))
+
+
 @dataclass(frozen=True)
 class Dataset:
     """A committed dataset folder (read side).
 
     `path` is a local path, or for a URI folder the path inside `filesystem`.
+    Every data file read through it is checked against the manifest (`files`: sha256,
+    `file_sizes`): the size when it is opened, the sha256 as its bytes stream through
+    (see `VerifyingFile`), so a file changed after it was written stops the reader with
+    `ChangedInputError` naming it.
     """
 
     path: Path
@@ -135,8 +171,11 @@ class Dataset:
                 raise RemoteError(f"{path}: {exc}") from exc
             if info.type != pafs.FileType.File:
                 raise DatasetError(f"{path}: no {MANIFEST}; not a complete dataset folder")
-            return cls(Path(inner), fs, str(path))
+            ds = cls(Path(inner), fs, str(path))
+            ds.manifest  # noqa: B018 - parse and check it now, before anything is read
+            return ds
         p = Path(path)
+        recover_interrupted_commit(p)
         if not p.is_dir():
             raise DatasetError(f"{p}: no such dataset folder")
         if not (p / MANIFEST).is_file():
@@ -144,19 +183,56 @@ class Dataset:
                 f"{p}: no {MANIFEST}; the folder is incomplete (an interrupted run?). "
                 "Rerun the stage that writes it."
             )
-        return cls(p)
+        ds = cls(p)
+        ds.manifest  # noqa: B018 - parse and check it now, before anything is read
+        return ds
 
     @property
     def location(self) -> str:
         """The folder as the user named it (URI or path)."""
         return self.uri or str(self.path)
 
-    @property
+    @functools.cached_property
     def manifest(self) -> dict[str, Any]:
+        where = f"{self.location}/{MANIFEST}"
         if self.filesystem is not None:
             with self.filesystem.open_input_stream(f"{self.path}/{MANIFEST}") as fh:
-                return json.loads(fh.read().decode("utf-8"))
-        return json.loads((self.path / MANIFEST).read_text())
+                return parse_manifest(fh.read(), where)
+        return parse_manifest((self.path / MANIFEST).read_bytes(), where)
+
+    def relative(self, file: Path | str) -> str:
+        """`file` (one of `files()`) as the manifest names it: `kept/part-00000.parquet`."""
+        return Path(file).relative_to(self.path).as_posix()
+
+    def expected(self, file: Path | str) -> tuple[str, int | None]:
+        """(sha256, size or None for manifests that predate sizes) the manifest records."""
+        rel = self.relative(file)
+        sha = self.manifest["files"].get(rel)
+        if sha is None:
+            raise ChangedInputError(f"{self.location}/{rel}: not in {MANIFEST}; the folder "
+                                    "was changed after it was written. Remove the file or "
+                                    "rerun the stage that wrote the folder.")
+        return sha, (self.manifest.get("file_sizes") or {}).get(rel)
+
+    def verify(self) -> list[str]:
+        """Every file the manifest lists, checked (size and sha256): the problems found,
+        one line each naming the file (none = intact). Reads every file once."""
+        problems = []
+        for rel, sha in sorted(self.manifest["files"].items()):
+            path = f"{self.path}/{rel}"
+            try:
+                got = (sha256_file(Path(path)) if self.filesystem is None
+                       else _sha256_remote(self.filesystem, path))
+            except FileNotFoundError:
+                problems.append(f"{self.location}/{rel} is missing")
+                continue
+            if got != sha:
+                problems.append(f"{self.location}/{rel} changed (sha256 differs from {MANIFEST})")
+        for part in (KEPT, REJECTED):
+            for f in self._listed(part):
+                if self.relative(f) not in self.manifest["files"]:
+                    problems.append(f"{self.location}/{self.relative(f)} is not in {MANIFEST}")
+        return problems
 
     @property
     def fingerprint(self) -> str:
@@ -164,6 +240,23 @@ class Dataset:
         return json_fingerprint(self.manifest["files"])
 
     def files(self, part: str = KEPT) -> list[Path]:
+        """The folder's parquet files in `part`: exactly those its manifest lists, else
+        `ChangedInputError` (a file removed, or one added after the folder was written)."""
+        found = self._listed(part)
+        listed = sorted(k for k in self.manifest["files"]
+                        if k.startswith(f"{part}/") and k.endswith(".parquet")
+                        and "/" not in k[len(part) + 1:])
+        have = [self.relative(f) for f in found]
+        if have != listed:
+            missing = sorted(set(listed) - set(have))
+            extra = sorted(set(have) - set(listed))
+            what = (f"{self.location}/{missing[0]} is missing" if missing
+                    else f"{self.location}/{extra[0]} is not in {MANIFEST}")
+            raise ChangedInputError(f"{what}: the folder was changed after it was written. "
+                                    "Rerun the stage that wrote it (or restore the file).")
+        return found
+
+    def _listed(self, part: str) -> list[Path]:
         if self.filesystem is not None:
             sel = pafs.FileSelector(f"{self.path}/{part}", allow_not_found=True)
             return sorted(Path(i.path) for i in self.filesystem.get_file_info(sel)
@@ -171,18 +264,31 @@ class Dataset:
         return sorted((self.path / part).glob("*.parquet"))
 
     def parquet_file(self, file: Path) -> pq.ParquetFile:
-        """One of `files()` opened for reading (through `filesystem` for a URI folder)."""
-        if self.filesystem is not None:
-            return open_parquet(str(file), filesystem=self.filesystem)
-        return open_parquet(file)
+        """One of `files()` opened for reading (through `filesystem` for a URI folder),
+        its size checked against the manifest; reading it through `iter_batches` or
+        `read` checks its sha256 too."""
+        return self._open_verified(file)[0]
+
+    def _open_verified(self, file: Path) -> tuple[pq.ParquetFile, VerifyingFile]:
+        sha, size = self.expected(file)
+        name = f"{self.location}/{self.relative(file)}"
+        vf = VerifyingFile.open(str(file), self.filesystem, sha, size, name)
+        try:
+            return pq.ParquetFile(pa.PythonFile(vf, mode="r"), pre_buffer=False), vf
+        except (pa.ArrowException, OSError) as exc:
+            try:
+                vf.finish()  # a changed file says so; else it was written unreadable
+            finally:
+                vf.close()
+            raise DatasetError(f"{name}: not a readable parquet file ({exc})") from exc
 
     def schema(self, part: str = KEPT) -> pa.Schema:
         files = self.files(part)
         if not files:
             raise DatasetError(f"{self.location}: no parquet files in {part}/")
-        if self.filesystem is not None:
-            return pq.read_schema(str(files[0]), filesystem=self.filesystem)
-        return pq.read_schema(files[0])
+        pf, vf = self._open_verified(files[0])
+        vf.close()
+        return pf.schema_arrow
 
     def count(self, part: str = KEPT) -> int:
         return sum(self.parquet_file(f).metadata.num_rows for f in self.files(part))
@@ -194,18 +300,153 @@ class Dataset:
         batch_size: int = 1024,
     ) -> Iterator[pa.RecordBatch]:
         for f in self.files(part):
-            pf = self.parquet_file(f)
-            yield from pf.iter_batches(batch_size=batch_size, columns=columns)
+            pf, vf = self._open_verified(f)
+            with vf.reading():
+                yield from pf.iter_batches(batch_size=batch_size, columns=columns)
 
     def read(self, part: str = KEPT, columns: list[str] | None = None) -> pa.Table:
         files = self.files(part)
         if not files:
             return S.empty_table()
-        return pa.concat_tables(
-            [pq.read_table(f if self.filesystem is None else str(f), columns=columns,
-                           filesystem=self.filesystem) for f in files],
-            promote_options="default",
-        )
+        tables = []
+        for f in files:
+            pf, vf = self._open_verified(f)
+            with vf.reading():
+                tables.append(pf.read(columns=columns))
+        return pa.concat_tables(tables, promote_options="default")
+
+
+def _sha256_remote(fs: pafs.FileSystem, path: str, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with fs.open_input_stream(path) as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# files verified in this process: (path, size, mtime_ns, ctime_ns, inode) -> sha256, so a
+# stage's second pass over its input does not hash it again (a write changes ctime)
+_VERIFIED: dict[tuple[str, int, int, int, int], str] = {}
+
+
+class VerifyingFile:
+    """A read-only file that hashes the bytes a reader (pyarrow) pulls through it and,
+    at `finish()`, the bytes it skipped, then compares the sha256 with the manifest's.
+
+    The hash covers the longest prefix read in order; what a projected or out-of-order
+    read skipped is read once more at the end. A file already verified in this process
+    (same size, mtime, ctime and inode) is not hashed again.
+    """
+
+    def __init__(self, raw: Any, size: int, sha256: str, name: str,
+                 key: tuple[str, int, int, int, int] | None) -> None:
+        self._raw = raw
+        self._size = size
+        self._expected = sha256
+        self._name = name
+        self._key = key
+        self._pos = 0
+        self._hashed = 0
+        self._sha: Any = None if key is not None and _VERIFIED.get(key) == sha256 \
+            else hashlib.sha256()
+
+    @classmethod
+    def open(cls, path: str, filesystem: pafs.FileSystem | None, sha256: str,
+             size: int | None, name: str) -> VerifyingFile:
+        """`path` opened, its size checked (`size`: the manifest's, None = unknown)."""
+        key = None
+        try:
+            if filesystem is None:
+                raw = open(path, "rb")  # noqa: SIM115 - closed by close()
+                st = os.fstat(raw.fileno())
+                actual = st.st_size
+                key = (path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            else:
+                raw = filesystem.open_input_file(path)
+                actual = raw.size()
+        except FileNotFoundError as exc:
+            raise ChangedInputError(f"{name} is missing: the folder was changed after it was "
+                                    "written. Rerun the stage that wrote it.") from exc
+        if size is not None and actual != size:
+            raw.close()
+            raise ChangedInputError(
+                f"{name}: {actual} bytes, but its manifest says {size}: the file changed "
+                "after it was written (truncated or edited). Rerun the stage that wrote it.")
+        return cls(raw, actual, sha256, name, key)
+
+    # -- the file interface pyarrow's PythonFile uses -------------------------------------
+    def read(self, nbytes: int = -1) -> bytes:
+        data = self._raw.read() if nbytes is None or nbytes < 0 else self._raw.read(nbytes)
+        end = self._pos + len(data)
+        if self._sha is not None and self._pos <= self._hashed < end:
+            self._sha.update(memoryview(data)[self._hashed - self._pos:])
+            self._hashed = end
+        self._pos = end
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = self._raw.seek(offset, whence)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def size(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._raw.closed)
+
+    def close(self) -> None:
+        if not self._raw.closed:
+            self._raw.close()
+
+    # -- verification ------------------------------------------------------------------
+    def finish(self) -> None:
+        """Hash what the reader skipped and compare: `ChangedInputError` on a mismatch."""
+        if self._sha is None:
+            return
+        if self._raw.closed:
+            raise ChangedInputError(f"{self._name}: closed before it was verified")
+        self._raw.seek(self._hashed)
+        while block := self._raw.read(1 << 22):
+            self._sha.update(block)
+            self._hashed += len(block)
+        self._raw.seek(self._pos)
+        if self._sha.hexdigest() != self._expected:
+            raise ChangedInputError(
+                f"{self._name}: its sha256 differs from the one in its manifest: the file "
+                "changed after it was written. Rerun the stage that wrote it (or restore "
+                "the file); nothing was written.")
+        if self._key is not None:
+            _VERIFIED[self._key] = self._expected
+        self._sha = None
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Around a read of the whole file (or of the parts a reader wants): verify at the
+        end; a parse error of a changed file is reported as the change; close the file."""
+        try:
+            try:
+                yield
+            except (pa.ArrowException, OSError) as exc:
+                if isinstance(exc, DatasetError):
+                    raise
+                self.finish()
+                raise DatasetError(f"{self._name}: not a readable parquet file ({exc})") from exc
+            self.finish()
+        finally:
+            self.close()
 
 
 def unified_schema(datasets: Iterable[Dataset], part: str = KEPT) -> pa.Schema:
@@ -511,12 +752,129 @@ def read_manifest(target: Path | str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def check_output(out: Path | str, inputs: Iterable[str | os.PathLike[str]] = ()) -> None:
+    """The one rule for every folder a command writes: `UnsafeOutputError` unless `out`
+    may be replaced and overlaps none of `inputs` (checked before anything is read).
+
+    `out` may replace only nothing, an empty folder, or a folder whose manifest.json says
+    it is a curate dataset folder; never a file, never a folder holding a user's files.
+    """
+    check_no_overlap(out, inputs)
+    check_replaceable(out)
+
+
+def check_replaceable(out: Path | str) -> None:
+    """`UnsafeOutputError` unless `out` is absent, an empty folder or a curate dataset
+    folder (its manifest.json is a curate manifest)."""
+    if is_uri(out):
+        _check_replaceable_uri(str(out))
+        return
+    target = Path(out)
+    recover_interrupted_commit(target)
+    if not target.exists() and not target.is_symlink():
+        return
+    if not target.is_dir() or target.is_symlink():
+        raise UnsafeOutputError(f"{target}: exists and is not a folder; --out must name a new "
+                                "or empty folder or a curate dataset folder. Nothing was "
+                                "changed; choose another --out.")
+    if not any(target.iterdir()):
+        return
+    manifest = target / MANIFEST
+    try:
+        ok = manifest.is_file() and is_curate_manifest(json.loads(manifest.read_bytes()))
+    except (ValueError, UnicodeDecodeError):
+        ok = False
+    if not ok:
+        raise UnsafeOutputError(
+            f"{target}: holds files and is not a curate dataset folder (no curate "
+            f"{MANIFEST}); curate replaces only empty folders and its own outputs. Nothing "
+            "was changed; choose another --out (or move those files away).")
+
+
+def _check_replaceable_uri(uri: str) -> None:
+    fs, inner = _resolve(uri)
+    try:
+        if fs.get_file_info(f"{inner}/{MANIFEST}").type == pafs.FileType.File:
+            with fs.open_input_stream(f"{inner}/{MANIFEST}") as fh:
+                text = fh.read()
+            try:
+                if is_curate_manifest(json.loads(text)):
+                    return
+            except (ValueError, UnicodeDecodeError):
+                pass
+        elif fs.get_file_info(inner).type == pafs.FileType.NotFound:
+            return
+        else:
+            sel = pafs.FileSelector(inner, allow_not_found=True)
+            if not fs.get_file_info(sel):
+                return
+    except OSError as exc:
+        raise RemoteError(f"{uri}: {exc}") from exc
+    raise UnsafeOutputError(f"{uri}: holds objects and is not a curate dataset folder (no "
+                            f"curate {MANIFEST}); nothing was changed; choose another --out.")
+
+
+def _comparable(location: str | os.PathLike[str]) -> tuple[str, ...] | None:
+    """A location as path parts to compare (resolved, symlinks followed); None for a hub id."""
+    text = str(location)
+    if is_uri(text):
+        scheme, _, rest = text.partition("://")
+        if scheme == "hf":
+            return None
+        if scheme == "file":
+            return Path(rest.split("?")[0]).resolve().parts
+        return (scheme, *[p for p in rest.split("?")[0].split("/") if p])
+    return Path(text).expanduser().resolve().parts
+
+
+def check_no_overlap(out: Path | str, inputs: Iterable[str | os.PathLike[str]]) -> None:
+    """`UnsafeOutputError` when `out` is an input, inside one, or holds one."""
+    o = _comparable(out)
+    for given in inputs:
+        i = _comparable(given)
+        if o is None or i is None:
+            continue
+        if o == i:
+            how = "is the input"
+        elif o[:len(i)] == i:
+            how = "is inside the input"
+        elif i[:len(o)] == o:
+            how = "holds the input"
+        else:
+            continue
+        raise UnsafeOutputError(f"--out {out} {how} {given}: writing it would destroy the "
+                                "input. Nothing was read or changed; choose an --out outside "
+                                "the inputs.")
+
+
+def recover_interrupted_commit(target: Path) -> None:
+    """Finish what a run killed inside `commit` left: its `.NAME.old-PID` folder (the
+    previous output, moved aside) is put back when the new output never arrived, and
+    removed when it did. Folders of a process still running are left alone."""
+    if is_uri(target):
+        return
+    target = Path(target)
+    try:
+        olds = sorted(target.parent.glob(f".{target.name}.old-*"))
+    except OSError:
+        return
+    for old in olds:
+        pid = old.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        if not target.exists() and (old / MANIFEST).is_file():
+            os.replace(old, target)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def temp_folder_for(target: Path | str) -> Path:
     """A fresh folder to build `target` in: beside it, or for a URI a local staging folder."""
     if is_uri(target):
         return Path(tempfile.mkdtemp(prefix="curate-staging-"))
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    recover_interrupted_commit(target)
     for stale in stale_temp_folders(target):
         pid = stale.name.rsplit("-", 1)[-1]
         if not (pid.isdigit() and _pid_alive(int(pid))):
@@ -590,6 +948,11 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False, default=str)
     text = redact(text)  # input URIs may carry keys: never written down
     (folder / MANIFEST).write_text(text + "\n")
+
+
+def file_sizes(folder: Path, rels: Iterable[str]) -> dict[str, int]:
+    """Size in bytes of each of `rels` (relative paths under `folder`)."""
+    return {rel: (folder / rel).stat().st_size for rel in rels}
 
 
 def checksum_files(folder: Path, skip: set[str] | None = None) -> dict[str, str]:

@@ -60,6 +60,7 @@ class StageRun:
         self.out = D.location(self.out)
         if D.is_uri(self.out):
             D.check_output_uri(str(self.out))
+        D.check_output(self.out, [i["path"] for i in self.inputs if i.get("path")])
         self.fingerprint = D.json_fingerprint(
             {"stage": self.stage, "version": __version__, "config": self.config,
              "inputs": [i.get("fingerprint") for i in self.inputs]}
@@ -82,17 +83,46 @@ class StageRun:
     # -- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> StageRun:
         self._t0 = time.perf_counter()
-        old = None if self.force else D.read_manifest(self.out)
+        old = None if self.force else self._old_manifest()
         if old is not None and old.get("fingerprint") == self.fingerprint:
-            self.skipped = True
-            self.manifest = old
-            console().print(
-                f"[yellow]{self.stage}: {D.redact(str(self.out))} is up to date "
-                "(same input and config); skipped. Use --force to redo it."
-            )
-            return self
+            stale = self._why_stale()
+            if not stale:
+                self.skipped = True
+                self.manifest = old
+                console().print(
+                    f"[yellow]{self.stage}: {D.redact(str(self.out))} is up to date "
+                    "(same input and config, its files intact); skipped. Use --force to "
+                    "redo it."
+                )
+                return self
+            console().print(f"[yellow]{self.stage}: redoing {D.redact(str(self.out))}: "
+                            f"{D.redact(stale)}", highlight=False)
         self._tmp = D.temp_folder_for(self.out)
         return self
+
+    def _old_manifest(self) -> dict[str, Any] | None:
+        """The output's manifest, or None when there is none or it is damaged (redo)."""
+        try:
+            return D.read_manifest(self.out)
+        except ValueError:
+            return None
+
+    def _why_stale(self) -> str | None:
+        """Why an output whose fingerprint matches must still be redone: one of its files,
+        or of its dataset inputs' files, no longer matches its manifest. None = intact."""
+        try:
+            problems = D.Dataset.open(self.out).verify()
+        except D.DatasetError as exc:
+            return str(exc)
+        if problems:
+            return problems[0]
+        for record in self.inputs:
+            if "stage" not in record or not record.get("path"):
+                continue  # a raw input file: its fingerprint is its content already
+            problems = D.Dataset.open(record["path"]).verify()
+            if problems:
+                return f"its input changed: {problems[0]}"
+        return None
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if self.skipped:
@@ -247,6 +277,8 @@ class StageRun:
         files = D.checksum_files(self._tmp, skip=set(self._worker_files))
         files.update({k: sha for k, (_, sha, _) in self._worker_files.items()})
         files = dict(sorted(files.items()))
+        sizes = D.file_sizes(self._tmp, [k for k in files if k not in self._worker_files])
+        sizes.update({k: size for k, (_, _, size) in self._worker_files.items()})
         file_rows = {f"{D.KEPT}/{k}": v for k, v in self._kept.file_rows.items()}
         file_rows.update({f"{D.REJECTED}/{k}": v for k, v in self._rejected.file_rows.items()})
         file_rows.update({k: rows for k, (rows, _, _) in self._worker_files.items()})
@@ -262,6 +294,7 @@ class StageRun:
             "rows_rejected": rows_rejected,
             "rejected_by_reason": dict(sorted(self.reasons.items())),
             "files": files,
+            "file_sizes": dict(sorted(sizes.items())),
             "file_rows": file_rows,
             "engine": self.engine,
             "steps": {k: round(v, 3) for k, v in self.steps.items()},

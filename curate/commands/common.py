@@ -61,25 +61,93 @@ class UsageFailure(Exception):
     """A problem with the user's input: printed without a traceback, exit code 2."""
 
 
-def handle_errors(fn: F) -> F:
-    """Turn known input errors into a one-line message and exit code 2."""
+def debugging() -> bool:
+    """`curate --debug ...` or CURATE_DEBUG=1: let tracebacks through."""
+    import os
+
+    return os.environ.get("CURATE_DEBUG", "") not in ("", "0")
+
+
+def print_error(message: str) -> None:
+    """An error on stderr, whatever --quiet says (quiet hides progress, never errors)."""
+    from rich.console import Console
+
+    from curate.dataset import redact
+
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {redact(message)}",
+                                               highlight=False, markup=True)
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """The one-line message for an error the user can act on (bad input, full disk, an
+    output they cannot write), or None for anything else (a bug)."""
+    import errno
+    import zlib
+
+    import pyarrow as pa
+
     from curate.dataset import DatasetError
     from curate.schema import SchemaError
     from curate.sources.readers import InputError
+
+    if isinstance(exc, InputError | DatasetError | SchemaError | UsageFailure):
+        return str(exc)
+    if isinstance(exc, OSError):
+        where = exc.filename or ""
+        why = exc.strerror or str(exc)
+        hint = {
+            errno.ENOSPC: "free some space or write --out elsewhere",
+            errno.EDQUOT: "free some space or write --out elsewhere",
+            errno.EROFS: "that file system is read-only: write --out elsewhere",
+            errno.EACCES: "no permission there: write --out elsewhere or fix the permissions",
+            errno.EPERM: "no permission there: write --out elsewhere or fix the permissions",
+            errno.ENOENT: "check the path",
+        }.get(exc.errno or -1, "")
+        text = f"{where}: {why}" if where else why
+        return f"{text}; nothing was written ({hint})" if hint else f"{text}; nothing was written"
+    if isinstance(exc, ValueError | pa.ArrowException | zlib.error | EOFError):
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def handle_errors(fn: F) -> F:
+    """Turn errors a user can cause into one message on stderr and exit code 2 (even under
+    --quiet), and check that --out may be written before the command reads anything.
+    Anything else is a bug: one line and exit 1, the traceback under --debug."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         set_quiet(bool(kwargs.get("quiet")))
         try:
+            guard_output(kwargs)
             return fn(*args, **kwargs)
-        except (InputError, DatasetError, SchemaError, UsageFailure, ValueError,
-                FileNotFoundError) as exc:
-            from curate.dataset import redact
-
-            console().print(f"[red]error:[/red] {redact(str(exc))}", highlight=False)
-            raise typer.Exit(2) from exc
+        except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            if debugging():
+                raise
+            message = user_error_message(exc)
+            if message is not None:
+                print_error(message)
+                raise typer.Exit(2) from exc
+            print_error(f"internal error ({type(exc).__name__}: {exc}); rerun with "
+                        "`curate --debug ...` (or CURATE_DEBUG=1) for the traceback, and "
+                        "report it")
+            raise typer.Exit(1) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def guard_output(kwargs: dict[str, Any]) -> None:
+    """A command whose --out is a dataset folder (`inputs` given too): refuse an --out that
+    would replace a user's files or overlaps an input, before anything is read."""
+    from curate.dataset import check_output
+
+    out, inputs = kwargs.get("out"), kwargs.get("inputs")
+    if out is None or not isinstance(inputs, list):
+        return
+    reads = [*inputs, *(kwargs.get("against") or [])]
+    check_output(out, [str(i) for i in reads if not str(i).startswith("hf://")])
 
 
 def make_engine(name: str, workers: int | None, ray_address: str | None = None,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from curate import dataset as D
 
@@ -30,6 +31,10 @@ class Fragment:
     schema: pa.Schema  # what every batch is conformed to
     filesystem: Any = None
     rows: int = 0
+    # the manifest's sha256 and size of `file` and the name errors give it (None: unchecked)
+    sha256: str | None = None
+    size: int | None = None
+    name: str = ""
 
 
 def fragments(
@@ -50,8 +55,11 @@ def fragments(
         for f in d.files(D.KEPT):
             meta = d.parquet_file(f).metadata
             sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+            sha, size = d.expected(f)
+            name = f"{d.location}/{d.relative(f)}"
             for groups, _, rows in row_group_runs(sizes, rows_per_fragment):
-                out.append(Fragment(str(f), groups, cols, schema, d.filesystem, rows))
+                out.append(Fragment(str(f), groups, cols, schema, d.filesystem, rows,
+                                    sha, size, name))
     return out
 
 
@@ -74,11 +82,21 @@ def row_group_runs(sizes: list[int], rows_per_run: int
 
 
 def read_fragment(frag: Fragment, batch_size: int = 1024) -> Iterator[pa.RecordBatch]:
-    """The fragment's rows as batches of at most `batch_size`, conformed to its schema."""
-    pf = D.open_parquet(frag.file, filesystem=frag.filesystem)
-    for batch in pf.iter_batches(batch_size=batch_size, row_groups=list(frag.row_groups),
-                                 columns=list(frag.columns)):
-        yield D.conform(batch, frag.schema)
+    """The fragment's rows as batches of at most `batch_size`, conformed to its schema;
+    the file checked against its manifest's sha256 as it is read (`D.VerifyingFile`)."""
+    if frag.sha256 is None:
+        pf = D.open_parquet(frag.file, filesystem=frag.filesystem)
+        for batch in pf.iter_batches(batch_size=batch_size, row_groups=list(frag.row_groups),
+                                     columns=list(frag.columns)):
+            yield D.conform(batch, frag.schema)
+        return
+    vf = D.VerifyingFile.open(frag.file, frag.filesystem, frag.sha256, frag.size,
+                              frag.name or frag.file)
+    with vf.reading():
+        pf = pq.ParquetFile(pa.PythonFile(vf, mode="r"), pre_buffer=False)
+        for batch in pf.iter_batches(batch_size=batch_size, row_groups=list(frag.row_groups),
+                                     columns=list(frag.columns)):
+            yield D.conform(batch, frag.schema)
 
 
 def apply_to_fragment(fn: Callable[[pa.RecordBatch], Any], batch_size: int,

@@ -34,6 +34,61 @@ def _init_actor(setup: Callable[[], Callable[[Any], Any]]) -> None:
     _ACTOR_FN = setup()
 
 
+def _init_worker(driver: int, init: Callable[..., None] | None, args: tuple[Any, ...]) -> None:
+    """Every pool worker's initializer: die with the driver, then the pool's own setup."""
+    die_with(driver)
+    if init is not None:
+        init(*args)
+
+
+def die_with(driver: int) -> None:
+    """End this process as soon as process `driver` ends, however it ends (SIGKILL too).
+
+    A forkserver worker's parent is the forkserver, not the driver, and the forkserver
+    lives as long as any worker holds its pipe: so a watchdog thread waits on the driver
+    itself (a pidfd, or polling where there is none). When the workers go, the forkserver
+    and the resource tracker see their pipes close and exit too.
+    """
+    import signal
+    import threading
+
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the forkserver's death too
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+    threading.Thread(target=_watch, args=(driver,), name="curate-die-with-driver",
+                     daemon=True).start()
+
+
+def _watch(driver: int) -> None:
+    import select
+    import time
+
+    try:
+        fd = os.pidfd_open(driver)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # pragma: no cover - no pidfd: poll
+        while _alive(driver):
+            time.sleep(0.5)
+        os._exit(1)
+    select.select([fd], [], [])
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:  # pragma: no cover - only without pidfd
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _call_reduce(job: tuple[Callable[[Any, list[Any]], Any], Any, list[Any]]) -> Any:
     fn, item, blocks = job
     return fn(item, blocks)
@@ -146,7 +201,10 @@ class LocalEngine:
     def _pool_map(self, fn: Callable[[Any], R], items: Iterable[Any], workers: int,
                   **pool_kwargs: Any) -> Iterator[R]:
         ctx = mp.get_context("forkserver")
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, **pool_kwargs)
+        init = (os.getpid(), pool_kwargs.pop("initializer", None),
+                pool_kwargs.pop("initargs", ()))
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                   initializer=_init_worker, initargs=init, **pool_kwargs)
         yield from self._windowed(pool, fn, items, workers)
 
     @staticmethod
