@@ -138,9 +138,10 @@ def _text_errors(path: str, where: str, exc: Exception) -> InputError:
     """The file-level error for a failure while reading a text file."""
     if isinstance(exc, UnicodeDecodeError):
         return InputError(f"{path}{where}: not UTF-8 text ({exc.reason} at byte {exc.start})")
+    kind = "zlib.error" if isinstance(exc, zlib.error) else type(exc).__name__
     if path.endswith(".gz"):
         return InputError(f"{path}{where}: not a readable gzip file "
-                          f"({type(exc).__name__}: {exc}); the file is corrupt or truncated")
+                          f"({kind}: {exc}); the file is corrupt or truncated")
     return InputError(f"{path}{where}: cannot be read ({type(exc).__name__}: {exc})")
 
 
@@ -258,7 +259,7 @@ def read_parquet_rows(path: str, row_groups: list[int] | None = None,
                 return
             pylist = batch.to_pylist()
         except Exception as exc:  # pyarrow raises OSError, ArrowInvalid, ... for bad pages
-            raise InputError(f"{path}: row {i}: a data page cannot be read "
+            raise InputError(f"{path}: rows from {i}: a data page cannot be read "
                              f"({type(exc).__name__}: {exc}); the file is corrupt") from exc
         for row in pylist:
             yield Record(row, path, i)

@@ -196,8 +196,7 @@ def refused_row(pair: RawPair, source: str, exc: BaseException) -> tuple[dict[st
            "source": source, "source_id": source_id, "prompt": None, "chosen": None,
            "rejected": None, "images": [], "chosen_score": None, "rejected_score": None,
            "category": None, "meta": json.dumps({"raw": jsonable(raw)}, ensure_ascii=False)}
-    where = f"{safe_text(pair.where)}: " if pair.where else ""
-    return row, ("malformed_row", f"{where}{describe(exc)}")
+    return row, ("malformed_row", describe(exc))
 
 
 def checked_rows(pairs: list[RawPair], source: str, opts: IngestOptions,
@@ -209,6 +208,9 @@ def checked_rows(pairs: list[RawPair], source: str, opts: IngestOptions,
             row, problem = row_of(pair, source, opts)
         except Exception as exc:  # noqa: BLE001 - the per-row boundary of the checks
             row, problem = refused_row(pair, source, exc)
+        if problem is not None and problem[0] == "malformed_row" and pair.where \
+                and not problem[1].startswith(pair.where):
+            problem = (problem[0], f"{safe_text(pair.where)}: {problem[1]}")
         yield pair, row, problem
 
 
