@@ -10,11 +10,13 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 
 _QUIET = False
@@ -46,25 +48,33 @@ class _Bar:
         if self._progress is not None and self._task is not None:
             self._progress.advance(self._task, n)
 
+    def set(self, completed: int, rows: int = 0) -> None:
+        """Move a bytes bar to `completed` bytes; `rows` more rows are done."""
+
 
 @contextmanager
 def bar(description: str, total: int | None = None, unit: str = "rows") -> Iterator[_Bar]:
-    """A progress bar showing done/total, rate and ETA; a no-op when quiet."""
+    """A progress bar showing done/total, rate and ETA; a no-op when quiet.
+
+    `unit="bytes"`: done/total in bytes (as 12.3/45.6 MB) with the transfer rate, and
+    the rows done so far beside it; for inputs whose row count is not known up front
+    (JSON lines, a .gz) but whose size is."""
     if is_quiet():
         yield _Bar(None, None)
         return
+    counts = ((DownloadColumn(), TransferSpeedColumn(), TextColumn("{task.fields[rows]}"))
+              if unit == "bytes" else (MofNCompleteColumn(), TextColumn("{task.fields[rate]}")))
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
+        *counts,
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console(),
         transient=False,
     )
     with progress:
-        task = progress.add_task(description, total=total, rate="")
+        task = progress.add_task(description, total=total, rate="", rows="")
         inner = _RateBar(progress, task, unit)
         yield inner
 
@@ -73,6 +83,12 @@ class _RateBar(_Bar):
     def __init__(self, progress: Progress, task: int, unit: str) -> None:
         super().__init__(progress, task)
         self._unit = unit
+        self._rows = 0
+
+    def set(self, completed: int, rows: int = 0) -> None:
+        assert self._progress is not None and self._task is not None
+        self._rows += rows
+        self._progress.update(self._task, completed=completed, rows=f"{self._rows:,} rows")
 
     def advance(self, n: int = 1) -> None:
         assert self._progress is not None and self._task is not None

@@ -21,7 +21,7 @@ from curate.commands.common import (
     make_engine,
     print_summary,
 )
-from curate.images import PIL_DEFAULT_MAX_PIXELS
+from curate.images import DEFAULT_MAX_IMAGE_BYTES, PIL_DEFAULT_MAX_PIXELS
 
 KINDS = (
     "rlaif-v, llava-critic, skywork-pref, hh-rlhf, sharegpt, rewardbench, vl-rewardbench, "
@@ -52,6 +52,10 @@ def ingest(
     max_pixels: Annotated[int, typer.Option(
         help="Images with more pixels are rejected (image_too_large) before decoding."
     )] = PIL_DEFAULT_MAX_PIXELS,
+    max_image_bytes: Annotated[int, typer.Option(
+        help="Encoded images larger than this many bytes are rejected (image_too_large): a "
+        "file by its size on disk, before it is read."
+    )] = DEFAULT_MAX_IMAGE_BYTES,
     engine: EngineOpt = "local",
     workers: WorkersOpt = None,
     ray_address: RayAddressOpt = None,
@@ -60,8 +64,13 @@ def ingest(
 ) -> None:
     """Read a source dataset into a canonical dataset folder (kept/, rejected/, manifest.json).
 
-    Every image is fully decoded once; rows with a corrupt, oversized or unreachable
-    image, no prompt, or a missing/empty/identical response go to rejected/ with a reason.
+    Every image is fully decoded once, as JPEG (MPO too), PNG, WEBP, GIF, BMP or TIFF;
+    other formats (PostScript, PSD, ...) are rejected, never decoded. Rows with a corrupt,
+    oversized or unreachable image, no prompt, a missing/empty/identical response, a NaN
+    score or any value that cannot be read go to rejected/ with a reason: one bad row
+    never stops the run. A file that cannot be read at all (not UTF-8, broken JSON or
+    gzip, a corrupt parquet page) stops it with exit code 2, naming the file and line.
+    An empty file (or one of whitespace only) holds no rows, whatever its format.
 
     Example:
         curate ingest hh-rlhf data/harmless-base-test.jsonl.gz --out work/hh
@@ -76,7 +85,8 @@ def ingest(
     manifest = run_ingest(
         kind, inputs, out, source=source, mapping=parse_mapping(mapping, FIELDS), config=config,
         split=split, image_root=image_root, max_pixels=max_pixels,
-        engine=make_engine(engine, workers, ray_address), force=force,
+        max_image_bytes=max_image_bytes, engine=make_engine(engine, workers, ray_address),
+        force=force,
     )
     if not quiet:
         print_summary(manifest, out)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +36,7 @@ class RawPair:
     meta: dict[str, Any] = field(default_factory=dict)
     reject: tuple[str, str] | None = None
     consumed: int = 1  # input records this row stands for (pointwise pairing uses 2)
+    where: str = ""  # file:line of the record, for messages about the row
 
 
 @dataclass
@@ -70,17 +75,21 @@ class Adapter:
     def pairs(self, records: Callable[[], Iterator[Record]]) -> Iterator[RawPair]:
         """`records` can be called again to re-read the input (two-pass adapters)."""
         for rec in records():
-            try:
-                yield self.convert(rec)
-            except MalformedRow as exc:
-                yield RawPair(
-                    source_id=record_id(rec, *self.id_keys),
-                    prompt=None,
-                    chosen=None,
-                    rejected=None,
-                    meta={"raw": jsonable(rec.data), "where": rec.where},
-                    reject=("malformed_row", f"{rec.where}: {exc}"),
-                )
+            yield self.convert_safely(rec)
+
+    def convert_safely(self, rec: Record) -> RawPair:
+        """The per-row boundary: `convert`, where any exception a record raises (not only
+        MalformedRow: a RecursionError, an OSError, a TypeError on a value of a type
+        nobody expected) becomes that row's rejection, `malformed_row` with the file,
+        line and the exception's message, and never the end of the run."""
+        if rec.problem is not None:
+            return rejected_record(rec, "malformed_row", rec.problem, self.id_keys)
+        try:
+            pair = self.convert(rec)
+        except Exception as exc:  # noqa: BLE001 - one row's failure is that row's rejection
+            return rejected_record(rec, "malformed_row", describe(exc), self.id_keys)
+        pair.where = pair.where or rec.where
+        return pair
 
     def extra_manifest(self) -> dict[str, Any]:
         return {}
@@ -95,6 +104,33 @@ class Adapter:
 
 class MalformedRow(ValueError):
     """A record whose structure the adapter cannot read; it becomes a rejected row."""
+
+
+class UnsafeValue(MalformedRow):
+    """A value that cannot be stored as it is: text with a lone surrogate
+    (`invalid_unicode`), or nesting deeper than `MAX_DEPTH` (`malformed_row`)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one line for a reject detail (its type, unless MalformedRow)."""
+    text = str(exc) if isinstance(exc, MalformedRow) else f"{type(exc).__name__}: {exc}"
+    return safe_text(text)[:500]
+
+
+def rejected_record(rec: Record, reason: str, detail: str,
+                    id_keys: tuple[str, ...] = ("id",)) -> RawPair:
+    """A record refused as a whole; its raw data (made storable) is kept in `meta.raw`."""
+    try:
+        source_id = safe_text(record_id(rec, *id_keys))
+    except Exception:  # noqa: BLE001 - an id whose str() fails: name the row by file:line
+        source_id = default_source_id(rec)
+    return RawPair(source_id=source_id, prompt=None, chosen=None, rejected=None,
+                   meta={"raw": jsonable(rec.data), "where": rec.where},
+                   reject=(reason, f"{safe_text(rec.where)}: {detail}"), where=rec.where)
 
 
 def default_source_id(rec: Record) -> str:
@@ -112,34 +148,93 @@ def record_id(rec: Record, *keys: str) -> str:
     return default_source_id(rec)
 
 
-def jsonable(obj: Any) -> Any:
-    """Raw data made JSON-safe for `meta`: bytes are summarised, not copied."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+MAX_DEPTH = 100  # nesting levels `jsonable` keeps (real data nests a handful)
+
+
+def lone_surrogate(text: str) -> str | None:
+    """The first lone surrogate in `text` (JSON's "\\ud800" escapes make them; they are
+    not Unicode text and cannot be written as UTF-8), or None."""
+    if text.isascii():
+        return None
+    m = _SURROGATE.search(text)
+    return m.group() if m else None
+
+
+def safe_text(text: str) -> str:
+    """`text` with any lone surrogate written as its escape (`\\ud800`)."""
+    if lone_surrogate(text) is None:
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def jsonable(obj: Any, strict: bool = False, _depth: int = 0) -> Any:
+    """Raw data made JSON-safe for `meta`: bytes are summarised, not copied; text with a
+    lone surrogate is escaped, NaN and infinities become text, and nesting deeper than
+    `MAX_DEPTH` is cut. `strict`: raise UnsafeValue instead of escaping or cutting."""
+    if isinstance(obj, str):
+        if strict and lone_surrogate(obj) is not None:
+            raise UnsafeValue("invalid_unicode", "a text value holds a lone surrogate "
+                              f"({ascii(lone_surrogate(obj))}), which is not Unicode text")
+        return safe_text(obj)
+    if obj is None or isinstance(obj, bool | int):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else repr(obj)
     if isinstance(obj, bytes | bytearray):
         return f"<{len(obj)} bytes>"
+    if _depth >= MAX_DEPTH and isinstance(obj, dict | list | tuple):
+        if strict:
+            raise UnsafeValue("malformed_row", f"a value is nested deeper than {MAX_DEPTH} levels")
+        return f"<nested deeper than {MAX_DEPTH} levels>"
     if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
+        return {jsonable(str(k), strict): jsonable(v, strict, _depth + 1) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    if obj is None or isinstance(obj, str | int | float | bool):
-        return obj
-    return repr(obj)
+        return [jsonable(v, strict, _depth + 1) for v in obj]
+    return safe_text(repr(obj))
+
+
+_DATA_URI = re.compile(r"data:image/[\w.+-]+;base64,", re.I)
+
+
+def image_bytes(value: Any) -> bytes:
+    """The bytes of an inline image: bytes as they are; text (JSON cannot hold bytes, so
+    exports write them as base64, sometimes as a `data:image/...;base64,` URI) decoded
+    when it is valid base64, else refused."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        text = "".join(value.split())  # MIME base64 breaks lines
+        m = _DATA_URI.match(text)
+        if m:
+            text = text[m.end():]
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise MalformedRow(f"image bytes are text that is not valid base64 ({exc})") from exc
+    raise MalformedRow(f"image bytes are a {type(value).__name__}, expected bytes or base64 text")
 
 
 def image_ref(value: Any) -> ImageRef | None:
-    """Accept bytes, a path string, or a {bytes, path} struct (HF Image, decode=False)."""
+    """Accept bytes, a path string (or a base64 `data:image/` URI), or a {bytes, path}
+    struct (HF Image, decode=False; `bytes` may be base64 text)."""
     if value is None:
         return None
     if isinstance(value, bytes | bytearray):
         return ImageRef(data=bytes(value))
     if isinstance(value, str):
+        if _DATA_URI.match(value):
+            return ImageRef(data=image_bytes(value))
         return ImageRef(path=value) if value else None
     if isinstance(value, dict):
         data = value.get("bytes")
         if data:
-            return ImageRef(data=bytes(data))
+            return ImageRef(data=image_bytes(data))
         path = value.get("path")
         if path:
-            return ImageRef(path=str(path))
+            if not isinstance(path, str):
+                raise MalformedRow(f"image path is a {type(path).__name__}, not text")
+            return ImageRef(path=path)
         return None
     raise MalformedRow(f"image is a {type(value).__name__}, expected bytes, a path or a struct")
 

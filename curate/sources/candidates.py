@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import schema as S
-from curate.images import PIL_DEFAULT_MAX_PIXELS
+from curate.images import DEFAULT_MAX_IMAGE_BYTES, PIL_DEFAULT_MAX_PIXELS
 from curate.sources.base import AdapterOptions, RawPair, jsonable
 from curate.sources.generic import Generic
 from curate.sources.readers import Record
@@ -175,6 +175,7 @@ def ingest(
     split: str = "train",
     image_root: str | Path | None = None,
     max_pixels: int = PIL_DEFAULT_MAX_PIXELS,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
     engine: Any = None,
     force: bool = False,
     chunk_size: int = 64,
@@ -192,13 +193,14 @@ def ingest(
     from curate.stage import StageRun
     from curate.stages.ingest import input_fingerprints, split_duplicate_ids
 
+    opts = IngestOptions.checked(image_root, max_pixels, max_image_bytes)
     engine = engine or get_engine("local")
-    root = Path(image_root).resolve() if image_root else None
+    root = opts.image_root
     adapter = Candidates(AdapterOptions(source=source, mapping=mapping or {}, config=config,
                                         has_image_root=root is not None))
-    opts = IngestOptions(image_root=root, max_pixels=max_pixels)
     cfg = {"kind": KIND, "source": adapter.source, "mapping": mapping or {}, "config": config,
-           "split": split, "image_root": str(root) if root else None, "max_pixels": max_pixels}
+           "split": split, "image_root": str(root) if root else None, "max_pixels": max_pixels,
+           "max_image_bytes": max_image_bytes}
     run = StageRun("ingest", out, cfg, input_fingerprints(inputs, config, split), force=force,
                    base_schema=S.CANDIDATES_SCHEMA, engine=engine.describe())
     with run:

@@ -18,6 +18,7 @@ from curate.sources.base import (
     Adapter,
     MalformedRow,
     RawPair,
+    describe,
     image_refs,
     jsonable,
     record_id,
@@ -173,10 +174,12 @@ class LLaVACritic(Adapter):
         problems: dict[int, str] = {}
         for i, rec in enumerate(records()):
             try:
+                if rec.problem is not None:
+                    raise MalformedRow(rec.problem)
                 infos.append(_point(rec))
-            except MalformedRow as exc:
+            except Exception as exc:  # noqa: BLE001 - one row's failure is that row's rejection
                 infos.append(None)
-                problems[i] = str(exc)
+                problems[i] = describe(exc)
         groups: dict[tuple[str, str], list[int]] = {}
         for i, info in enumerate(infos):
             if info is not None and info.score is not None:
@@ -238,6 +241,7 @@ class LLaVACritic(Adapter):
             category=rec.data.get("source"),
             meta={"raw": jsonable(rec.data), "where": rec.where},
             reject=(reason, detail),
+            where=rec.where,
         )
 
     def extra_manifest(self) -> dict[str, Any]:

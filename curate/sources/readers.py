@@ -10,8 +10,11 @@ import glob
 import gzip
 import io
 import json
+import os
+import sys
+import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +29,17 @@ class InputError(Exception):
 
 @dataclass(frozen=True)
 class Record:
-    """One raw row and where it came from (`where` is 'file:line' or 'file:row')."""
+    """One raw row and where it came from (`where` is 'file:line' or 'file:row').
+
+    `problem` says why a row the file holds cannot be a record (a JSON line that is not
+    an object, or nested too deep to parse): the adapter boundary rejects it
+    (`malformed_row`) and `data` keeps what could be kept of it.
+    """
 
     data: dict[str, Any]
     file: str
     index: int  # 1-based line (json lines) or 0-based row (others)
+    problem: str | None = None
 
     @property
     def where(self) -> str:
@@ -73,46 +82,130 @@ def expand_inputs(inputs: list[str]) -> list[str | HubSpec]:
     return out
 
 
-def _open_text(path: str) -> io.TextIOBase:
+@dataclass
+class ReadProgress:
+    """How far the readers are through the input files, in bytes of the files as stored
+    (compressed bytes of a .gz), for a progress bar with an ETA; `total` is None when an
+    input (a hub dataset) has no size."""
+
+    total: int | None = None
+    done: int = 0
+    _base: int = field(default=0, repr=False)
+    _size: int = field(default=0, repr=False)
+
+    @classmethod
+    def of(cls, inputs: list[str]) -> ReadProgress:
+        items = expand_inputs(inputs)
+        if any(isinstance(i, HubSpec) for i in items):
+            return cls(None)
+        return cls(sum(os.path.getsize(str(i)) for i in items))
+
+    def restart(self) -> None:
+        self.done = self._base = self._size = 0
+
+    def start_file(self, size: int) -> None:
+        self._size = size
+
+    def at(self, offset: int) -> None:
+        self.done = self._base + min(offset, self._size)
+
+    def end_file(self) -> None:
+        self._base += self._size
+        self.done = self._base
+
+
+_NO_PROGRESS = ReadProgress()
+EVERY = 64  # rows between progress updates (a tell() each)
+
+
+class _TextFile:
+    """A text file (gzip-compressed or not) whose stored bytes read so far are known."""
+
+    def __init__(self, path: str) -> None:
+        self.raw = open(path, "rb")  # noqa: SIM115 - closed by close()
+        stream: Any = gzip.GzipFile(fileobj=self.raw) if path.endswith(".gz") else self.raw
+        self.text = io.TextIOWrapper(stream, encoding="utf-8")
+
+    def offset(self) -> int:
+        return self.raw.tell()
+
+    def close(self) -> None:
+        self.text.close()
+        self.raw.close()
+
+
+def _text_errors(path: str, where: str, exc: Exception) -> InputError:
+    """The file-level error for a failure while reading a text file."""
+    if isinstance(exc, UnicodeDecodeError):
+        return InputError(f"{path}{where}: not UTF-8 text ({exc.reason} at byte {exc.start})")
+    kind = "zlib.error" if isinstance(exc, zlib.error) else type(exc).__name__
     if path.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")  # type: ignore[return-value]
-    return open(path, encoding="utf-8")  # noqa: SIM115
+        return InputError(f"{path}{where}: not a readable gzip file "
+                          f"({kind}: {exc}); the file is corrupt or truncated")
+    return InputError(f"{path}{where}: cannot be read ({type(exc).__name__}: {exc})")
 
 
-def _read_jsonl(path: str) -> Iterator[Record]:
+_FILE_ERRORS = (UnicodeDecodeError, OSError, EOFError, zlib.error)
+
+
+def _json_row(obj: Any, path: str, index: int, what: str) -> Record:
+    """A parsed JSON value as a Record; a non-object becomes a problem record."""
+    if isinstance(obj, dict):
+        return Record(obj, path, index)
+    return Record({"value": obj}, path, index,
+                  problem=f"{what} is a JSON {_json_type(obj)}, not an object")
+
+
+def _json_type(obj: Any) -> str:
+    names = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if obj is None else names.get(type(obj), type(obj).__name__)
+
+
+def _read_jsonl(path: str, progress: ReadProgress = _NO_PROGRESS) -> Iterator[Record]:
+    lineno = 0
     try:
-        with _open_text(path) as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-                if not isinstance(obj, dict):
-                    raise InputError(f"{path}:{lineno}: a JSON line must be an object")
-                yield Record(obj, path, lineno)
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except (gzip.BadGzipFile, EOFError) as exc:
-        raise InputError(f"{path}: not a readable gzip file ({exc})") from exc
-
-
-def _read_json(path: str) -> Iterator[Record]:
+        f = _TextFile(path)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be opened ({exc.strerror or exc})") from exc
     try:
-        with _open_text(path) as fh:
-            text = fh.read()
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except (gzip.BadGzipFile, EOFError) as exc:
-        raise InputError(f"{path}: not a readable gzip file ({exc})") from exc
+        for lineno, line in enumerate(f.text, start=1):  # noqa: B007 - read in the except
+            if lineno % EVERY == 0:
+                progress.at(f.offset())
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+            except RecursionError:
+                yield Record({"line": line}, path, lineno,
+                             problem="the JSON line is nested too deep to read")
+                continue
+            yield _json_row(obj, path, lineno, "the line")
+    except _FILE_ERRORS as exc:
+        raise _text_errors(path, f" (after line {lineno})", exc) from exc
+    finally:
+        f.close()
+
+
+def _read_json(path: str, progress: ReadProgress = _NO_PROGRESS) -> Iterator[Record]:
+    try:
+        f = _TextFile(path)
+        try:
+            text = f.text.read()
+        finally:
+            f.close()
+    except _FILE_ERRORS as exc:
+        raise _text_errors(path, "", exc) from exc
     stripped = text.lstrip()
+    if not stripped:
+        return  # an empty file holds no rows (the rule for every text format)
     if stripped.startswith("{") and "\n{" in stripped.rstrip():
         # a .json file that is really JSON lines
         try:
             obj = json.loads(text)
-        except json.JSONDecodeError:
-            yield from _read_jsonl(path)
+        except (json.JSONDecodeError, RecursionError):
+            yield from _read_jsonl(path, progress)
             return
     else:
         try:
@@ -121,6 +214,9 @@ def _read_json(path: str) -> Iterator[Record]:
             raise InputError(
                 f"{path}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})"
             ) from exc
+        except RecursionError as exc:
+            raise InputError(f"{path}: JSON nested too deep to read (one file is one JSON "
+                             "value; JSON lines would make it one row)") from exc
     if isinstance(obj, dict):
         lists = [v for v in obj.values() if isinstance(v, list)]
         if len(lists) == 1:
@@ -130,13 +226,11 @@ def _read_json(path: str) -> Iterator[Record]:
     if not isinstance(obj, list):
         raise InputError(f"{path}: expected a JSON list of objects")
     for i, row in enumerate(obj):
-        if not isinstance(row, dict):
-            raise InputError(f"{path}: item {i} is not a JSON object")
-        yield Record(row, path, i)
+        yield _json_row(row, path, i, f"item {i}")
 
 
-def _read_parquet(path: str) -> Iterator[Record]:
-    return read_parquet_rows(path)
+def _read_parquet(path: str, progress: ReadProgress = _NO_PROGRESS) -> Iterator[Record]:
+    return read_parquet_rows(path, progress=progress)
 
 
 def parquet_row_groups(path: str) -> list[int]:
@@ -146,15 +240,31 @@ def parquet_row_groups(path: str) -> list[int]:
 
 
 def read_parquet_rows(path: str, row_groups: list[int] | None = None,
-                      first_index: int = 0) -> Iterator[Record]:
+                      first_index: int = 0, progress: ReadProgress = _NO_PROGRESS
+                      ) -> Iterator[Record]:
     """The records of `row_groups` (default: all) of a parquet input; `first_index` is
-    the file-wide index of the first one (it names rows in ids and messages)."""
+    the file-wide index of the first one (it names rows in ids and messages).
+
+    A page that cannot be decoded (a corrupt file with an intact footer) is an
+    InputError naming the file and the row it stopped at."""
     pf = _parquet_file(path)
     i = first_index
-    for batch in pf.iter_batches(batch_size=64, row_groups=row_groups):  # rows hold images
-        for row in batch.to_pylist():
+    rows = max(1, pf.metadata.num_rows)
+    size = os.path.getsize(path) if progress is not _NO_PROGRESS else 0
+    batches = pf.iter_batches(batch_size=64, row_groups=row_groups)  # rows hold images
+    while True:
+        try:
+            batch = next(batches, None)
+            if batch is None:
+                return
+            pylist = batch.to_pylist()
+        except Exception as exc:  # pyarrow raises OSError, ArrowInvalid, ... for bad pages
+            raise InputError(f"{path}: rows from {i}: a data page cannot be read "
+                             f"({type(exc).__name__}: {exc}); the file is corrupt") from exc
+        for row in pylist:
             yield Record(row, path, i)
             i += 1
+        progress.at(size * (i - first_index) // rows)
 
 
 def _parquet_file(path: str) -> Any:
@@ -164,15 +274,25 @@ def _parquet_file(path: str) -> Any:
         raise InputError(f"{path}: not a readable parquet file ({exc})") from exc
 
 
-def _read_csv(path: str) -> Iterator[Record]:
+def _read_csv(path: str, progress: ReadProgress = _NO_PROGRESS) -> Iterator[Record]:
+    # a long field is a row (with a long text), not a broken file: lift csv's 128 KiB limit
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    i = 0
     try:
-        with _open_text(path) as fh:
-            for i, row in enumerate(csv.DictReader(fh)):
-                yield Record(dict(row), path, i)
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        f = _TextFile(path)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be opened ({exc.strerror or exc})") from exc
+    try:
+        for i, row in enumerate(csv.DictReader(f.text)):  # noqa: B007 - read in the except
+            if i % EVERY == 0:
+                progress.at(f.offset())
+            yield Record(dict(row), path, i)
     except csv.Error as exc:
-        raise InputError(f"{path}: not readable CSV ({exc})") from exc
+        raise InputError(f"{path}: row {i}: not readable CSV ({exc})") from exc
+    except _FILE_ERRORS as exc:
+        raise _text_errors(path, f" (after row {i})", exc) from exc
+    finally:
+        f.close()
 
 
 def read_hub(spec: HubSpec) -> Iterator[Record]:
@@ -192,26 +312,31 @@ def read_hub(spec: HubSpec) -> Iterator[Record]:
         yield Record(dict(row), label, i)
 
 
-def read_file(path: str) -> Iterator[Record]:
+def read_file(path: str, progress: ReadProgress = _NO_PROGRESS) -> Iterator[Record]:
     name = _strip_gz(path)
     if name.endswith((".jsonl", ".ndjson")):
-        return _read_jsonl(path)
+        return _read_jsonl(path, progress)
     if name.endswith(".json"):
-        return _read_json(path)
+        return _read_json(path, progress)
     if name.endswith(".parquet"):
-        return _read_parquet(path)
+        return _read_parquet(path, progress)
     if name.endswith(".csv"):
-        return _read_csv(path)
+        return _read_csv(path, progress)
     raise InputError(
         f"{path}: unknown file type; use .jsonl, .json, .parquet or .csv (.gz allowed)"
     )
 
 
 def iter_records(
-    inputs: list[str], config: str | None = None, split: str = "train"
+    inputs: list[str], config: str | None = None, split: str = "train",
+    progress: ReadProgress = _NO_PROGRESS,
 ) -> Iterator[Record]:
+    """Every record of `inputs`, in order; `progress` follows the bytes read."""
+    progress.restart()  # a two-pass adapter reads the input twice
     for item in expand_inputs(inputs):
         if isinstance(item, HubSpec):
             yield from read_hub(HubSpec(item.name, config, split))
         else:
-            yield from read_file(item)
+            progress.start_file(os.path.getsize(item) if progress.total is not None else 0)
+            yield from read_file(item, progress)
+            progress.end_file()

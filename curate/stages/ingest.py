@@ -22,25 +22,53 @@ import pyarrow.compute as pc
 from curate import dataset as D
 from curate import schema as S
 from curate.images import (
+    DEFAULT_MAX_IMAGE_BYTES,
     PIL_DEFAULT_MAX_PIXELS,
     THREADS_MIN_IMAGE_BYTES,
     ImageRejected,
+    check_image_size,
     image_record,
     inspect_image,
+    read_image_file,
     resolve_image_path,
 )
 from curate.progress import bar
 from curate.sources import AdapterOptions, make_adapter
-from curate.sources.base import RawPair, jsonable
-from curate.sources.readers import HubSpec, expand_inputs, iter_records
+from curate.sources.base import (
+    RawPair,
+    UnsafeValue,
+    describe,
+    jsonable,
+    lone_surrogate,
+    safe_text,
+)
+from curate.sources.readers import HubSpec, ReadProgress, expand_inputs, iter_records
 from curate.stage import StageRun
+from curate.stages.ingest_checks import check_prompt, check_response, check_score
 from curate.stages.ingest_parts import ingest_in_workers, runs_in_workers
+
+__all__ = ["IngestOptions", "build_chunk", "canonical_row", "check_response", "ingest"]
 
 
 @dataclass
 class IngestOptions:
     image_root: Path | None = None
     max_pixels: int = PIL_DEFAULT_MAX_PIXELS
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+
+    @classmethod
+    def checked(cls, image_root: str | Path | None, max_pixels: int,
+                max_image_bytes: int) -> IngestOptions:
+        """The options, refused (ValueError: exit 2) before any input is read when a
+        limit is not positive or --image-root is not a folder."""
+        for flag, value in (("--max-pixels", max_pixels), ("--max-image-bytes", max_image_bytes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{flag} must be a positive whole number, not {value!r}")
+        root = Path(image_root).resolve() if image_root else None
+        if root is not None and not root.is_dir():
+            raise ValueError(f"--image-root {image_root}: no such folder (relative image paths "
+                             "resolve under it)")
+        return cls(image_root=root, max_pixels=max_pixels, max_image_bytes=max_image_bytes)
 
 
 @dataclass
@@ -57,37 +85,19 @@ class Chunk:
     pair_ids_kept: list[str] = field(default_factory=list)
 
 
-def _clean_prompt(prompt: Any) -> tuple[list[dict[str, str]] | None, tuple[str, str] | None]:
-    if prompt is None or prompt == []:
-        return None, ("no_prompt", "the row has no prompt")
-    if not isinstance(prompt, list):
-        return None, ("malformed_row", f"prompt is a {type(prompt).__name__}")
-    msgs = []
-    for m in prompt:
-        content, role = m.get("content"), m.get("role")
-        if not isinstance(content, str) or not isinstance(role, str):
-            return None, ("malformed_row", "a prompt message has no string role/content")
-        msgs.append({"role": role, "content": content})
-    if not any(m["role"] == "user" and m["content"].strip() for m in msgs):
-        return msgs, ("no_prompt", "the prompt has no non-empty user message")
-    return msgs, None
-
-
-def check_response(name: str, value: Any) -> tuple[str, str] | None:
-    if value is None:
-        return ("missing_response", f"{name} is missing or null")
-    if not isinstance(value, str):
-        return ("response_not_string", f"{name} is a {type(value).__name__}, not a string")
-    if not value.strip():
-        return ("empty_response", f"{name} is empty or whitespace only")
-    return None
-
-
 def _load_image(ref: Any, opts: IngestOptions) -> bytes:
     if ref.data is not None:
+        check_image_size(ref.data, opts.max_image_bytes)
         return ref.data
-    path = resolve_image_path(ref.path, opts.image_root)
-    return path.read_bytes()
+    return read_image_file(resolve_image_path(ref.path, opts.image_root), opts.max_image_bytes)
+
+
+def _unchecked_image(ref: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """A rejected row's image, kept as it came (bytes or, in `meta`, its path)."""
+    if ref.path:
+        meta.setdefault("image_paths", []).append(ref.path)
+    return {"bytes": ref.data, "sha256": None, "pixel_hash": None,
+            "width": None, "height": None, "format": None}
 
 
 def canonical_row(
@@ -95,54 +105,113 @@ def canonical_row(
 ) -> tuple[dict[str, Any], tuple | None]:
     """The canonical row for `pair` and its rejection (reason, detail), if any."""
     problem = pair.reject
-    prompt, prompt_problem = _clean_prompt(pair.prompt)
+    meta = dict(pair.meta)
+    prompt, prompt_problem = check_prompt(pair.prompt)
+    if prompt_problem is not None and prompt_problem[0] == "prompt_not_string":
+        meta["raw_prompt"] = pair.prompt
     problem = problem or prompt_problem
     chosen = pair.chosen if isinstance(pair.chosen, str) else None
     rejected = pair.rejected if isinstance(pair.rejected, str) else None
-    meta = dict(pair.meta)
     for name, value in (("chosen", pair.chosen), ("rejected", pair.rejected)):
         if value is not None and not isinstance(value, str):
-            meta[f"raw_{name}"] = jsonable(value)
+            meta[f"raw_{name}"] = value
         problem = problem or check_response(name, value)
     if problem is None and chosen == rejected:
         problem = ("identical_responses", "chosen and rejected are the same text")
+    scores = {}
+    for name, value in (("chosen_score", pair.chosen_score),
+                        ("rejected_score", pair.rejected_score)):
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        scores[name] = value if number else None  # NaN and inf stay, in a rejected row
+        if value is not None and not number:
+            meta[f"raw_{name}"] = value
+        problem = problem or check_score(name, value)
+    row = {
+        "source": source,
+        "source_id": pair.source_id,
+        "prompt": prompt,
+        "chosen": chosen,
+        "rejected": rejected,
+        "chosen_score": scores["chosen_score"],
+        "rejected_score": scores["rejected_score"],
+        "category": pair.category if isinstance(pair.category, str) or pair.category is None
+        else json.dumps(jsonable(pair.category), ensure_ascii=False),
+    }
+    unsafe = escape_surrogates(row)
+    if unsafe is not None:
+        problem = problem or ("invalid_unicode", f"{unsafe} holds a lone surrogate, which is not "
+                              "Unicode text (kept escaped, as \\udXXX)")
     images: list[dict[str, Any]] = []
     for i, ref in enumerate(pair.images):
         if problem is not None:  # a rejected row keeps what it has, unvalidated
-            images.append({"bytes": ref.data, "sha256": None, "pixel_hash": None,
-                           "width": None, "height": None, "format": None})
-            if ref.path:
-                meta.setdefault("image_paths", []).append(ref.path)
+            images.append(_unchecked_image(ref, meta))
             continue
         try:
             data = _load_image(ref, opts)
             images.append(image_record(data, inspect_image(data, opts.max_pixels)))
         except ImageRejected as exc:
             problem = (exc.reason, f"image {i}: {exc.detail}")
-            images.append({"bytes": ref.data, "sha256": None, "pixel_hash": None,
-                           "width": None, "height": None, "format": None})
-            if ref.path:
-                meta.setdefault("image_paths", []).append(ref.path)
+            images.append(_unchecked_image(ref, meta))
+    try:
+        meta_value = jsonable(meta, strict=True) if meta else None
+    except UnsafeValue as exc:
+        problem = problem or (exc.reason, f"meta: {exc}")
+        meta_value = jsonable(meta)
     image_hashes = [
         im["sha256"] or (hashlib.sha256(im["bytes"]).hexdigest() if im["bytes"] else "")
         for im in images
     ]
-    row = {
-        "pair_id": S.compute_pair_id(source, pair.source_id, prompt, chosen, rejected,
-                                     image_hashes),
-        "source": source,
-        "source_id": pair.source_id,
-        "prompt": prompt,
-        "chosen": chosen,
-        "rejected": rejected,
-        "images": images,
-        "chosen_score": pair.chosen_score,
-        "rejected_score": pair.rejected_score,
-        "category": pair.category if isinstance(pair.category, str) or pair.category is None
-        else str(pair.category),
-        "meta": json.dumps(jsonable(meta), ensure_ascii=False, sort_keys=True) if meta else None,
-    }
+    row["pair_id"] = S.compute_pair_id(source, row["source_id"], row["prompt"], row["chosen"],
+                                       row["rejected"], image_hashes)
+    row["images"] = images
+    row["meta"] = (json.dumps(meta_value, ensure_ascii=False, sort_keys=True)
+                   if meta_value else None)
     return row, problem
+
+
+def escape_surrogates(row: dict[str, Any]) -> str | None:
+    """Escape lone surrogates in the row's text columns in place; the first column that
+    held one (or None)."""
+    found = None
+    for key in ("source_id", "chosen", "rejected", "category"):
+        value = row[key]
+        if isinstance(value, str) and lone_surrogate(value) is not None:
+            row[key] = safe_text(value)
+            found = found or key
+    for i, m in enumerate(row["prompt"] or []):
+        for key in ("role", "content"):
+            if lone_surrogate(m[key]) is not None:
+                m[key] = safe_text(m[key])
+                found = found or f"prompt message {i}"
+    return found
+
+
+def refused_row(pair: RawPair, source: str, exc: BaseException) -> tuple[dict[str, Any], tuple]:
+    """The row for a pair whose checks raised: only what is surely storable, the rest
+    summarised in `meta.raw` (`malformed_row`, naming the file and line)."""
+    raw = {"prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected,
+           "meta": pair.meta, "where": pair.where}
+    source_id = safe_text(pair.source_id) if isinstance(pair.source_id, str) else "?"
+    row = {"pair_id": S.compute_pair_id(source, source_id, None, None, None),
+           "source": source, "source_id": source_id, "prompt": None, "chosen": None,
+           "rejected": None, "images": [], "chosen_score": None, "rejected_score": None,
+           "category": None, "meta": json.dumps({"raw": jsonable(raw)}, ensure_ascii=False)}
+    return row, ("malformed_row", describe(exc))
+
+
+def checked_rows(pairs: list[RawPair], source: str, opts: IngestOptions,
+                 row_of: Callable[..., tuple[dict[str, Any], tuple | None]] = canonical_row,
+                 ) -> Iterator[tuple[RawPair, dict[str, Any], tuple | None]]:
+    """(pair, row, rejection) for each pair: a pair whose checks raise is refused, not fatal."""
+    for pair in pairs:
+        try:
+            row, problem = row_of(pair, source, opts)
+        except Exception as exc:  # noqa: BLE001 - the per-row boundary of the checks
+            row, problem = refused_row(pair, source, exc)
+        if problem is not None and problem[0] == "malformed_row" and pair.where \
+                and not problem[1].startswith(pair.where):
+            problem = (problem[0], f"{safe_text(pair.where)}: {problem[1]}")
+        yield pair, row, problem
 
 
 def build_chunk(args: tuple[list[RawPair], str, IngestOptions]) -> Chunk:
@@ -150,8 +219,7 @@ def build_chunk(args: tuple[list[RawPair], str, IngestOptions]) -> Chunk:
     pairs, source, opts = args
     kept_rows, rej_rows, reasons, details = [], [], [], []
     kept_consumed = rej_consumed = 0
-    for pair in pairs:
-        row, problem = canonical_row(pair, source, opts)
+    for pair, row, problem in checked_rows(pairs, source, opts):
         if problem is None:
             kept_rows.append(row)
             kept_consumed += pair.consumed
@@ -204,6 +272,7 @@ def ingest(
     split: str = "train",
     image_root: str | Path | None = None,
     max_pixels: int = PIL_DEFAULT_MAX_PIXELS,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
     engine: Any = None,
     force: bool = False,
     chunk_size: int = 64,
@@ -211,16 +280,17 @@ def ingest(
     """Ingest `inputs` of format `kind` into the dataset folder `out`; returns the manifest."""
     from curate.engine import get_engine
 
+    opts = IngestOptions.checked(image_root, max_pixels, max_image_bytes)
     engine = engine or get_engine("local")
-    root = Path(image_root).resolve() if image_root else None
+    root = opts.image_root
     adapter = make_adapter(
         kind,
         AdapterOptions(source=source, mapping=mapping or {}, config=config,
                        has_image_root=root is not None),
     )
-    opts = IngestOptions(image_root=root, max_pixels=max_pixels)
     cfg = {"kind": kind, "source": adapter.source, "mapping": mapping or {}, "config": config,
-           "split": split, "image_root": str(root) if root else None, "max_pixels": max_pixels}
+           "split": split, "image_root": str(root) if root else None, "max_pixels": max_pixels,
+           "max_image_bytes": max_image_bytes}
     run = StageRun("ingest", out, cfg, input_fingerprints(inputs, config, split),
                    force=force, engine=engine.describe())
     with run:
@@ -228,12 +298,15 @@ def ingest(
             return run.manifest
         run.open()
         t0 = time.perf_counter()
-        with bar(f"ingest {kind}", None) as b:
-            if getattr(engine, "writes_in_workers", False) and runs_in_workers(adapter, inputs):
+        if getattr(engine, "writes_in_workers", False) and runs_in_workers(adapter, inputs):
+            with bar(f"ingest {kind}", None) as b:
                 ingest_in_workers(run, inputs, adapter, opts, engine, chunk_size, b)
-            else:
+        else:
+            read = ReadProgress.of(inputs)
+            with bar(f"ingest {kind}", read.total,
+                     unit="bytes" if read.total is not None else "rows") as b:
                 _ingest_on_driver(run, inputs, adapter, opts, engine, chunk_size, b,
-                                  config, split)
+                                  config, split, read)
         run.steps["ingest"] = time.perf_counter() - t0
         run.extra.update(adapter.extra_manifest())
     return run.manifest
@@ -241,10 +314,12 @@ def ingest(
 
 def _ingest_on_driver(run: StageRun, inputs: list[str], adapter: Any, opts: IngestOptions,
                       engine: Any, chunk_size: int, progress: Any, config: str | None,
-                      split: str) -> None:
-    """The adapter reads the input here; the engine validates chunks; rows written here."""
+                      split: str, read: ReadProgress) -> None:
+    """The adapter reads the input here; the engine validates chunks; rows written here.
+    The bar follows the input's bytes read (`read`) when its size is known, else rows."""
     seen: set[int] = set()
-    records = lambda: iter_records(inputs, config=config, split=split)  # noqa: E731
+    records = lambda: iter_records(inputs, config=config, split=split,  # noqa: E731
+                                   progress=read)
     work = ((chunk, adapter.source, opts) for chunk in chunked(adapter.pairs(records),
                                                                chunk_size))
     work, threads = peek_threads(work, opts)
@@ -260,7 +335,10 @@ def _ingest_on_driver(run: StageRun, inputs: list[str], adapter: Any, opts: Inge
             res.kept_consumed -= n
         run.keep(kept, consumed=res.kept_consumed)
         run.reject(res.rejected, res.reasons, res.details, consumed=res.rejected_consumed)
-        progress.advance(res.rows_in)
+        if read.total is None:
+            progress.advance(res.rows_in)
+        else:
+            progress.set(read.done, rows=res.rows_in)
 
 
 def peek_threads(work: Iterator[tuple[Any, ...]], opts: IngestOptions,
@@ -285,7 +363,7 @@ def image_bytes_per_pair(pairs: list[RawPair], opts: IngestOptions) -> float:
             elif ref.path:
                 try:
                     total += resolve_image_path(ref.path, opts.image_root).stat().st_size
-                except ImageRejected:
+                except (ImageRejected, OSError):
                     pass
     return total / max(1, len(pairs))
 
