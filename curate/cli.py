@@ -11,12 +11,14 @@ import importlib
 import typer
 
 from curate import __version__
+from curate.commands.help_style import show_flags_as_flags
 
+show_flags_as_flags()
 app = typer.Typer(
     name="curate",
     help="Turn raw preference datasets into clean reward-model training data, and train on it.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for the user's shell
     pretty_exceptions_enable=False,
 )
 
@@ -34,6 +36,7 @@ COMMAND_MODULES = [
     "curate.commands.report",
     "curate.commands.check",
     "curate.commands.explain",
+    "curate.commands.push",
 ]
 
 

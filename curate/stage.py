@@ -25,6 +25,7 @@ import pyarrow.fs as pafs
 from curate import __version__
 from curate import dataset as D
 from curate import schema as S
+from curate.card import write_card
 from curate.progress import bar, console
 
 if TYPE_CHECKING:
@@ -305,6 +306,7 @@ class StageRun:
             self.manifest["inputs_consumed"] = {
                 "kept": self.consumed_by_kept, "rejected": self.consumed_by_rejected
             }
+        write_card(self._tmp, self.manifest)  # after the checksums: not in `files`
         D.write_manifest(self._tmp, self.manifest)
         if self._remote_staging is not None:
             fs, staging = self._remote_staging

@@ -69,26 +69,33 @@ def test_candidates_to_pairs_to_dedup_to_dpo_and_mpo(tmp_path: Path, tiny_rm: Pa
     kept = {r["pair_id"]: r for r in rows(sh)}
     assert len(kept) == 8
 
-    dpo = datasets.load_dataset(
-        "parquet", data_files={"train": str(sh / "dpo" / "train-*.parquet"),
-                               "eval": str(sh / "dpo" / "eval-*.parquet")},
-        cache_dir=str(tmp_path / "hf"))
-    assert dpo["train"].num_rows + dpo["eval"].num_rows == 8 and dpo["eval"].num_rows == 2
-    for r in [*dpo["train"], *dpo["eval"]]:
+    dpo_rows = []
+    for kind in ("text", "vision"):
+        dpo = datasets.load_dataset(
+            "parquet", data_files={"train": str(sh / "dpo" / kind / "train-*.parquet"),
+                                   "eval": str(sh / "dpo" / kind / "eval-*.parquet")},
+            cache_dir=str(tmp_path / "hf"))
+        dpo_rows += [(kind, r) for r in [*dpo["train"], *dpo["eval"]]]
+    assert len(dpo_rows) == 8
+    for kind, r in dpo_rows:
         src_row = kept[r["pair_id"]]
-        assert r["chosen"] == [{"role": "assistant",
-                                "content": [{"type": "text", "text": src_row["chosen"]}]}]
         assert (r["chosen_score"], r["rejected_score"]) == (src_row["chosen_score"],
                                                             src_row["rejected_score"])
-        assert len(r["images"]) == len(src_row["images"])
-        if r["images"]:
-            assert r["images"][0].size == (64, 48)  # decoded by `datasets` as a PIL image
-            assert r["prompt"][0]["content"][0] == {"type": "image", "text": None}
+        if kind == "text":  # string contents, what a text chat template renders
+            assert not src_row["images"] and "images" not in r
+            assert r["chosen"] == [{"role": "assistant", "content": src_row["chosen"]}]
+            continue
+        assert r["chosen"] == [{"role": "assistant",
+                                "content": [{"type": "text", "text": src_row["chosen"]}]}]
+        assert len(r["images"]) == len(src_row["images"]) == 1
+        assert r["images"][0].size == (64, 48)  # decoded by `datasets` as a PIL image
+        assert r["prompt"][0]["content"][0] == {"type": "image", "text": None}
 
     mpo_dir = sh / "mpo"
     lines = [json.loads(s) for s in (mpo_dir / "train.jsonl").read_text().splitlines()]
     meta = json.loads((mpo_dir / "meta.json").read_text())
-    assert meta == {"curate-train": {"root": ".", "annotation": "train.jsonl",
+    final = str(sh.resolve() / "mpo")  # absolute paths: InternVL runs from its own folder
+    assert meta == {"curate-train": {"root": final + "/", "annotation": final + "/train.jsonl",
                                      "data_augment": False, "repeat_time": 1, "length": 6}}
     assert json.loads((mpo_dir / "meta_eval.json").read_text())["curate-eval"]["length"] == 2
     for line in lines:
@@ -96,13 +103,14 @@ def test_candidates_to_pairs_to_dedup_to_dpo_and_mpo(tmp_path: Path, tiny_rm: Pa
         assert (line["chosen"], line["rejected"]) == (src_row["chosen"], src_row["rejected"])
         if src_row["images"]:
             assert line["question"].startswith("<image>\n")
-            assert (mpo_dir / line["image"]).read_bytes() == src_row["images"][0]["bytes"]
+            assert line["image"].startswith(final + "/images/")
+            assert Path(line["image"]).read_bytes() == src_row["images"][0]["bytes"]
         else:
             assert "image" not in line and line["question"] == src_row["prompt"][-1]["content"]
     sm = D.Dataset.open(sh).manifest
     assert sm["exports"]["mpo"]["rows"] == {"train": 6, "eval": 2}
-    assert sm["exports"]["dpo"]["data_files"] == {"eval": "dpo/eval-*.parquet",
-                                                  "train": "dpo/train-*.parquet"}
+    assert sm["exports"]["dpo"]["subsets"]["vision"]["data_files"] == {
+        "eval": "dpo/vision/eval-*.parquet", "train": "dpo/vision/train-*.parquet"}
 
 
 def test_pairs_cli_errors(tmp_path: Path, tiny_rm: Path, run_cli) -> None:

@@ -202,26 +202,41 @@ def test_place_image_tags_keeps_adds_and_drops_tags() -> None:
 
 
 def test_trl_export_reads_back_with_images_as_pil(sharded, tmp_path: Path) -> None:
+    """Mixed data: pairs with images in trl/vision (typed parts + PIL images), text-only
+    pairs in trl/text (string contents); every kept row in exactly one of them."""
     import datasets
 
-    m = D.Dataset.open(sharded).manifest
-    assert m["exports"]["trl"]["vision"] is True
-    ds = datasets.load_dataset(
-        "parquet", data_files={"train": str(sharded / "trl" / "train-*.parquet"),
-                               "eval": str(sharded / "trl" / "eval-*.parquet")},
-        cache_dir=str(tmp_path / "hf"))
-    assert ds["train"].num_rows == 90 and ds["eval"].num_rows == 10
+    subsets = D.Dataset.open(sharded).manifest["exports"]["trl"]["subsets"]
+    assert subsets["vision"]["data_files"] == {"eval": "trl/vision/eval-*.parquet",
+                                               "train": "trl/vision/train-*.parquet"}
     want = {r["pair_id"]: r for r in rows(sharded)}
-    for r in ds["train"]:
+    ds = datasets.load_dataset(
+        "parquet", data_files={k: str(sharded / v) for k, v in
+                               subsets["vision"]["data_files"].items()},
+        cache_dir=str(tmp_path / "hf"))
+    text = datasets.load_dataset(
+        "parquet", data_files={k: str(sharded / v) for k, v in
+                               subsets["text"]["data_files"].items()},
+        cache_dir=str(tmp_path / "hf"))
+    n_vision = sum(1 for r in want.values() if r["images"])
+    assert ds["train"].num_rows + ds["eval"].num_rows == n_vision == subsets["vision"]["rows"]
+    assert text["train"].num_rows + text["eval"].num_rows == 100 - n_vision
+    for r in [*ds["train"], *ds["eval"]]:
         src = want[r["pair_id"]]
+        assert src["stage"] == "multimodal" and src["split"] in ("train", "eval")
         assert [p["role"] for p in r["prompt"]] == [p["role"] for p in src["prompt"]]
         assert r["chosen"] == [{"role": "assistant",
                                 "content": [{"type": "text", "text": src["chosen"]}]}]
         assert r["rejected"][0]["content"][0]["text"] == src["rejected"]
         n_tags = sum(p["type"] == "image" for m_ in r["prompt"] for p in m_["content"])
-        assert n_tags == len(r["images"]) == len(src["images"])
+        assert n_tags == len(r["images"]) == len(src["images"]) > 0
         for pil, im in zip(r["images"], src["images"], strict=True):
             assert pil.size == (im["width"], im["height"])
+    assert "images" not in text["train"].column_names
+    for r in [*text["train"], *text["eval"]]:
+        src = want[r["pair_id"]]
+        assert src["stage"] == "text" and r["prompt"] == src["prompt"]
+        assert r["chosen"] == [{"role": "assistant", "content": src["chosen"]}]
 
 
 def test_trl_export_of_text_only_data_uses_string_contents(inputs, tmp_path: Path) -> None:
@@ -229,7 +244,8 @@ def test_trl_export_of_text_only_data_uses_string_contents(inputs, tmp_path: Pat
 
     out = tmp_path / "t"
     shard([inputs[1]], out, shards=2, formats=["trl"])
-    ds = datasets.load_dataset("parquet", data_files=str(out / "trl" / "*.parquet"),
+    assert not (out / "trl" / "vision").exists()
+    ds = datasets.load_dataset("parquet", data_files=str(out / "trl" / "text" / "*.parquet"),
                                cache_dir=str(tmp_path / "hf"))["train"]
     assert "images" not in ds.column_names and ds.num_rows == 40
     want = {r["pair_id"]: r for r in rows(inputs[1])}
@@ -279,7 +295,8 @@ def test_cli_shard(inputs, tmp_path: Path, run_cli) -> None:
     assert "train-00002-of-00003.parquet" in res.output
     m = assert_conserved(out)
     assert m["config"] == {"rows_per_shard": None, "shards": 3, "eval_fraction": 0.2,
-                           "seed": 1, "formats": ["llamafactory"]}
+                           "seed": 1, "formats": ["llamafactory"], "only": None,
+                           "absolute_paths": True}
     assert (out / "llamafactory" / "train.json").is_file()
     assert not (out / "trl").exists()
     bad = run_cli("shard", *inputs, "--out", tmp_path / "x", "--shards", "2",

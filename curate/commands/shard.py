@@ -20,6 +20,16 @@ from curate.commands.common import (
     print_summary,
 )
 
+# what each --format writes (the help lists every registered format; a test checks it)
+FORMAT_DESCRIPTIONS = {
+    "dpo": "dpo (TRL's DPOTrainer rows with the pair's scores, text/ and vision/ subsets)",
+    "llamafactory": "llamafactory (sharegpt preference JSON, images as files)",
+    "mpo": "mpo (InternVL's MPO jsonl + meta.json, images as files)",
+    "trl": "trl (TRL's conversational prompt/chosen/rejected parquet, text/ and vision/ "
+           "subsets)",
+}
+FORMATS_HELP = ", ".join(FORMAT_DESCRIPTIONS[k] for k in sorted(FORMAT_DESCRIPTIONS))
+
 
 @handle_errors
 def shard(
@@ -37,8 +47,18 @@ def shard(
     seed: Annotated[int, typer.Option(help="Seed of the shuffle and the eval split.")] = 0,
     formats: Annotated[list[str] | None, typer.Option(
         "--format", help="Also write a training framework's format under OUT/FORMAT: "
-        "trl (conversational prompt/chosen/rejected parquet) or llamafactory (sharegpt "
-        "preference JSON, images as files). Repeat for several."
+        f"{FORMATS_HELP}. Repeat for several.",
+    )] = None,
+    only: Annotated[str | None, typer.Option(
+        "--only", help="Exports only: write just the 'text' (no image) or just the "
+        "'vision' (with images) pairs; the kept shards always hold both.",
+    )] = None,
+    absolute_paths: Annotated[bool | None, typer.Option(
+        "--absolute-paths/--no-absolute-paths", help="Exports that name files (mpo's "
+        "meta.json annotation and root, its image paths): absolute paths of OUT, so "
+        "InternVL's scripts run from any working directory, or paths relative to "
+        "OUT/FORMAT for a folder you will move or upload. Default: absolute when OUT is "
+        "a local folder.", show_default=False,
     )] = None,
     engine: EngineOpt = "local",
     workers: WorkersOpt = None,
@@ -62,7 +82,7 @@ def shard(
 
     manifest = run_shard(
         inputs, out, rows_per_shard=rows_per_shard, shards=shards, eval_fraction=eval_fraction,
-        seed=seed, formats=formats or [], force=force,
+        seed=seed, formats=formats or [], only=only, absolute_paths=absolute_paths, force=force,
         engine=make_engine(engine, workers, ray_address),
     )
     if not quiet:
@@ -85,8 +105,14 @@ def _print_shards(manifest: dict[str, Any], out: Path) -> None:
         t.add_row(Path(s["file"]).name, s["split"], str(s["rows"]), str(s["multimodal_rows"]),
                   str(s["est_tokens"]), s["sha256"][:12])
     console().print(t)
-    for name in manifest.get("exports", {}):
-        console().print(f"{name}: {out}/{name}", highlight=False)
+    for name, summary in manifest.get("exports", {}).items():
+        subsets = summary.get("subsets")
+        if subsets:
+            for kind, sub in subsets.items():
+                console().print(f"{name}: {out}/{name}/{kind} ({sub['rows']} rows)",
+                                highlight=False)
+        else:
+            console().print(f"{name}: {out}/{name}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

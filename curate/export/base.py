@@ -4,18 +4,48 @@
 `stage`, `est_tokens`, in final order) to each requested exporter, which writes its
 own files under `OUT/NAME/`. A new format is one module with one `@register` class
 (imported in `curate/export/__init__.py`); the shard stage does not change.
+
+Rows are of two kinds, matching the two training stages: `vision` (the pair has
+images; the `stage` column says `multimodal`) and `text`. `--only text|vision`
+(`ExportOptions.only`) restricts every export to one kind; formats whose rows cannot
+share one schema (TRL's: string contents for text, typed parts for vision) write the
+kinds as separate subsets, `OUT/NAME/text/` and `OUT/NAME/vision/`.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 IMAGE_TAG = "<image>"
 _TAG = re.compile(r"<image>\s*")
+KINDS = ("text", "vision")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """`only`: write just the `text` or just the `vision` rows (None: both).
+    `root`: where OUT will be once committed, for a format that writes absolute paths
+    (MPO's meta file; None: paths relative to the format's folder)."""
+
+    only: str | None = None
+    root: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.only is not None and self.only not in KINDS:
+            raise ValueError(f"--only must be one of {', '.join(KINDS)}, not {self.only!r}")
+
+
+def is_vision(table: pa.Table) -> pa.Array:
+    """Per row: does the pair have images (the shard's `stage` column, else `images`)."""
+    if "stage" in table.column_names:
+        return pc.fill_null(pc.equal(table["stage"], "multimodal"), False)
+    return pc.greater(pc.fill_null(pc.list_value_length(table["images"]), 0), 0)
 
 
 class Exporter:
@@ -23,10 +53,24 @@ class Exporter:
 
     name: ClassVar[str]
 
-    def __init__(self, folder: Path, *, has_images: bool) -> None:
+    def __init__(self, folder: Path, *, has_images: bool,
+                 options: ExportOptions | None = None) -> None:
         self.folder = folder
-        self.has_images = has_images
+        self.options = options or ExportOptions()
+        self.has_images = has_images and self.options.only != "text"
         folder.mkdir(parents=True, exist_ok=True)
+
+    def subsets(self, table: pa.Table) -> list[tuple[str, pa.Table]]:
+        """(kind, its rows in order) for each kind `--only` allows."""
+        vision = is_vision(table)
+        masks = {"text": pc.invert(vision), "vision": vision}
+        return [(k, table.filter(masks[k])) for k in KINDS if self.options.only in (None, k)]
+
+    def selected(self, table: pa.Table) -> pa.Table:
+        """The rows `--only` allows, in order (for formats that hold both kinds in one file)."""
+        if self.options.only is None:
+            return table
+        return self.subsets(table)[0][1]
 
     def write(self, split: str, shard: str, table: pa.Table) -> None:
         """One shard: `split` is train or eval, `shard` the kept file name."""
@@ -57,6 +101,12 @@ def get_exporter(name: str) -> type[Exporter]:
         return _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown format {name!r}; choose from {', '.join(formats())}") from None
+
+
+def make_exporters(out: Path, names: list[str] | tuple[str, ...], *, has_images: bool,
+                   options: ExportOptions) -> list[Exporter]:
+    """One exporter per format name, each writing under `out/NAME`."""
+    return [get_exporter(n)(out / n, has_images=has_images, options=options) for n in names]
 
 
 def place_image_tags(messages: list[dict[str, Any]], n_images: int) -> list[dict[str, str]]:

@@ -9,6 +9,10 @@ Point LLaMA-Factory at it with `dataset_dir: OUT/llamafactory`, `dataset: train`
 LLaMA-Factory looks for them (its `media_dir` defaults to `dataset_dir`). Each image
 is written once, named by its sha256. Sharegpt wants strictly alternating turns, so
 consecutive messages of one role are joined with a blank line.
+
+Text-only and image pairs share the files: LLaMA-Factory decides per row (a row
+without `images` is a text row, whatever the dataset's `images` column says), so a
+mixed file trains both stages' data as it is; `--only text|vision` writes one kind.
 """
 
 from __future__ import annotations
@@ -20,7 +24,13 @@ from typing import IO, Any
 
 import pyarrow as pa
 
-from curate.export.base import Exporter, image_suffix, place_image_tags, register
+from curate.export.base import (
+    Exporter,
+    ExportOptions,
+    image_suffix,
+    place_image_tags,
+    register,
+)
 
 ROLES = {"user": "human", "assistant": "gpt", "tool": "observation", "function": "observation"}
 
@@ -55,8 +65,9 @@ def sharegpt_row(row: dict[str, Any], image_paths: list[str]) -> dict[str, Any]:
 class LlamaFactoryExporter(Exporter):
     name = "llamafactory"
 
-    def __init__(self, folder: Path, *, has_images: bool) -> None:
-        super().__init__(folder, has_images=has_images)
+    def __init__(self, folder: Path, *, has_images: bool,
+                 options: ExportOptions | None = None) -> None:
+        super().__init__(folder, has_images=has_images, options=options)
         self._files: dict[str, IO[str]] = {}
         self.rows: dict[str, int] = {}
         self.images_written = 0
@@ -78,7 +89,7 @@ class LlamaFactoryExporter(Exporter):
             fh = self._files[split] = open(self.folder / f"{split}.json", "w", encoding="utf-8")
             fh.write("[")
         cols = ["pair_id", "prompt", "chosen", "rejected", "images"]
-        for row in table.select(cols).to_pylist():
+        for row in self.selected(table).select(cols).to_pylist():
             paths = [self._image(im) for im in row["images"] or []]
             record = sharegpt_row(row, paths)
             self.has_system = self.has_system or "system" in record

@@ -1,10 +1,18 @@
 """TRL's conversational preference format: `prompt`, `chosen`, `rejected` as messages.
 
-Text-only datasets use string contents (what `RewardTrainer` and `DPOTrainer` read with
-a chat template). When any pair has images, every content is a list of typed parts
-(`{"type": "text", "text": ...}` / `{"type": "image"}`) and an `images` column holds
-the images as a `datasets` Image sequence, the layout of `trl-lib/rlaif-v`. A parquet
-column has one type, so the choice is made once for the whole dataset.
+    OUT/trl/text/train-00000-of-00004.parquet ...    text-only pairs: string contents
+    OUT/trl/vision/train-00000-of-00004.parquet ...  pairs with images: typed parts + images
+
+Text pairs use string contents, what `RewardTrainer` and `DPOTrainer` render with any
+chat template (TRL's dataset-formats docs, "conversational" preference rows). Pairs
+with images use lists of typed parts (`{"type": "text", "text": ...}` /
+`{"type": "image"}`) and an `images` column of `datasets` Images, the layout of
+`trl-lib/rlaif-v`. The two cannot share a file: a parquet column has one type, and
+typed parts on a text-only row break text chat templates (Qwen2.5's concatenates the
+list and fails, Qwen3's renders an empty turn, Llama 3.1's a Python repr). So the
+kinds are two subsets, one per training stage (vision: stage 1; both: stage 2); each
+file keeps its kept shard's name and rows keep their shard order. A subset with no
+rows in a shard writes no file for it.
 """
 
 from __future__ import annotations
@@ -15,8 +23,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.export.base import IMAGE_TAG, Exporter, place_image_tags, register
+from curate.export.base import IMAGE_TAG, Exporter, ExportOptions, place_image_tags, register
 
+COLUMNS = ["pair_id", "prompt", "chosen", "rejected", "images"]
 _SPLIT = re.compile(f"({re.escape(IMAGE_TAG)})")
 
 
@@ -80,21 +89,41 @@ def trl_row(row: dict[str, Any], vision: bool) -> dict[str, Any]:
 
 @register
 class TrlExporter(Exporter):
-    """`OUT/trl/<shard>.parquet`, one file per kept shard, same names and order."""
+    """`OUT/trl/{text,vision}/<shard>.parquet`, one file per kept shard and kind."""
 
     name = "trl"
+    columns: tuple[str, ...] = tuple(COLUMNS)
 
-    def __init__(self, folder: Any, *, has_images: bool) -> None:
-        super().__init__(folder, has_images=has_images)
-        self.schema = vision_schema() if has_images else text_schema()
-        self.rows: dict[str, int] = {}
+    def __init__(self, folder: Any, *, has_images: bool,
+                 options: ExportOptions | None = None) -> None:
+        super().__init__(folder, has_images=has_images, options=options)
+        self._schemas: dict[str, pa.Schema] = {}
+        self.rows: dict[str, dict[str, int]] = {}  # kind -> shard file -> rows
+
+    def schema(self, kind: str) -> pa.Schema:
+        if kind not in self._schemas:
+            self._schemas[kind] = vision_schema() if kind == "vision" else text_schema()
+        return self._schemas[kind]
+
+    def record(self, row: dict[str, Any], kind: str) -> dict[str, Any]:
+        return trl_row(row, kind == "vision")
 
     def write(self, split: str, shard: str, table: pa.Table) -> None:
-        cols = ["pair_id", "prompt", "chosen", "rejected", "images"]
-        rows = [trl_row(r, self.has_images) for r in table.select(cols).to_pylist()]
-        pq.write_table(pa.Table.from_pylist(rows, schema=self.schema), self.folder / shard,
-                       compression="zstd", row_group_size=1024)
-        self.rows[shard] = len(rows)
+        for kind, part in self.subsets(table):
+            if part.num_rows == 0:
+                continue
+            records = [self.record(r, kind) for r in part.select(list(self.columns)).to_pylist()]
+            (self.folder / kind).mkdir(exist_ok=True)
+            pq.write_table(pa.Table.from_pylist(records, schema=self.schema(kind)),
+                           self.folder / kind / shard, compression="zstd", row_group_size=1024)
+            self.rows.setdefault(kind, {})[shard] = part.num_rows
 
     def close(self) -> dict[str, Any]:
-        return {"folder": self.folder.name, "vision": self.has_images, "file_rows": self.rows}
+        """Per subset: rows per file and the `data_files` patterns of its splits."""
+        subsets = {}
+        for kind, files in sorted(self.rows.items()):
+            splits = sorted({name.split("-", 1)[0] for name in files})
+            subsets[kind] = {
+                "rows": sum(files.values()), "file_rows": files,
+                "data_files": {s: f"{self.folder.name}/{kind}/{s}-*.parquet" for s in splits}}
+        return {"folder": self.folder.name, "subsets": subsets}

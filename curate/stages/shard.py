@@ -6,7 +6,9 @@ The output is an ordinary dataset folder whose `kept/` holds the shards:
     OUT/kept/eval-00000-of-00001.parquet
     OUT/rejected/part-00000.parquet      (empty: sharding rejects nothing)
     OUT/manifest.json                    (each shard's split, rows, est. tokens, sha256)
-    OUT/trl/..., OUT/llamafactory/...    (with --format)
+    OUT/trl/..., OUT/llamafactory/...    (with --format; see curate.export)
+    OUT/README.md                        (the dataset card: configs `kept` with its train
+                                          and eval splits, `rejected`, and each export's)
 
 Why kept/ holds both splits: conservation stays the plain contract (rows in = kept
 rows; train + eval shards are all kept), `Dataset.open(OUT)` and every downstream
@@ -42,6 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate import dataset as D
+from curate.export.base import ExportOptions, make_exporters
 from curate.progress import bar
 from curate.stage import StageRun, input_record
 from curate.stages.shard_shuffle import tag
@@ -71,6 +74,8 @@ class ShardConfig:
     eval_fraction: float = 0.0
     seed: int = 0
     formats: tuple[str, ...] = ()
+    only: str | None = None  # exports: only the text or only the vision rows
+    absolute_paths: bool = False  # exports (mpo): absolute paths of the committed folder
 
     def __post_init__(self) -> None:
         if self.rows_per_shard is not None and self.shards is not None:
@@ -82,9 +87,13 @@ class ShardConfig:
         if not 0 <= self.eval_fraction < 1:
             raise ValueError("--eval-fraction must be in [0, 1)")
         from curate.export import get_exporter
+        from curate.export.base import ExportOptions
 
         for f in self.formats:
             get_exporter(f)
+        ExportOptions(only=self.only)  # validates --only
+        if self.only is not None and not self.formats:
+            raise ValueError("--only chooses the rows of the exports: give a --format too")
         object.__setattr__(self, "formats", tuple(sorted(set(self.formats))))
 
 
@@ -222,17 +231,15 @@ class ShardWriter:
     """
 
     def __init__(self, folder: Path, schema: pa.Schema, plan: ShardPlan,
-                 formats: Sequence[str] = ()) -> None:
-        from curate.export import get_exporter
-
+                 formats: Sequence[str] = (), options: ExportOptions | None = None) -> None:
         self.folder, self.schema, self.plan = folder, schema, plan
         folder.mkdir(parents=True, exist_ok=True)
         self.spill_path = folder.parent / ".spill.arrow"
         self._spill: pa.ipc.RecordBatchFileWriter | None = pa.ipc.new_file(
             str(self.spill_path), schema)
-        has_images = bool(plan.multimodal.any())
-        self.exporters = [get_exporter(f)(folder.parent / f, has_images=has_images)
-                          for f in formats]
+        self.exporters = make_exporters(folder.parent, tuple(formats),
+                                        has_images=bool(plan.multimodal.any()),
+                                        options=options or ExportOptions())
         self.rows = 0
         self.file_rows: dict[str, int] = {}
         self.shards: list[dict[str, Any]] = []
@@ -316,18 +323,32 @@ def shard(
     eval_fraction: float = 0.0,
     seed: int = 0,
     formats: Sequence[str] = (),
+    only: str | None = None,
+    absolute_paths: bool | None = None,
     engine: Any = None,
     force: bool = False,
     batch_size: int = 512,
 ) -> dict[str, Any]:
     """Shard the kept rows of `inputs` into `out` (see the module docstring); returns the
-    manifest, whose `shards` lists each file's split, rows, est. tokens and sha256."""
+    manifest, whose `shards` lists each file's split, rows, est. tokens and sha256.
+
+    `only` (text|vision) restricts the exports' rows; `absolute_paths` (default: True for
+    a local `out`) makes the exports that name files (mpo) use absolute paths."""
     from curate.engine import get_engine
 
     engine = engine or get_engine("local", workers=1)
-    cfg = ShardConfig(rows_per_shard, shards, eval_fraction, seed, tuple(formats))
+    local = not D.is_uri(out)
+    if absolute_paths and not local:
+        raise ValueError(f"--absolute-paths: {D.redact(str(out))} is not a local folder; "
+                         "use --no-absolute-paths (paths relative to the export's folder)")
+    absolute = local if absolute_paths is None else absolute_paths
+    cfg = ShardConfig(rows_per_shard, shards, eval_fraction, seed, tuple(formats), only,
+                      absolute)
+    options = ExportOptions(only, Path(out).resolve() if absolute else None)
     datasets = [D.Dataset.open(p) for p in inputs]
     config = asdict(cfg) | {"formats": list(cfg.formats)}
+    if options.root is not None and "mpo" in cfg.formats:  # the paths written depend on it
+        config["export_root"] = str(options.root)
     run = StageRun("shard", out, config, [input_record(d) for d in datasets], force=force,
                    engine=engine.describe())
     with run:
@@ -354,21 +375,23 @@ def shard(
         run.extra["data_files"] = {s: f"{D.KEPT}/{s}-*.parquet" for s in sorted(set(plan.splits))}
         t = time.perf_counter()
         if getattr(engine, "writes_in_workers", False):
-            _shard_in_workers(run, datasets, plan, schema, cfg, engine, batch_size, total)
+            _shard_in_workers(run, datasets, plan, schema, cfg, options, engine, batch_size,
+                              total)
             run.steps["shuffle"] = time.perf_counter() - t
         else:
-            _shard_on_driver(run, datasets, plan, schema, cfg, batch_size)
+            _shard_on_driver(run, datasets, plan, schema, cfg, options, batch_size)
             run.steps["spill"] = time.perf_counter() - t
     return run.manifest
 
 
 def _shard_on_driver(run: StageRun, datasets: list[D.Dataset], plan: ShardPlan,
-                     schema: pa.Schema, cfg: ShardConfig, batch_size: int) -> None:
+                     schema: pa.Schema, cfg: ShardConfig, options: ExportOptions,
+                     batch_size: int) -> None:
     """Stream the input into the driver's spill; `ShardWriter.close` writes the shards."""
     writers: list[ShardWriter] = []
 
     def make_writer(folder: Path, kept_schema: pa.Schema) -> ShardWriter:
-        writers.append(ShardWriter(folder, kept_schema, plan, cfg.formats))
+        writers.append(ShardWriter(folder, kept_schema, plan, cfg.formats, options))
         return writers[0]
 
     run.open(schema, kept_writer=make_writer)
@@ -387,8 +410,8 @@ def _shard_on_driver(run: StageRun, datasets: list[D.Dataset], plan: ShardPlan,
 
 
 def _shard_in_workers(run: StageRun, datasets: list[D.Dataset], plan: ShardPlan,
-                      schema: pa.Schema, cfg: ShardConfig, engine: Any, batch_size: int,
-                      total: int) -> None:
+                      schema: pa.Schema, cfg: ShardConfig, options: ExportOptions, engine: Any,
+                      batch_size: int, total: int) -> None:
     """The shuffle as map and reduce tasks on the engine's workers (`shard_shuffle`)."""
     from curate.stages.shard_shuffle import shuffle_into_shards
 
@@ -397,19 +420,17 @@ def _shard_in_workers(run: StageRun, datasets: list[D.Dataset], plan: ShardPlan,
         written = shuffle_into_shards(run, datasets, plan, schema, engine, batch_size, b)
     run.extra["shards"] = [shard_record(plan, s, *written[name][:2])
                            for s, name in enumerate(plan.names)]
-    run.extra["exports"] = _export_from_files(run, plan, cfg.formats)
+    run.extra["exports"] = _export_from_files(run, plan, cfg.formats, options)
 
 
-def _export_from_files(run: StageRun, plan: ShardPlan,
-                       formats: Sequence[str]) -> dict[str, Any]:
+def _export_from_files(run: StageRun, plan: ShardPlan, formats: Sequence[str],
+                       options: ExportOptions) -> dict[str, Any]:
     """The export formats, written on the driver from the shard files the workers wrote."""
-    from curate.export import get_exporter
-
     if not formats:
         return {}
     target = run.worker_target()
-    exporters = [get_exporter(f)(run.folder / f, has_images=bool(plan.multimodal.any()))
-                 for f in formats]
+    exporters = make_exporters(run.folder, tuple(formats),
+                               has_images=bool(plan.multimodal.any()), options=options)
     for s, name in enumerate(plan.names):
         table = pq.read_table(f"{target.root}/{D.KEPT}/{name}", filesystem=target.filesystem)
         for e in exporters:
