@@ -81,7 +81,9 @@ def _rejected(out: Path) -> dict[int, str]:
 
 
 def _run(pairs: list[Path], out: Path, **rules) -> dict:
+    """The plain rules (--min-precision 0: the precision guard off)."""
     action = rules.pop("action", "drop")
+    rules.setdefault("min_precision", 0)
     return reward(pairs, out, scorer=fake_scorer(), rules=RewardRules(**rules), action=action)
 
 
@@ -157,7 +159,8 @@ def test_score_cache_a_second_run_computes_no_scores(pairs, tmp_path: Path) -> N
     m1 = reward(pairs, out, scorer=first, rules=RewardRules(disagree=True))
     assert m1["reward"]["scores"] == {"cached": 0, "computed": 10} and first.rows_scored == 10
     # other thresholds, same output folder: the previous output is the cache
-    m2 = reward(pairs, out, scorer=_exploding(), rules=RewardRules(min_margin=0.15))
+    m2 = reward(pairs, out, scorer=_exploding(),
+                rules=RewardRules(min_margin=0.15, min_precision=0))
     assert m2["reward"]["scores"] == {"cached": 10, "computed": 0}
     assert set(_rejected(out)) == {1, 2, 4, 8}
     # and a third: still no scoring, and the cached rewards are the same
@@ -187,7 +190,8 @@ def test_shared_score_cache_folder_and_partial_hits(pairs, tmp_path: Path) -> No
 def test_same_input_and_config_is_skipped_and_output_is_deterministic(pairs, tmp_path) -> None:
     _run(pairs, tmp_path / "a", disagree=True)
     before = (tmp_path / "a" / D.MANIFEST).read_text()
-    reward(pairs, tmp_path / "a", scorer=_exploding(), rules=RewardRules(disagree=True))
+    reward(pairs, tmp_path / "a", scorer=_exploding(),
+           rules=RewardRules(disagree=True, min_precision=0))
     assert (tmp_path / "a" / D.MANIFEST).read_text() == before
     _run(pairs, tmp_path / "b", disagree=True)
     assert D.Dataset.open(tmp_path / "a").manifest["files"] == \

@@ -44,6 +44,10 @@ def reward(
     surrogates: Annotated[Path | None, typer.Option(
         help="--kfold: keep the fold checkpoints in this folder (default: removed)."
     )] = None,
+    ensemble: Annotated[int, typer.Option(
+        help="--kfold: train N k-fold runs (fold split and training seed shifted by one "
+        "each) and average their calibrated log-odds; N times the training."
+    )] = 1,
     min_margin: Annotated[float | None, typer.Option(
         help="Margin (chosen - rejected reward) below M: low_margin."
     )] = None,
@@ -60,13 +64,29 @@ def reward(
     disagree: Annotated[bool, typer.Option(
         "--disagree", help="Margin below 0 (the model prefers the rejected): rm_disagrees."
     )] = False,
+    min_precision: Annotated[float, typer.Option(
+        help="--disagree, --min-margin, --min-chosen reject only pairs whose calibrated "
+        "probability of being mislabelled (from the out-of-fold margins and the noise "
+        "rate confident learning estimates) is at least P; and nothing at all, with a "
+        "warning, when the surrogate is not significantly better than chance or no pair "
+        "reaches P. 0: the plain rules."
+    )] = 0.6,
+    max_reject_fraction: Annotated[float | None, typer.Option(
+        help="Those rules reject at most this fraction of the pairs (the most probably "
+        "mislabelled first)."
+    )] = None,
+    source_scores: Annotated[bool, typer.Option(
+        "--source-scores", help="Calibrate on the surrogate's margin and the source's own "
+        "judge score gap (chosen_score - rejected_score, where the source has them)."
+    )] = False,
     min_source_gap: Annotated[float | None, typer.Option(
         help="The source's own chosen_score - rejected_score below G, where it gives both: "
         "ambiguous."
     )] = None,
     action: Annotated[str, typer.Option(
         help="drop: reject with the rule as reason; flag: keep, naming the rule in a "
-        "needs_regeneration column."
+        "needs_regeneration column; relabel: keep the pairs --disagree marks with chosen "
+        "and rejected swapped (recorded in meta), drop the other rules' pairs."
     )] = "drop",
     score_cache: Annotated[Path | None, typer.Option(
         help="A score cache folder shared by runs (the previous --out is always one)."
@@ -76,7 +96,8 @@ def reward(
         "--bf16/--no-bf16", help="--model: force bf16 autocast on or off (default: the "
         "precision the checkpoint was trained in, where the hardware has bf16)."
     )] = None,
-    seed: Annotated[int, typer.Option(help="--kfold: seed of the fold split.")] = 0,
+    seed: Annotated[int, typer.Option(
+        help="--kfold: seed of the fold split; also the calibration's orientation seed.")] = 0,
     engine: EngineOpt = "local",
     workers: WorkersOpt = None,
     ray_address: RayAddressOpt = None,
@@ -86,7 +107,11 @@ def reward(
 ) -> None:
     """Score chosen and rejected of every pair with a reward model and act on the scores.
 
-    Every row, kept or rejected, gets chosen_reward, rejected_reward and reward_margin.
+    Every row, kept or rejected, gets chosen_reward, rejected_reward and reward_margin
+    (and, for the margin rules, p_mislabelled and cleanlab's label_issue). The
+    manifest's reward.quality says how good the surrogate is: its out-of-fold
+    agreement with the labels and 95% interval, the estimated noise rate, and the
+    expected precision and fraction of the rejections; when it cannot help it abstains.
     Scores are cached by (model fingerprint, pair_id) in the output folder, so a rerun
     with other thresholds scores nothing. A pair several rules match is rejected with
     the first of ambiguous, rm_disagrees, low_margin, low_chosen_score, not_top_margin.
@@ -94,7 +119,7 @@ def reward(
     Example:
         curate reward work/decontam --out work/reward --model ckpt/surrogate --min-margin 0.5
         curate reward work/hh --out work/hh-rm --kfold 5 --train-config rm.yaml \\
-            --freeze backbone --disagree
+            --freeze backbone --disagree --min-precision 0.7
     """
     from curate.scoring.rules import RewardRules, parse_keep_top
     from curate.stages.reward import make_scorer
@@ -102,16 +127,26 @@ def reward(
 
     rules = RewardRules(min_margin=min_margin, min_chosen=min_chosen,
                         keep_top=parse_keep_top(keep_top), by=by, disagree=disagree,
-                        min_source_gap=min_source_gap)
+                        min_source_gap=min_source_gap, min_precision=min_precision,
+                        max_reject_fraction=max_reject_fraction, source_scores=source_scores,
+                        seed=seed)
     scorer = make_scorer(inputs, model, kfold=kfold, train_config=train_config, freeze=freeze,
                          seed=seed, surrogates=surrogates, batch_size=batch_size, bf16=bf16,
-                         quiet=quiet)
+                         quiet=quiet, ensemble=ensemble)
     manifest = run_reward(inputs, out, scorer=scorer, rules=rules, action=action,
                           score_cache=score_cache, force=force,
                           engine=make_engine(engine, workers, ray_address, gpus_per_worker))
     if not quiet:
         print_summary(manifest, out)
         _print_reward(manifest)
+    _warn(manifest)
+
+
+def _warn(manifest: dict[str, Any]) -> None:
+    """The guard's warnings, on stderr even under --quiet: a filter that abstained or
+    rejects mostly correct pairs must not pass unnoticed."""
+    for w in manifest.get("reward", {}).get("quality", {}).get("warnings", []):
+        typer.echo(f"warning: {w}", err=True)
 
 
 def _print_reward(manifest: dict[str, Any]) -> None:
@@ -136,9 +171,36 @@ def _print_reward(manifest: dict[str, Any]) -> None:
         c.print(f"fold {f['fold'] + 1}/{len(folds)}: trained on {f['train_pairs']}, scored "
                 f"{f['scored_pairs']}, out-of-fold agreement {f['oof_accuracy']:.3f} "
                 f"({f['seconds']:.0f}s)", highlight=False)
+    q = info.get("quality")
+    if q:
+        _print_quality(q)
     if info.get("flagged"):
         flagged = ", ".join(f"{k}: {v}" for k, v in info["flagged"].items())
         c.print(f"flagged (needs_regeneration): {flagged}", highlight=False)
+
+
+def _print_quality(q: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from curate.progress import console
+
+    def num(v: Any, fmt: str = ".3f") -> str:
+        return "-" if v is None else format(v, fmt)
+
+    lo, hi = q["oof_accuracy_ci95"]
+    t = Table(title="reward filter quality", show_header=False)
+    t.add_row("surrogate agreement with the labels" + (" (out of fold)" if q["out_of_fold"]
+              else ""), f"{num(q['oof_accuracy'])} [95% CI {lo:.3f}, {hi:.3f}]"
+              + ("" if q["better_than_chance"] else "  NOT above chance"))
+    t.add_row("estimated label-noise rate (confident learning)", num(q["estimated_noise_rate"]))
+    t.add_row("pairs the rules mark / their expected precision",
+              f"{q['marked_by_rules']} / {num(q['marked_expected_precision'])}")
+    t.add_row(f"rejected with --min-precision {q['min_precision']:g}",
+              f"{q['rejected']} ({q['rejected_fraction']:.1%})")
+    t.add_row("expected precision of the rejections", num(q["expected_precision"]))
+    if q["abstained"]:
+        t.add_row("[bold red]ABSTAINED[/]", f"[bold red]{q['abstain_reason']}[/]")
+    console().print(t)
 
 
 def register(app: typer.Typer) -> None:

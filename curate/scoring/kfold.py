@@ -7,6 +7,13 @@ fold's mean (pairwise training fixes rewards only up to a constant), so chosen
 rewards from different folds can share one quantile threshold; margins are
 unchanged. With `freeze: backbone` the backbone features come from the on-disk
 feature cache, computed once for all folds.
+
+`ensemble` N > 1 repeats the whole k-fold run N times, member e with fold-split seed
+and training seed shifted by e (so each pair is still scored only by models that did
+not see it), and averages the members' calibrated log-odds: each member's centred
+rewards are scaled by its temperature (the logistic fit of its out-of-fold margins,
+curate.scoring.calibration.temperature) before the mean, so a member with sharper
+margins does not outvote a better-calibrated one.
 """
 
 from __future__ import annotations
@@ -57,11 +64,14 @@ class KFoldScorer:
     def __init__(self, data: Sequence[str | os.PathLike[str]], model: str, k: int,
                  train_config: Any = None, *, seed: int = 0, freeze: str | None = None,
                  surrogates: str | os.PathLike[str] | None = None, batch_size: int = 16,
-                 quiet: bool = True) -> None:
+                 quiet: bool = True, ensemble: int = 1) -> None:
         from curate.train.config import load_config
 
         if k < 2:
             raise ValueError("--kfold needs at least 2 folds")
+        if ensemble < 1:
+            raise ValueError("--ensemble needs at least 1 member")
+        self.ensemble = ensemble
         self.datasets = [D.Dataset.open(p) for p in data]
         self.model, self.k, self.seed = model, k, seed
         self.cfg = load_config(train_config, freeze=freeze)
@@ -71,9 +81,11 @@ class KFoldScorer:
         self.folds: list[dict[str, Any]] = []
         self.rows_scored = 0
         cfg = {k_: v for k_, v in self.cfg.to_dict().items() if k_ not in _NOT_IN_KEY}
-        self._fingerprint = D.json_fingerprint(
-            {"kfold": k, "seed": seed, "model": model, "train_config": cfg,
-             "inputs": [d.fingerprint for d in self.datasets]})[:32]
+        key = {"kfold": k, "seed": seed, "model": model, "train_config": cfg,
+               "inputs": [d.fingerprint for d in self.datasets]}
+        if ensemble > 1:  # a single member keeps the fingerprint (and caches) it had
+            key["ensemble"] = ensemble
+        self._fingerprint = D.json_fingerprint(key)[:32]
 
     @property
     def fingerprint(self) -> str:
@@ -81,7 +93,8 @@ class KFoldScorer:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "kfold", "k": self.k, "seed": self.seed, "model": self.model,
-                "train_config": self.cfg.to_dict(), "fingerprint": self.fingerprint}
+                "ensemble": self.ensemble, "train_config": self.cfg.to_dict(),
+                "fingerprint": self.fingerprint}
 
     def score(self, pairs: pa.Table | pa.RecordBatch) -> Scores:
         if self._scores is None:
@@ -97,47 +110,73 @@ class KFoldScorer:
         return got[:, 0], got[:, 1]
 
     def _fit(self) -> None:
-        from curate.progress import console
-        from curate.train import train_reward_model
+        from curate.scoring.calibration import temperature
 
         table = pa.concat_tables([d.read() for d in self.datasets], promote_options="default")
-        folds = assign_folds(table["pair_id"], table["source"].to_pylist(), self.k, self.seed)
         work = self.surrogates or Path(tempfile.mkdtemp(prefix="curate-kfold-"))
-        scores: dict[str, tuple[float, float]] = {}
+        ids = table["pair_id"].to_pylist()
+        total = np.zeros((len(ids), 2))
         try:
-            for f in range(self.k):
-                t0 = time.perf_counter()
-                held = pc.equal(pa.array(folds), f)
-                train_t, eval_t = table.filter(pc.invert(held)), table.filter(held)
-                if not self.quiet:
-                    console().print(f"fold {f + 1}/{self.k}: training on {train_t.num_rows} "
-                                    f"pairs, scoring {eval_t.num_rows}", highlight=False)
-                ckpt = work / f"fold-{f}"
-                metrics = train_reward_model(train_t, self.model, ckpt, self.cfg,
-                                             eval_data=eval_t, quiet=True)
-                # a frozen backbone: the trainer cached every feature, held-out fold included
-                frozen = self.cfg.freeze == "backbone"
-                scorer = RewardModelScorer(
-                    ckpt, self.batch_size,
-                    feature_cache=(self.cfg.feature_cache or True) if frozen else None,
-                    bf16=bool(metrics.get("bf16")))  # the precision it was trained in
-                c, r = scorer.score(eval_t) if eval_t.num_rows else (np.zeros(0), np.zeros(0))
-                offset = float(np.mean(np.concatenate([c, r]))) if len(c) else 0.0
-                c, r = c - offset, r - offset
-                for pid, cv, rv in zip(eval_t["pair_id"].to_pylist(), c.tolist(), r.tolist(),
-                                       strict=True):
-                    scores[pid] = (cv, rv)
-                self.folds.append({
-                    "fold": f, "train_pairs": train_t.num_rows, "scored_pairs": eval_t.num_rows,
-                    "oof_accuracy": float(np.mean(c > r)) if len(c) else None,
-                    "train_accuracy": _last(metrics, "train_accuracy"),
-                    "offset": round(offset, 6), "seconds": round(time.perf_counter() - t0, 3),
-                    "checkpoint": str(ckpt) if self.surrogates else None})
-                del scorer
+            for e in range(self.ensemble):
+                folder = work if self.ensemble == 1 else work / f"member-{e}"
+                scores = self._fit_member(table, folder, e)
+                got = np.array([scores[p] for p in ids], dtype=np.float64).reshape(-1, 2)
+                if self.ensemble > 1:
+                    t = temperature(got[:, 0] - got[:, 1])
+                    for f in self.folds[-self.k:]:
+                        f["temperature"] = round(t, 6)
+                    got = got * t
+                total += got / self.ensemble
         finally:
             if self.surrogates is None:
                 shutil.rmtree(work, ignore_errors=True)
-        self._scores = scores
+        self._scores = {p: (float(c), float(r)) for p, (c, r) in zip(ids, total, strict=True)}
+
+    def _fit_member(self, table: pa.Table, work: Path, member: int
+                    ) -> dict[str, tuple[float, float]]:
+        import dataclasses
+
+        from curate.progress import console
+        from curate.train import train_reward_model
+
+        folds = assign_folds(table["pair_id"], table["source"].to_pylist(), self.k,
+                             self.seed + member)
+        cfg = dataclasses.replace(self.cfg, seed=self.cfg.seed + member)
+        scores: dict[str, tuple[float, float]] = {}
+        for f in range(self.k):
+            t0 = time.perf_counter()
+            held = pc.equal(pa.array(folds), f)
+            train_t, eval_t = table.filter(pc.invert(held)), table.filter(held)
+            if not self.quiet:
+                who = f"member {member + 1}/{self.ensemble}, " if self.ensemble > 1 else ""
+                console().print(f"{who}fold {f + 1}/{self.k}: training on {train_t.num_rows} "
+                                f"pairs, scoring {eval_t.num_rows}", highlight=False)
+            ckpt = work / f"fold-{f}"
+            metrics = train_reward_model(train_t, self.model, ckpt, cfg,
+                                         eval_data=eval_t, quiet=True)
+            # a frozen backbone: the trainer cached every feature, held-out fold included
+            frozen = cfg.freeze == "backbone"
+            scorer = RewardModelScorer(
+                ckpt, self.batch_size,
+                feature_cache=(cfg.feature_cache or True) if frozen else None,
+                bf16=bool(metrics.get("bf16")))  # the precision it was trained in
+            c, r = scorer.score(eval_t) if eval_t.num_rows else (np.zeros(0), np.zeros(0))
+            offset = float(np.mean(np.concatenate([c, r]))) if len(c) else 0.0
+            c, r = c - offset, r - offset
+            for pid, cv, rv in zip(eval_t["pair_id"].to_pylist(), c.tolist(), r.tolist(),
+                                   strict=True):
+                scores[pid] = (cv, rv)
+            record: dict[str, Any] = {
+                "fold": f, "train_pairs": train_t.num_rows, "scored_pairs": eval_t.num_rows,
+                "oof_accuracy": float(np.mean(c > r)) if len(c) else None,
+                "train_accuracy": _last(metrics, "train_accuracy"),
+                "offset": round(offset, 6), "seconds": round(time.perf_counter() - t0, 3),
+                "checkpoint": str(ckpt) if self.surrogates else None}
+            if self.ensemble > 1:
+                record["member"] = member
+            self.folds.append(record)
+            del scorer
+        return scores
 
 
 def _last(metrics: dict[str, Any], key: str) -> float | None:

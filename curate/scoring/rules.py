@@ -27,7 +27,13 @@ class RewardRules:
     fraction F (group `*`: every group not named); within each group of `by` (category
     or source) the ceil(F x n) pairs with the largest margins stay, the rest ->
     not_top_margin. disagree: margin < 0 -> rm_disagrees. min_source_gap: the source's
-    own chosen_score - rejected_score below it (where both exist) -> ambiguous."""
+    own chosen_score - rejected_score below it (where both exist) -> ambiguous.
+
+    min_precision: rm_disagrees, low_margin and low_chosen_score reject only pairs whose
+    calibrated probability of being mislabelled is at least P, and nothing when the
+    surrogate cannot tell (curate.scoring.gate); 0: the plain rules. max_reject_fraction:
+    those rules reject at most this share of the pairs. source_scores: the calibration
+    also weighs the source's own score gap. seed: the calibration's orientation seed."""
 
     min_margin: float | None = None
     min_chosen: float | None = None
@@ -35,8 +41,16 @@ class RewardRules:
     by: str = "category"
     disagree: bool = False
     min_source_gap: float | None = None
+    min_precision: float = 0.6
+    max_reject_fraction: float | None = None
+    source_scores: bool = False
+    seed: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.min_precision <= 1:
+            raise ValueError("--min-precision is a probability in [0, 1]")
+        if self.max_reject_fraction is not None and not 0 <= self.max_reject_fraction <= 1:
+            raise ValueError("--max-reject-fraction is a fraction in [0, 1]")
         if self.min_chosen is not None and not 0 < self.min_chosen < 1:
             raise ValueError("--min-chosen is a quantile in (0, 1)")
         if self.by not in ("category", "source"):
@@ -49,6 +63,11 @@ class RewardRules:
     def needs_scores(self) -> bool:
         return (self.min_margin is not None or self.min_chosen is not None
                 or bool(self.keep_top) or self.disagree)
+
+    @property
+    def gated(self) -> bool:
+        """Whether a rule that the precision guard narrows is on."""
+        return self.disagree or self.min_margin is not None or self.min_chosen is not None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,9 +105,14 @@ class RuleResult:
     reasons: list[str | None]
     details: list[str | None]
     summary: dict[str, Any]
+    p_mislabelled: np.ndarray | None = None  # per pair, where the guard ran
+    label_issue: np.ndarray | None = None    # cleanlab's find_label_issues, per pair
 
 
-def apply_rules(keys: pa.Table, rules: RewardRules) -> RuleResult:
+def apply_rules(keys: pa.Table, rules: RewardRules, *, out_of_fold: bool = False
+                ) -> RuleResult:
+    """`out_of_fold`: the scores come from k-fold surrogates (recorded, and warned of
+    when not)."""
     n = keys.num_rows
     c, r = _col(keys, "chosen_reward"), _col(keys, "rejected_reward")
     margin = c - r
@@ -119,6 +143,20 @@ def apply_rules(keys: pa.Table, rules: RewardRules) -> RuleResult:
         if rules.keep_top:
             hits["not_top_margin"], notes["not_top_margin"], summary["keep_top"] = _keep_top(
                 keys, margin, rules)
+    p = issue = None
+    if rules.gated:
+        from curate.scoring.gate import gate
+
+        gap = _col(keys, "chosen_score") - _col(keys, "rejected_score") \
+            if rules.source_scores else None
+        p, issue, summary["quality"] = gate(
+            hits, margin, gap, min_precision=rules.min_precision,
+            max_reject_fraction=rules.max_reject_fraction, out_of_fold=out_of_fold,
+            seed=rules.seed)
+        for name in ("rm_disagrees", "low_margin", "low_chosen_score"):
+            if name in notes and rules.min_precision > 0:  # 0: the plain rules' details
+                notes[name] = [f"{t}; P(mislabelled) {v:.2f}" if np.isfinite(v) else t
+                               for t, v in zip(notes[name], p, strict=True)]
     reasons: list[str | None] = [None] * n
     details: list[str | None] = [None] * n
     for i in range(n):
@@ -129,7 +167,7 @@ def apply_rules(keys: pa.Table, rules: RewardRules) -> RuleResult:
     counts = {name: int(h.sum()) for name, h in hits.items()}
     summary["matched_by_rule"] = dict(sorted(counts.items()))
     summary["reason_counts"] = dict(sorted(Counter(x for x in reasons if x).items()))
-    return RuleResult(reasons, details, summary)
+    return RuleResult(reasons, details, summary, p, issue)
 
 
 def _keep_top(keys: pa.Table, margin: np.ndarray, rules: RewardRules

@@ -5,12 +5,15 @@ Two passes through the stage runner (`run_filter_stage`):
   with the scorer (a `curate train` checkpoint, k-fold surrogates, or any object with
   `fingerprint` and `score(pairs) -> (chosen, rejected)`);
 - decide (over compact keys: ids, rewards, source, category, source scores): the
-  rules of `curate.scoring.rules`; `action="drop"` rejects with the rule as reason,
-  `action="flag"` keeps every row and names the rule in `needs_regeneration`.
-Every output row, kept or rejected, carries `chosen_reward`, `rejected_reward` and
-`reward_margin`. Since the rows carry the scores and the manifest the scorer's
-fingerprint, the previous output is the score cache: rerunning with other rules
-loads no model and scores nothing.
+  rules of `curate.scoring.rules`, narrowed by the precision guard
+  (`curate.scoring.gate`); `action="drop"` rejects with the rule as reason,
+  `action="flag"` keeps every row and names the rule in `needs_regeneration`,
+  `action="relabel"` keeps the pairs rm_disagrees marks with chosen and rejected
+  swapped (and says so in `meta`) and drops the other rules' pairs.
+Every output row, kept or rejected, carries `chosen_reward`, `rejected_reward`,
+`reward_margin` and, where the guard ran, `p_mislabelled` and `label_issue`. Since the
+rows carry the scores and the manifest the scorer's fingerprint, the previous output
+is the score cache: rerunning with other rules loads no model and scores nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from curate.scoring.rules import RewardRules, apply_rules
 from curate.scoring.scorer import SCORE_COLUMNS, Scorer
 from curate.stage import Decisions, run_filter_stage
 
-ACTIONS = ("drop", "flag")
+ACTIONS = ("drop", "flag", "relabel")
 KEY_COLUMNS = ["pair_id", "source", "category", "chosen_score", "rejected_score"]
 
 
@@ -45,6 +48,7 @@ def make_scorer(
     batch_size: int = 16,
     bf16: bool | None = None,
     quiet: bool = True,
+    ensemble: int = 1,
 ) -> Scorer | None:
     """The scorer for CLI-style options: `kfold` trains surrogates from the base `model`
     (default minilm; they score in the precision they trained in); otherwise `model` is a
@@ -56,9 +60,9 @@ def make_scorer(
     if kfold is not None:
         return KFoldScorer(inputs, model or "minilm", kfold, train_config, seed=seed,
                            freeze=freeze, surrogates=surrogates, batch_size=batch_size,
-                           quiet=quiet)
-    if train_config is not None or freeze is not None:
-        raise ValueError("--train-config and --freeze go with --kfold")
+                           quiet=quiet, ensemble=ensemble)
+    if train_config is not None or freeze is not None or ensemble != 1:
+        raise ValueError("--train-config, --freeze and --ensemble go with --kfold")
     if model is None:
         return None
     return RewardModelScorer(model, batch_size=batch_size, bf16=bf16)
@@ -131,20 +135,32 @@ def reward(
         if cache is not None and new.num_rows:
             cache.add(new["pair_id"].combine_chunks(), new["chosen_reward"].to_numpy(),
                       new["rejected_reward"].to_numpy())
-        result = apply_rules(keys, rules)
+        out_of_fold = _is_kfold(scorer) or (cache is not None and "kfold" in cache.previous_info)
+        result = apply_rules(keys, rules, out_of_fold=out_of_fold)
         n = keys.num_rows
         c = keys["chosen_reward"].cast(pa.float64())
         r = keys["rejected_reward"].cast(pa.float64())
+        reasons, details = (result.reasons, result.details) if action != "flag" \
+            else ([None] * n, [None] * n)
+        swap = np.zeros(n, dtype=bool)
+        if action == "relabel":
+            swap = np.array([x == "rm_disagrees" for x in reasons], dtype=bool)
+            reasons = [None if s_ else x for x, s_ in zip(reasons, swap, strict=True)]
+            details = [None if s_ else x for x, s_ in zip(details, swap, strict=True)]
         cols: dict[str, Any] = {
             "pair_id": keys["pair_id"],
-            "reject_reason": pa.array(result.reasons if action == "drop" else [None] * n,
-                                      pa.string()),
-            "reject_detail": pa.array(result.details if action == "drop" else [None] * n,
-                                      pa.string()),
+            "reject_reason": pa.array(reasons, pa.string()),
+            "reject_detail": pa.array(details, pa.string()),
             "chosen_reward": c, "rejected_reward": r, "reward_margin": pc.subtract(c, r),
         }
+        if result.p_mislabelled is not None:
+            cols["p_mislabelled"] = pa.array(result.p_mislabelled, pa.float64(),
+                                             from_pandas=True)
+            cols["label_issue"] = pa.array(result.label_issue, pa.bool_())
         if action == "flag":
             cols["needs_regeneration"] = pa.array(result.reasons, pa.string())
+        if action == "relabel":
+            cols.update(relabel_columns(datasets, swap, result.p_mislabelled, c, r))
         info: dict[str, Any] = {
             "score_key": scorer.fingerprint if scorer is not None else None,
             "scorer": config["scorer"], "action": action, "rules": rules.to_dict(),
@@ -160,6 +176,8 @@ def reward(
             info["kfold_trained"] = False
         if action == "flag":
             info["flagged"] = result.summary["reason_counts"]
+        if action == "relabel":
+            info["relabelled"] = int(swap.sum())
         return Decisions(pa.table(cols), extra={"reward": info})
 
     manifest = run_filter_stage(
@@ -169,6 +187,51 @@ def reward(
     if cache is not None:
         cache.save()
     return manifest
+
+
+def _is_kfold(scorer: Any) -> bool:
+    from curate.scoring.kfold import KFoldScorer
+
+    return isinstance(scorer, KFoldScorer)
+
+
+SWAPPED = (("chosen", "rejected"), ("chosen_score", "rejected_score"))
+
+
+def relabel_columns(datasets: Sequence[D.Dataset], swap: np.ndarray,
+                    p: np.ndarray | None, c: pa.ChunkedArray, r: pa.ChunkedArray
+                    ) -> dict[str, Any]:
+    """chosen/rejected (texts, source scores, rewards) swapped where `swap`, and `meta`
+    recording it (`{"curate_relabel": {"stage": "reward", "p_mislabelled": P}}` merged
+    into the row's JSON object). Reads the response columns of every input row (not the
+    images): the relabelled columns replace the originals."""
+    import json
+
+    names = [a for pair in SWAPPED for a in pair] + ["meta"]
+    table = pa.concat_tables([d.read(columns=names) for d in datasets],
+                             promote_options="default")
+    mask = pa.array(swap)
+    out: dict[str, Any] = {}
+    for a, b in SWAPPED:
+        out[a] = pc.if_else(mask, table[b], table[a])
+        out[b] = pc.if_else(mask, table[a], table[b])
+    out["chosen_reward"] = pc.if_else(mask, r, c)
+    out["rejected_reward"] = pc.if_else(mask, c, r)
+    out["reward_margin"] = pc.subtract(out["chosen_reward"], out["rejected_reward"])
+    metas = table["meta"].to_pylist()
+    for i in np.flatnonzero(swap):
+        try:
+            m = json.loads(metas[i]) if metas[i] else {}
+        except ValueError:
+            m = {"meta": metas[i]}
+        if not isinstance(m, dict):
+            m = {"meta": m}
+        prob = float(p[i]) if p is not None and np.isfinite(p[i]) else None
+        m["curate_relabel"] = {"stage": "reward", "swapped": ["chosen", "rejected"],
+                               "p_mislabelled": prob}
+        metas[i] = json.dumps(m, sort_keys=True)
+    out["meta"] = pa.array(metas, table.schema.field("meta").type)
+    return out
 
 
 def _stats(keys: pa.Table) -> dict[str, Any]:
