@@ -46,3 +46,19 @@ def write_page(text: str, out: str | os.PathLike[str]) -> Path:
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, target)
     return target
+
+
+def build_comparison(
+    run_a: str | os.PathLike[str],
+    run_b: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    title: str = "curate compare",
+    examples: int = 3,
+) -> Path:
+    """Write the page comparing two runs (rows per stage and reason, config differences,
+    rows kept by one run and rejected by the other) to `out`; returns `out`."""
+    from curate.report.compare import compare
+    from curate.report.compare_html import render_compare
+
+    return write_page(render_compare(compare(run_a, run_b, examples=examples), title), out)

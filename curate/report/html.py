@@ -97,6 +97,9 @@ code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px}
 pre{background:#f2f4f7;padding:8px;border-radius:6px;overflow:auto;max-height:420px}
 .reason-group{margin-bottom:18px}
 .hidden{display:none}
+.delta.up{color:var(--kept);font-weight:600}
+.delta.down{color:var(--rej);font-weight:600}
+.delta.same{color:var(--muted)}
 .blocks{display:flex;flex-wrap:wrap;gap:4px 32px;align-items:flex-start}
 details.fact{margin:6px 0;border:1px solid var(--line);border-radius:6px;padding:6px 10px}
 details.fact summary{cursor:pointer}
@@ -287,7 +290,8 @@ def _histograms(d: ReportData) -> str:
     return f'<div class="charts">{"".join(boxes)}</div>'
 
 
-def _pair(c: Card) -> str:
+def pair_html(c: Card) -> str:
+    """One pair: ids, detail, thumbnails, prompt, chosen beside rejected."""
     return (f'<div class="pair" data-pair="{_e(c.pair_id)}"><div class="meta">'
             f"<code>{_e(c.pair_id)}</code> · {_e(c.source)}</div>"
             + (f'<div>detail: <span class="detail">{_e(c.detail)}</span></div>' if c.detail
@@ -311,7 +315,7 @@ def _examples(d: ReportData) -> str:
             f'<h3>{_e(g.stage)}: <span class="badge">{_e(g.reason)}</span> '
             f'<span class="muted">{g.count} row{"s" if g.count != 1 else ""} in '
             f"{_e(g.folder)}, {len(g.cards)} shown</span></h3>"
-            + "".join(_pair(c) for c in g.cards) + "</div>")
+            + "".join(pair_html(c) for c in g.cards) + "</div>")
     return "".join(parts)
 
 
@@ -375,29 +379,40 @@ def _facts(d: ReportData) -> str:
             + "".join(_fact_details(s) for s, _ in steps))
 
 
-def render(d: ReportData, title: str = "curate report") -> str:
-    """The whole page as one string."""
-    first, last = (d.funnel[0], d.funnel[-1]) if d.funnel else (None, None)
-    kpis = []
-    if first and last:
-        kpis = [("rows in", first.rows_in), ("kept at the end", last.kept),
-                ("kept %", f"{100 * last.kept / first.rows_in:.1f}" if first.rows_in else "-"),
-                ("stages", len(d.funnel)), ("sources", len(d.per_source))]
-    kpi_html = "".join(f'<div class="kpi"><b>{_e(v)}</b>{_e(k)}</div>' for k, v in kpis)
-    bodies = {"funnel": _funnel(d), "mix": render_composition(d.composition),
-              "model": render_model(d.model), "duplicates": _duplicates(d),
-              "histograms": _histograms(d), "examples": _examples(d), "run-facts": _facts(d)}
-    sections = "".join(f'<section id="{sid}"><h2>{_e(name)}</h2>{bodies[sid]}</section>'
-                       for sid, name in SECTIONS)
-    nav = "".join(f'<a href="#{sid}">{_e(name)}</a>' for sid, name in SECTIONS)
-    folders = "".join(f'<span class="folder">{_e(s.name)}</span>' for s in d.run.lineage)
+def kpis_html(kpis: list[tuple[str, Any]]) -> str:
+    return "".join(f'<div class="kpi"><b>{_e(v)}</b>{_e(k)}</div>' for k, v in kpis)
+
+
+def page(title: str, sub: list[str], kpis: list[tuple[str, Any]],
+         sections: list[tuple[str, str, str]]) -> str:
+    """The page shell: header (title, `sub` chips, key numbers), nav and (id, name, html)
+    sections, with the inline CSS, hatch patterns and script."""
+    chips = "".join(f'<span class="folder">{_e(x)}</span>' for x in sub)
+    body = "".join(f'<section id="{sid}"><h2>{_e(name)}</h2>{html}</section>'
+                   for sid, name, html in sections)
+    nav = "".join(f'<a href="#{sid}">{_e(name)}</a>' for sid, name, _ in sections)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
         "img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>{pattern_defs()}"
-        f'<header><h1>{_e(title)}</h1><div class="sub">{folders}<span>made by curate '
-        f'{_e(__version__)}</span></div><div class="kpis">{kpi_html}</div></header>'
-        f"<nav>{nav}</nav><main>{sections}</main><script>{JS}</script></body></html>\n"
+        f'<header><h1>{_e(title)}</h1><div class="sub">{chips}<span>made by curate '
+        f'{_e(__version__)}</span></div><div class="kpis">{kpis_html(kpis)}</div></header>'
+        f"<nav>{nav}</nav><main>{body}</main><script>{JS}</script></body></html>\n"
     )
+
+
+def render(d: ReportData, title: str = "curate report") -> str:
+    """The whole page as one string."""
+    first, last = (d.funnel[0], d.funnel[-1]) if d.funnel else (None, None)
+    kpis: list[tuple[str, Any]] = []
+    if first and last:
+        kpis = [("rows in", first.rows_in), ("kept at the end", last.kept),
+                ("kept %", f"{100 * last.kept / first.rows_in:.1f}" if first.rows_in else "-"),
+                ("stages", len(d.funnel)), ("sources", len(d.per_source))]
+    bodies = {"funnel": _funnel(d), "mix": render_composition(d.composition),
+              "model": render_model(d.model), "duplicates": _duplicates(d),
+              "histograms": _histograms(d), "examples": _examples(d), "run-facts": _facts(d)}
+    return page(title, [s.name for s in d.run.lineage], kpis,
+                [(sid, name, bodies[sid]) for sid, name in SECTIONS])
