@@ -20,7 +20,7 @@ from curate.report.svg import Series, histogram, nice_ticks
 from curate.report.thumbs import Thumbnails
 from tests.report_support import eval_set, one_worker, shared, small_run, stage_folders
 
-SECTIONS = ["funnel", "duplicates", "histograms", "examples", "run-facts"]
+SECTIONS = ["funnel", "mix", "model", "duplicates", "histograms", "examples", "run-facts"]
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 CHROMIUM = os.environ.get("CURATE_CHROMIUM", "/usr/bin/chromium")
-SECTIONS = ["funnel", "duplicates", "histograms", "examples", "run-facts"]
+SECTIONS = ["funnel", "mix", "model", "duplicates", "histograms", "examples", "run-facts"]
 
 
 def require_chromium() -> str:

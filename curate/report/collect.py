@@ -8,8 +8,10 @@ rows that are shown.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ import pyarrow.compute as pc
 from curate import dataset as D
 from curate import schema as S
 from curate.images import ImageRejected, resolve_image_path
+from curate.report.composition import Composition, collect_composition
+from curate.report.model import ModelData, collect_model
 from curate.report.pipeline import (
     PAIR_ID_RE,
     Run,
@@ -30,11 +34,10 @@ from curate.report.pipeline import (
     referenced_ids,
     take,
 )
-from curate.report.svg import KEPT_COLOR, PALETTE, Series
+from curate.report.svg import KEPT_COLOR, PALETTE, Series, reason_fill
 from curate.report.thumbs import Thumbnails
 
 CLUSTER_REASONS = ("exact_duplicate", "near_duplicate_image", "label_conflict", "similar_prompt")
-REASON_COLORS = [c for c in PALETTE if c != KEPT_COLOR]
 LIGHT = ["pair_id", "reject_reason", "reject_detail"]
 DISTANCE_RE = re.compile(r"distance=(\d+)")
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -114,15 +117,24 @@ class ReportData:
     cluster_counts: dict[tuple[str, str], int]  # (stage, reason) -> clusters found
     histograms: list[Histogram]
     examples: list[ReasonExamples]
+    composition: Composition | None = None
+    model: ModelData | None = None
 
 
-def collect(run: Run, *, examples: int = 3, clusters: int = 12, members: int = 6) -> ReportData:
-    """Gather every section's data; `examples` rows per reason, `clusters` per reason."""
+def collect(run: Run, *, examples: int = 3, clusters: int = 12, members: int = 6,
+            paths: Iterable[str | os.PathLike[str]] = (), evals: Iterable[Path] = (),
+            trainings: Iterable[Path] = ()) -> ReportData:
+    """Gather every section's data; `examples` rows per reason, `clusters` per reason.
+
+    Model files (eval reports, training folders) are looked for in `paths` and beside
+    the run's folders; `evals` and `trainings` name more of them.
+    """
     thumbs = Thumbnails()
     funnel = _funnel(run)
     reasons = sorted({r for f in funnel for r in f.by_reason})
-    colors = {r: REASON_COLORS[i % len(REASON_COLORS)] for i, r in enumerate(reasons)}
+    colors = {r: reason_fill(i) for i, r in enumerate(reasons)}
     found, counts = _clusters(run, thumbs, clusters, members)
+    composition = collect_composition(run)
     return ReportData(
         run=run,
         funnel=funnel,
@@ -130,8 +142,10 @@ def collect(run: Run, *, examples: int = 3, clusters: int = 12, members: int = 6
         per_source=_per_source(run),
         clusters=found,
         cluster_counts=counts,
-        histograms=_histograms(run),
+        histograms=_histograms(run, composition),
         examples=_examples(run, thumbs, examples),
+        composition=composition,
+        model=collect_model(run, paths, evals=evals, trainings=trainings),
     )
 
 
@@ -223,8 +237,11 @@ def card(row: dict[str, Any], thumbs: Thumbnails, step: Step | None = None) -> C
         else:
             size = "read from its path, not validated" if im.get("from_path") else "not validated"
         uri = thumbs.uri(im.get("bytes"))
-        images.append({"uri": uri, "size": size if uri or im.get("bytes") is None
-                       else "undecodable"})
+        # no bytes: the image was never read (a path refused or missing), not a bad image
+        missing = "" if uri else ("image never read" if im.get("bytes") is None
+                                  else "undecodable")
+        images.append({"uri": uri, "missing": missing,
+                       "size": size if uri or im.get("bytes") is None else "undecodable"})
     return Card(
         pair_id=str(row.get("pair_id")),
         source=str(row.get("source")),
@@ -326,7 +343,7 @@ def _numeric(t: pa.DataType) -> bool:
     return (pa.types.is_integer(t) or pa.types.is_floating(t)) and not pa.types.is_boolean(t)
 
 
-def _histograms(run: Run) -> list[Histogram]:
+def _histograms(run: Run, composition: Composition | None = None) -> list[Histogram]:
     finals = run.finals
     where = ", ".join(s.name for s in finals)
     out: list[Histogram] = []
@@ -343,7 +360,12 @@ def _histograms(run: Run) -> list[Histogram]:
 
     # response lengths and image sizes, over the final kept rows
     lengths = {}
+    if composition is not None and composition.folders == [s.name for s in finals]:
+        lengths = {"chosen": composition.chosen_len[np.isfinite(composition.chosen_len)],
+                   "rejected": composition.rejected_len[np.isfinite(composition.rejected_len)]}
     for col in ("chosen", "rejected"):
+        if col in lengths:
+            continue
         arr = _read(finals, D.KEPT, col)
         lengths[col] = _floats(pc.utf8_length(arr)) if len(arr) and pa.types.is_string(
             arr.type) else np.array([])
@@ -352,16 +374,11 @@ def _histograms(run: Run) -> list[Histogram]:
                              [Series("chosen", lengths["chosen"], chosen_color),
                               Series("rejected", lengths["rejected"], rejected_color)],
                              f"kept rows of {where}", log_x=True))
-    images = _read(finals, D.KEPT, "images")
-    if len(images) and pa.types.is_list(images.type):
-        flat = pa.chunked_array([c.flatten() for c in images.chunks])
-        if len(flat):
-            w = _floats(pa.chunked_array([c.field("width") for c in flat.chunks]))
-            h = _floats(pa.chunked_array([c.field("height") for c in flat.chunks]))
-            if w.size and w.size == h.size:
-                out.append(Histogram("image-size", "Image size", "longest side (pixels)",
-                                     [Series("images", np.maximum(w, h), PALETTE[3])],
-                                     f"images of the kept rows of {where}"))
+    sides = _image_sides(finals)
+    if sides.size:
+        out.append(Histogram("image-size", "Image size", "longest side (pixels)",
+                             [Series("images", sides, PALETTE[3])],
+                             f"images of the kept rows of {where}"))
     pair_hist("source-scores", "Source judge scores", "score", finals, "chosen_score",
               "rejected_score", f"the sources' own chosen_score / rejected_score, {where}")
 
@@ -394,6 +411,25 @@ def _histograms(run: Run) -> list[Histogram]:
                                       Series("rejected", rej, PALETTE[2])],
                                      f"rows of {step.name} ({step.stage}), where it is added"))
     return out
+
+
+def _image_sides(steps: list[Step]) -> np.ndarray:
+    """The longest side of every image of the kept rows, read from the nested width and
+    height columns alone (never the image bytes)."""
+    out = []
+    for s in steps:
+        if "images" not in s.columns(D.KEPT):
+            continue
+        for f in s.dataset.files(D.KEPT):
+            t = s.dataset.parquet_file(f).read(columns=["images.list.element.width",
+                                                        "images.list.element.height"])
+            flat = pc.list_flatten(t["images"])
+            if len(flat):
+                w = _floats(pc.struct_field(flat, "width"))
+                h = _floats(pc.struct_field(flat, "height"))
+                if w.size == h.size:
+                    out.append(np.maximum(w, h))
+    return np.concatenate(out) if out else np.array([])
 
 
 def _manifest_histograms(run: Run) -> list[Histogram]:

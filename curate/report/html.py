@@ -7,7 +7,6 @@ only adds table sorting, the reason filter and thumbnail zoom.
 from __future__ import annotations
 
 import json
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,14 @@ import numpy as np
 
 from curate import __version__
 from curate.report.collect import Card, Cluster, Histogram, ReportData
+from curate.report.composition_html import render_composition
+from curate.report.markup import e, table
+from curate.report.model_html import render_model
 from curate.report.pipeline import Step, user_text
-from curate.report.svg import KEPT_COLOR, Segment, fmt, histogram, stacked_bars
+from curate.report.svg import KEPT_COLOR, Segment, fmt, histogram, pattern_defs, stacked_bars
 
-SECTIONS = [("funnel", "Funnel"), ("duplicates", "Duplicate clusters"),
+SECTIONS = [("funnel", "Funnel"), ("mix", "Training mix"), ("model", "Model"),
+            ("duplicates", "Duplicate clusters"),
             ("histograms", "Histograms"), ("examples", "Examples by reject reason"),
             ("run-facts", "Run facts")]
 TEXT_LIMIT = 1200
@@ -30,7 +33,9 @@ body{margin:0;font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;
 background:var(--bg)}
 header{background:#1d2433;color:#fff;padding:18px 28px}
 header h1{margin:0 0 4px;font-size:22px}
-header .sub{color:#c8cdd8}
+header .sub{color:#c8cdd8;display:flex;flex-wrap:wrap;gap:4px 6px;align-items:center}
+header .folder{background:#2b3447;border-radius:4px;padding:0 6px;font-size:12px;
+white-space:nowrap}
 nav{position:sticky;top:0;z-index:5;background:#fff;border-bottom:1px solid var(--line);
 padding:8px 28px}
 nav a{margin-right:18px;color:#1849a9;text-decoration:none;font-weight:600}
@@ -48,14 +53,20 @@ th,td{border-bottom:1px solid var(--line);padding:4px 10px;text-align:left;verti
 th{background:#f2f4f7}
 table.sortable th{cursor:pointer}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-.charts{display:flex;flex-wrap:wrap;gap:18px}
-.chart-box{border:1px solid var(--line);border-radius:6px;padding:8px 10px}
+.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(400px,1fr));gap:14px}
+.chart-box{border:1px solid var(--line);border-radius:6px;padding:8px 10px;min-width:0}
+.chart-box svg.chart{width:100%;height:auto}
+section>svg.chart{max-width:100%;height:auto}
 .chart-box h3{margin:2px 0}
 svg.chart text{fill:#1d2433}
 svg.chart .seg:hover,svg.chart .bin:hover{opacity:.75}
-.cluster{border:1px solid var(--line);border-radius:6px;padding:8px;margin:10px 0}
-.cluster-row{display:flex;gap:10px;overflow-x:auto}
-.member{flex:0 0 230px;border:1px solid var(--line);border-radius:6px;padding:6px;font-size:12px}
+.clusters{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:10px;
+margin:8px 0}
+.cluster{border:1px solid var(--line);border-radius:6px;padding:6px;min-width:0}
+.cluster-row{display:flex;gap:6px;flex-wrap:wrap}
+.member{flex:1 1 130px;max-width:200px;border:1px solid var(--line);border-radius:6px;
+padding:4px;font-size:11px;overflow-wrap:anywhere}
+.member .thumbs img{max-width:100%;max-height:110px}
 .member.survivor{border:2px solid var(--kept)}
 .badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:11px;font-weight:600;
 color:#fff;background:var(--rej)}
@@ -66,6 +77,7 @@ color:#fff;background:var(--rej)}
 .thumbs img{max-width:160px;max-height:160px;border-radius:4px;cursor:zoom-in;display:block}
 .thumbs img.zoom{max-width:480px;max-height:480px;width:480px;cursor:zoom-out}
 .thumbs figcaption{font-size:11px;color:var(--muted)}
+.noimg.never{background:#f2f4f7;border:1px dashed #98a2b3}
 .noimg{width:100px;height:70px;background:repeating-linear-gradient(45deg,#eee,#eee 6px,#ddd 6px,
 #ddd 12px);display:flex;align-items:center;justify-content:center;font-size:11px;
 color:var(--muted);border-radius:4px}
@@ -85,6 +97,10 @@ code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px}
 pre{background:#f2f4f7;padding:8px;border-radius:6px;overflow:auto;max-height:420px}
 .reason-group{margin-bottom:18px}
 .hidden{display:none}
+.delta.up{color:var(--kept);font-weight:600}
+.delta.down{color:var(--rej);font-weight:600}
+.delta.same{color:var(--muted)}
+.blocks{display:flex;flex-wrap:wrap;gap:4px 32px;align-items:flex-start}
 details.fact{margin:6px 0;border:1px solid var(--line);border-radius:6px;padding:6px 10px}
 details.fact summary{cursor:pointer}
 h4{margin:10px 0 4px;font-size:13px}
@@ -132,8 +148,7 @@ JS = """
 """
 
 
-def _e(value: Any) -> str:
-    return escape(str(value), quote=True)
+_e = e
 
 
 def _text(value: str | None) -> str:
@@ -147,14 +162,7 @@ def _text(value: str | None) -> str:
     return _e(value)
 
 
-def _table(headers: list[str], rows: list[list[Any]], *, numeric: set[int] = frozenset(),
-           cls: str = "sortable") -> str:
-    head = "".join(f'<th class="num">{_e(h)}</th>' if i in numeric else f"<th>{_e(h)}</th>"
-                   for i, h in enumerate(headers))
-    body = "".join(
-        "<tr>" + "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
-                         for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+_table = table
 
 
 def _thumbs(c: Card) -> str:
@@ -163,9 +171,14 @@ def _thumbs(c: Card) -> str:
     figs = []
     for im in c.images:
         inner = (f'<img src="{im["uri"]}" alt="image of {_e(c.pair_id[:8])}" loading="eager">'
-                 if im["uri"] else '<div class="noimg">undecodable</div>')
+                 if im["uri"] else _placeholder(im.get("missing") or "undecodable"))
         figs.append(f"<figure>{inner}<figcaption>{_e(im['size'])}</figcaption></figure>")
     return f'<div class="thumbs">{"".join(figs)}</div>'
+
+
+def _placeholder(what: str) -> str:
+    cls = "noimg never" if what == "image never read" else "noimg"
+    return f'<div class="{cls}">{_e(what)}</div>'
 
 
 def _messages(c: Card) -> str:
@@ -253,7 +266,7 @@ def _duplicates(d: ReportData) -> str:
         parts.append(f"<h3>{_e(stage)}: {_e(reason)}</h3><p class='muted'>{total} cluster"
                      f"{'s' if total != 1 else ''}, {len(shown)} shown; each row: the copy that "
                      "survived (green) and the copies removed in its favour.</p>")
-        parts += [_cluster(c) for c in shown]
+        parts.append('<div class="clusters">' + "".join(_cluster(c) for c in shown) + "</div>")
     return "".join(parts)
 
 
@@ -277,7 +290,8 @@ def _histograms(d: ReportData) -> str:
     return f'<div class="charts">{"".join(boxes)}</div>'
 
 
-def _pair(c: Card) -> str:
+def pair_html(c: Card) -> str:
+    """One pair: ids, detail, thumbnails, prompt, chosen beside rejected."""
     return (f'<div class="pair" data-pair="{_e(c.pair_id)}"><div class="meta">'
             f"<code>{_e(c.pair_id)}</code> · {_e(c.source)}</div>"
             + (f'<div>detail: <span class="detail">{_e(c.detail)}</span></div>' if c.detail
@@ -301,7 +315,7 @@ def _examples(d: ReportData) -> str:
             f'<h3>{_e(g.stage)}: <span class="badge">{_e(g.reason)}</span> '
             f'<span class="muted">{g.count} row{"s" if g.count != 1 else ""} in '
             f"{_e(g.folder)}, {len(g.cards)} shown</span></h3>"
-            + "".join(_pair(c) for c in g.cards) + "</div>")
+            + "".join(pair_html(c) for c in g.cards) + "</div>")
     return "".join(parts)
 
 
@@ -365,28 +379,40 @@ def _facts(d: ReportData) -> str:
             + "".join(_fact_details(s) for s, _ in steps))
 
 
-def render(d: ReportData, title: str = "curate report") -> str:
-    """The whole page as one string."""
-    first, last = (d.funnel[0], d.funnel[-1]) if d.funnel else (None, None)
-    kpis = []
-    if first and last:
-        kpis = [("rows in", first.rows_in), ("kept at the end", last.kept),
-                ("kept %", f"{100 * last.kept / first.rows_in:.1f}" if first.rows_in else "-"),
-                ("stages", len(d.funnel)), ("sources", len(d.per_source))]
-    kpi_html = "".join(f'<div class="kpi"><b>{_e(v)}</b>{_e(k)}</div>' for k, v in kpis)
-    bodies = {"funnel": _funnel(d), "duplicates": _duplicates(d),
-              "histograms": _histograms(d), "examples": _examples(d), "run-facts": _facts(d)}
-    sections = "".join(f'<section id="{sid}"><h2>{_e(name)}</h2>{bodies[sid]}</section>'
-                       for sid, name in SECTIONS)
-    nav = "".join(f'<a href="#{sid}">{_e(name)}</a>' for sid, name in SECTIONS)
-    folders = ", ".join(s.name for s in d.run.lineage)
+def kpis_html(kpis: list[tuple[str, Any]]) -> str:
+    return "".join(f'<div class="kpi"><b>{_e(v)}</b>{_e(k)}</div>' for k, v in kpis)
+
+
+def page(title: str, sub: list[str], kpis: list[tuple[str, Any]],
+         sections: list[tuple[str, str, str]]) -> str:
+    """The page shell: header (title, `sub` chips, key numbers), nav and (id, name, html)
+    sections, with the inline CSS, hatch patterns and script."""
+    chips = "".join(f'<span class="folder">{_e(x)}</span>' for x in sub)
+    body = "".join(f'<section id="{sid}"><h2>{_e(name)}</h2>{html}</section>'
+                   for sid, name, html in sections)
+    nav = "".join(f'<a href="#{sid}">{_e(name)}</a>' for sid, name, _ in sections)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
         "img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
-        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
-        f'<header><h1>{_e(title)}</h1><div class="sub">{_e(folders)} · made by curate '
-        f'{_e(__version__)}</div><div class="kpis">{kpi_html}</div></header>'
-        f"<nav>{nav}</nav><main>{sections}</main><script>{JS}</script></body></html>\n"
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>{pattern_defs()}"
+        f'<header><h1>{_e(title)}</h1><div class="sub">{chips}<span>made by curate '
+        f'{_e(__version__)}</span></div><div class="kpis">{kpis_html(kpis)}</div></header>'
+        f"<nav>{nav}</nav><main>{body}</main><script>{JS}</script></body></html>\n"
     )
+
+
+def render(d: ReportData, title: str = "curate report") -> str:
+    """The whole page as one string."""
+    first, last = (d.funnel[0], d.funnel[-1]) if d.funnel else (None, None)
+    kpis: list[tuple[str, Any]] = []
+    if first and last:
+        kpis = [("rows in", first.rows_in), ("kept at the end", last.kept),
+                ("kept %", f"{100 * last.kept / first.rows_in:.1f}" if first.rows_in else "-"),
+                ("stages", len(d.funnel)), ("sources", len(d.per_source))]
+    bodies = {"funnel": _funnel(d), "mix": render_composition(d.composition),
+              "model": render_model(d.model), "duplicates": _duplicates(d),
+              "histograms": _histograms(d), "examples": _examples(d), "run-facts": _facts(d)}
+    return page(title, [s.name for s in d.run.lineage], kpis,
+                [(sid, name, bodies[sid]) for sid, name in SECTIONS])

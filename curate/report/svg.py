@@ -16,6 +16,30 @@ import numpy as np
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1",
            "#ff9da7", "#9c755f", "#bab0ac", "#86bcb6", "#d37295", "#8cd17d", "#b6992d"]
 KEPT_COLOR = "#59a14f"
+# Reject reasons: ten hues far apart from each other and from KEPT_COLOR (green); the
+# eleventh reason on reuses them with white hatching (`reason_fill`).
+REASON_HUES = ["#1f77b4", "#ff7f0e", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+               "#bcbd22", "#17becf", "#1d2433"]
+
+
+def reason_fill(i: int) -> str:
+    """The fill of the i-th reject reason: a plain hue, then hatched hues (see `pattern_defs`)."""
+    if i < len(REASON_HUES):
+        return REASON_HUES[i]
+    return f"url(#hatch-{(i - len(REASON_HUES)) % (2 * len(REASON_HUES))})"
+
+
+def pattern_defs() -> str:
+    """One hidden SVG holding the hatch patterns `reason_fill` refers to (once per page)."""
+    pats = []
+    for j in range(2 * len(REASON_HUES)):
+        hue = REASON_HUES[j % len(REASON_HUES)]
+        angle = 45 if j < len(REASON_HUES) else -45
+        pats.append(f'<pattern id="hatch-{j}" width="6" height="6" patternUnits="userSpaceOnUse" '
+                    f'patternTransform="rotate({angle})"><rect width="6" height="6" fill="{hue}"/>'
+                    '<rect width="2" height="6" fill="#fff"/></pattern>')
+    return ('<svg width="0" height="0" style="position:absolute" aria-hidden="true">'
+            f'<defs>{"".join(pats)}</defs></svg>')
 FONT = "font-family:system-ui,sans-serif;font-size:12px"
 
 
@@ -129,6 +153,13 @@ def histogram(series: Sequence[Series], *, title: str, xlabel: str, bins: int = 
         body.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no values</text>')
         return _svg(width, height, body, title)
     lo, hi = float(every.min()), float(every.max())
+    if lo == hi:  # one bar as wide as the plot says nothing: say what the values are
+        body.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" '
+                    f'class="constant">all {every.size} values are {fmt(lo)}</text>')
+        marks, _ = _legend([(f"{s.label} (n={f.size})", s.color)
+                            for s, f in zip(series, finite, strict=True)],
+                           left, top + plot_h + 38, plot_w)
+        return _svg(width, height, body + marks, title)
     integral = bool(np.all(every == np.round(every))) and hi - lo <= 60
     if integral and not log_x:  # small counts and distances: one bar per integer value
         edges = np.arange(lo - 0.5, hi + 1.0, 1.0)
@@ -190,3 +221,68 @@ def histogram(series: Sequence[Series], *, title: str, xlabel: str, bins: int = 
                        left, top + plot_h + 38, plot_w)
     body.extend(marks)
     return _svg(width, height, body, title)
+
+
+@dataclass(frozen=True)
+class Line:
+    label: str
+    xs: Sequence[float]
+    ys: Sequence[float | None]
+    color: str
+    dashed: bool = False
+
+
+def line_chart(lines: Sequence[Line], *, title: str, xlabel: str, ylabel: str,
+               width: int = 440, height: int = 240, marks: Sequence[tuple[float, str]] = (),
+               y_range: tuple[float, float] | None = None) -> str:
+    """Lines with a dot per point (points without a y are skipped); `marks` are labelled
+    vertical rules, e.g. where a training stage starts."""
+    left, right, top, bottom = 52, 16, 12, 64
+    plot_w, plot_h = width - left - right, height - top - bottom
+    pts = [(x, y) for ln in lines for x, y in zip(ln.xs, ln.ys, strict=True) if y is not None]
+    body: list[str] = []
+    if not pts:
+        body.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no values</text>')
+        return _svg(width, height, body, title)
+    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+    y0, y1 = y_range or (min(p[1] for p in pts), max(p[1] for p in pts))
+    if x1 == x0:
+        x0, x1 = x0 - 1, x1 + 1
+    if y1 == y0:
+        y0, y1 = y0 - 0.5, y1 + 0.5
+
+    def sx(v: float) -> float:
+        return left + plot_w * (v - x0) / (x1 - x0)
+
+    def sy(v: float) -> float:
+        return top + plot_h * (1 - (v - y0) / (y1 - y0))
+
+    for t in nice_ticks(y0, y1, 4):
+        body.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" '
+                    f'stroke="#ddd"/><text x="{left - 4}" y="{sy(t) + 4:.1f}" '
+                    f'text-anchor="end">{fmt(t)}</text>')
+    for t in nice_ticks(x0, x1, 5):
+        body.append(f'<text x="{sx(t):.1f}" y="{top + plot_h + 14}" text-anchor="middle">'
+                    f"{fmt(t)}</text>")
+    for x, label in marks:
+        body.append(f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{top}" y2="{top + plot_h}" '
+                    f'stroke="#98a2b3" stroke-dasharray="3 3"/><text x="{sx(x) + 3:.1f}" '
+                    f'y="{top + 10}" fill="#667085">{escape(label)}</text>')
+    for ln in lines:
+        xy = [(sx(x), sy(y), x, y) for x, y in zip(ln.xs, ln.ys, strict=True) if y is not None]
+        if not xy:
+            continue
+        dash = ' stroke-dasharray="5 3"' if ln.dashed else ""
+        body.append(f'<polyline fill="none" stroke="{ln.color}" stroke-width="2"{dash} points="'
+                    + " ".join(f"{a:.1f},{b:.1f}" for a, b, _, _ in xy) + '"/>')
+        body += [f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{ln.color}"><title>'
+                 f"{escape(ln.label)}: {fmt(y)} at {escape(xlabel)} {fmt(x)}</title></circle>"
+                 for a, b, x, y in xy]
+    body.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" '
+                'stroke="#333"/>')
+    body.append(f'<text x="{left + plot_w / 2}" y="{top + plot_h + 30}" text-anchor="middle">'
+                f"{escape(xlabel)}</text>")
+    body.append(f'<text x="12" y="{top + plot_h / 2}" text-anchor="middle" '
+                f'transform="rotate(-90 12 {top + plot_h / 2})">{escape(ylabel)}</text>')
+    legend, _ = _legend([(ln.label, ln.color) for ln in lines], left, top + plot_h + 38, plot_w)
+    return _svg(width, height, body + legend, title)
