@@ -80,12 +80,14 @@ class Throughput:
     included, evaluation and checkpoints not)."""
 
     seconds: float = 0.0
+    micro_batches: int = 0
     pairs: int = 0
     real_tokens: int = 0
     computed_tokens: int = 0
     flops: float = 0.0
 
     def add(self, batch: dict[str, Any], shape: ModelShape | None) -> None:
+        self.micro_batches += 1
         self.pairs += int(batch["margin"].shape[0])
         self.real_tokens += int(batch["real_tokens"])
         self.computed_tokens += int(batch["computed_tokens"])
@@ -98,6 +100,7 @@ class Throughput:
         s = max(self.seconds, 1e-9)
         tflops = self.flops * processes / s / 1e12
         return {
+            "micro_batches": self.micro_batches * processes,
             "real_tokens": self.real_tokens * processes,
             "computed_tokens": self.computed_tokens * processes,
             "token_efficiency": round(self.real_tokens / max(1, self.computed_tokens), 4),

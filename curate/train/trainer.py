@@ -486,7 +486,9 @@ class Trainer:
                     skip = progress["micro"]
                     done += skip
                     progress = None
-                loader.dataset.set_order(cfg.seed + 1000 * si + epoch, self._loader_pairs)
+                # runs of one optimizer step's pairs (so a token budget splits the same steps)
+                loader.dataset.set_order(cfg.seed + 1000 * si + epoch,
+                                         cfg.batch_size * cfg.grad_accum)
                 it = acc.skip_first_batches(loader, skip) if skip else loader
                 mark = time.perf_counter()  # throughput counts loading + steps, not evals
                 for micro, batch in enumerate(it, start=skip):
