@@ -37,6 +37,15 @@ def train(
     gradient_checkpointing: Annotated[bool | None, typer.Option(
         "--gradient-checkpointing/--no-gradient-checkpointing",
         help="Trade compute for activation memory.")] = None,
+    packing: Annotated[str | None, typer.Option(
+        help="on: each micro-batch's sequences go through the model as one row without "
+        "padding (positions restart per sequence, attention stays within it: flash-attention "
+        "varlen where installed, else a block-diagonal mask); off: padded batches; auto "
+        "(default): packed where the backbone supports it. Same rewards either way.")] = None,
+    max_tokens_per_batch: Annotated[int | None, typer.Option(
+        help="Token budget: split each optimizer step's batch_size x grad_accum pairs into "
+        "micro-batches of at most N computed tokens (a pair's two sequences together); the "
+        "loss stays the mean over the step's pairs.")] = None,
     feature_cache: Annotated[Path | None, typer.Option(
         help="Feature cache root for --freeze backbone (default ~/.cache/curate/features "
         "or $CURATE_CACHE/features).")] = None,
@@ -62,8 +71,14 @@ def train(
 
     if config is not None and not config.is_file():
         raise UsageFailure(f"--config {config}: no such file")
+    if packing is not None and packing not in ("on", "off", "auto"):
+        raise UsageFailure(f"--packing {packing}: use on, off or auto")
+    if max_tokens_per_batch is not None and max_tokens_per_batch < 1:
+        raise UsageFailure(f"--max-tokens-per-batch {max_tokens_per_batch}: give a positive "
+                           "number of tokens")
     cfg = load_config(config, freeze=freeze, max_length=max_length, eval_fraction=eval_fraction,
                       bf16=bf16, gradient_checkpointing=gradient_checkpointing,
+                      packing=packing, max_tokens_per_batch=max_tokens_per_batch,
                       feature_cache=str(feature_cache) if feature_cache else None, seed=seed)
     metrics = train_reward_model(data, model, out, cfg, eval_data=eval_data or None,
                                  resume=resume, quiet=quiet)

@@ -269,6 +269,7 @@ class RewardModel(nn.Module):
         # parameter all-gathers of ranks with and without images never meet.
         self.always_run_vision = False
         self.autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16 for scoring
+        self.packing = False  # training batches packed into one row (curate.models.packing)
         self._encoder: PairEncoder | None = None
         self._backbone_fp: str | None = config.backbone_fingerprint
 
@@ -310,17 +311,24 @@ class RewardModel(nn.Module):
         return self._encoder
 
     # -- forward -------------------------------------------------------------------
-    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  token_type_ids: torch.Tensor | None = None,
                  pixel_values: torch.Tensor | None = None,
                  image_grid_thw: torch.Tensor | None = None,
                  image_order: torch.Tensor | None = None,
+                 position_ids: torch.Tensor | None = None,
+                 seq_lengths: torch.Tensor | None = None,
                  **_: Any) -> torch.Tensor:
         """Pooled hidden states (B, H).
 
         For VL batches `pixel_values` / `image_grid_thw` hold each *distinct* image once
         (a pair's chosen and rejected share theirs) and `image_order` lists, in the
-        order the placeholders appear in the batch, which distinct image fills each."""
+        order the placeholders appear in the batch, which distinct image fills each.
+        With `seq_lengths` and no `attention_mask` the batch is one packed row (see
+        curate.models.packing)."""
+        if attention_mask is None and seq_lengths is not None:
+            return self._packed_features(input_ids, seq_lengths, position_ids, token_type_ids,
+                                         pixel_values, image_grid_thw, image_order)
         dev = self.device
         kw: dict[str, Any] = {"input_ids": input_ids.to(dev),
                               "attention_mask": attention_mask.to(dev)}
@@ -337,6 +345,34 @@ class RewardModel(nn.Module):
         hidden = self.backbone(**kw).last_hidden_state
         pooled = pool(hidden, kw["attention_mask"], self.reward_config.pooling)
         if dummy is not None:  # keeps the vision tower in the graph, contributing 0
+            pooled = pooled + 0.0 * dummy.to(pooled.dtype)
+        return pooled
+
+    def _packed_features(self, input_ids: torch.Tensor, lengths: torch.Tensor,
+                         position_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
+                         pixel_values: torch.Tensor | None, grid: torch.Tensor | None,
+                         order: torch.Tensor | None) -> torch.Tensor:
+        """Pooled hidden states (S, H) of one packed row of S sequences."""
+        from curate.models.packing import encoder_block_mask, pool_packed
+
+        dev = self.device
+        ids = input_ids.to(dev)
+        kw: dict[str, Any] = {"input_ids": ids, "position_ids": position_ids.to(dev)}
+        if token_type_ids is not None:
+            kw["token_type_ids"] = token_type_ids.to(dev)
+        kind = self.reward_config.backbone
+        if kind == "encoder":
+            kw["attention_mask"] = encoder_block_mask(self.backbone, ids, lengths)
+        else:
+            kw["use_cache"] = False
+        if self.is_vl:
+            vision = self._vision_inputs(ids, torch.ones_like(ids), pixel_values, grid, order)
+            vision.pop("position_ids", None)  # the packed positions stand
+            kw.update(vision)
+        dummy = kw.pop("_dummy_vision", None)
+        hidden = self.backbone(**kw).last_hidden_state
+        pooled = pool_packed(hidden, lengths, self.reward_config.pooling)
+        if dummy is not None:
             pooled = pooled + 0.0 * dummy.to(pooled.dtype)
         return pooled
 
@@ -405,13 +441,24 @@ class RewardModel(nn.Module):
         return encs, imgs
 
     def collate(self, encs: Sequence[Encoded], imgs: Sequence[ImageInputs | None],
-                image_of_seq: Sequence[int | None] | None = None) -> dict[str, torch.Tensor]:
-        """Pad sequences; `image_of_seq[i]` names the entry of `imgs` sequence i uses."""
-        batch = pad_batch(encs, self.pad_id, self.reward_config.padding_side)
+                image_of_seq: Sequence[int | None] | None = None,
+                packed: bool = False) -> dict[str, torch.Tensor]:
+        """Pad sequences, or pack them into one row (`packed`); `image_of_seq[i]` names the
+        entry of `imgs` sequence i uses."""
+        from curate.models.packing import pack_sequences, vl_positions
+
+        batch = pack_sequences(encs) if packed else pad_batch(
+            encs, self.pad_id, self.reward_config.padding_side)
         if self.is_vl:
             batch.update(merge_images(imgs))
             if "image_grid_thw" in batch:
                 batch["image_order"] = _image_order(encs, imgs, image_of_seq)
+            if packed:
+                grids = batch["image_grid_thw"][batch["image_order"]] \
+                    if "image_grid_thw" in batch else None
+                batch["position_ids"] = vl_positions(
+                    self.backbone, batch["input_ids"], batch["seq_lengths"].tolist(), grids,
+                    [e.n_images for e in encs])
         return batch
 
     def _autocast(self) -> Any:

@@ -68,6 +68,14 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     group_by_length: bool = True  # batches of similar length (less padding)
+    # padding-free forward: a micro-batch's sequences in one row (curate.models.packing);
+    # auto: where the backbone supports it
+    packing: str = "auto"  # on | off | auto
+    # token budget: an optimizer step's batch_size * grad_accum pairs (per device) are split
+    # into micro-batches of at most this many computed tokens (both sequences of a pair
+    # together); the loss is still the mean over the step's pairs. None: batch_size pairs
+    # per micro-batch and grad_accum micro-batches per step
+    max_tokens_per_batch: int | None = None
     # loss
     margin_column: str | None = None  # a numeric column, or "score_gap" (chosen - rejected score)
     margin_scale: float = 1.0
@@ -108,6 +116,12 @@ class TrainConfig:
             raise ValueError("eval_fraction must be in [0, 1)")
         if not self.stages:
             raise ValueError("the schedule needs at least one stage")
+        if isinstance(self.packing, bool):  # YAML reads a bare on / off as a boolean
+            self.packing = "on" if self.packing else "off"
+        if str(self.packing) not in ("on", "off", "auto"):
+            raise ValueError(f"packing must be on, off or auto, not {self.packing!r}")
+        if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < 1:
+            raise ValueError("max_tokens_per_batch must be a positive number of tokens")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

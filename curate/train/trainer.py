@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from curate.models.feature_cache import OVER_LENGTH, PROMPT_TRUNCATED, RESPONSE_TRUNCATED
+from curate.models.packing import setup_packing
 from curate.models.reward_model import (
     RewardModel,
     build_reward_model,
@@ -46,6 +47,7 @@ from curate.train.data import (
     stage_indices,
 )
 from curate.train.loss import pair_metrics, pairwise_loss
+from curate.train.throughput import ModelShape, Throughput, format_rate, peak_tflops
 
 METRICS = "metrics.json"
 TRAIN_CONFIG = "train_config.json"
@@ -86,7 +88,9 @@ def make_accelerator(cfg: TrainConfig) -> Any:
     state = AcceleratorState._shared_state
     if state and mp is not None and str(state.get("_mixed_precision", mp)) != mp:
         AcceleratorState._reset_state()  # a second run in one process with other precision
-    return Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum)
+    # a token budget makes each loader item one whole optimizer step (see Trainer._step)
+    accum = 1 if cfg.max_tokens_per_batch else cfg.grad_accum
+    return Accelerator(mixed_precision=mp, gradient_accumulation_steps=accum)
 
 
 def fill_deepspeed_auto(acc: Any, hidden: int) -> None:
@@ -206,6 +210,7 @@ class Trainer:
         self.bf16 = self.acc.mixed_precision == "bf16"
         self.rm = self._model()
         self.rm.freeze(cfg.freeze)
+        self.attention = setup_packing(self.rm, cfg.packing, self.acc.device)
         # recorded in the checkpoint: a loaded model scores (and reads its cache) the same way
         self.rm.reward_config.autocast = "bfloat16" if self.bf16 else None
         self.rm.autocast_dtype = torch.bfloat16 if self.bf16 else None
@@ -220,7 +225,10 @@ class Trainer:
             self.log(f"stage {name}: no pairs of its kind in the data, skipped")
         self.out.mkdir(parents=True, exist_ok=True)
         self.log(f"training on {len(self.train_t)} pairs, evaluating on {len(self.eval_t)}; "
-                 f"freeze {cfg.freeze}; device {self.acc.device}; bf16 {self.bf16}")
+                 f"freeze {cfg.freeze}; device {self.acc.device}; bf16 {self.bf16}; "
+                 f"packing {'on' if self.rm.packing else 'off'} ({self.attention})"
+                 + (f"; at most {cfg.max_tokens_per_batch} tokens per micro-batch"
+                    if cfg.max_tokens_per_batch else ""))
         if cfg.freeze == "backbone":
             summary = self._train_head()
         else:
@@ -400,11 +408,18 @@ class Trainer:
 
     # -- full / partial fine-tuning -----------------------------------------------------
     def _loader(self, indices: np.ndarray, rows: PairRows, margins_: np.ndarray,
-                batch_size: int, lengths: np.ndarray | None = None) -> Any:
+                batch_size: int, lengths: np.ndarray | None = None,
+                max_tokens: int | None = None) -> Any:
         ds = PairDataset(rows, indices, margins_, lengths)
         return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False,
-                                           collate_fn=PairCollator(self.rm),
+                                           collate_fn=PairCollator(self.rm, max_tokens),
                                            num_workers=self.cfg.num_workers)
+
+    @property
+    def _loader_pairs(self) -> int:
+        """Pairs per train-loader item: a micro-batch, or with a token budget a whole step."""
+        cfg = self.cfg
+        return cfg.batch_size * cfg.grad_accum if cfg.max_tokens_per_batch else cfg.batch_size
 
     def _train_full(self) -> dict[str, Any]:
         from curate.progress import bar
@@ -424,8 +439,9 @@ class Trainer:
             probe = {"probe": {**feats["summary"], "seconds": round(time.perf_counter() - t, 3)}}
             del feats
         lengths = approx_lengths(self.train_t) if cfg.group_by_length else None
-        loaders = [self._loader(s.indices, self.train_rows, self.train_margins, cfg.batch_size,
-                                lengths) for s in self.stages]
+        loaders = [self._loader(s.indices, self.train_rows, self.train_margins,
+                                self._loader_pairs, lengths, cfg.max_tokens_per_batch)
+                   for s in self.stages]
         eval_loader = self._loader(np.arange(len(self.eval_rows)), self.eval_rows,
                                    self.eval_margins, cfg.eval_batch_size) \
             if len(self.eval_rows) else None
@@ -439,6 +455,9 @@ class Trainer:
         loaders = list(prepared[2:2 + len(loaders)])
         self.eval_loader = prepared[-1] if eval_loader else None
         progress = self._load_state() if self.resume else None
+        self.shape = ModelShape.of(rm)
+        self.throughput = Throughput()
+        self.peak = peak_tflops(acc.device) if self.bf16 else None
         t0 = time.perf_counter()
         pairs_seen = 0
         model.train()
@@ -456,7 +475,7 @@ class Trainer:
         pairs_seen = 0
         for si, (st, loader) in enumerate(zip(self.stages, loaders, strict=True)):
             micro_total = max(1, round(len(loader) * st.cfg.epochs))
-            opt_total = math.ceil(micro_total / cfg.grad_accum)
+            opt_total = math.ceil(micro_total / acc.gradient_accumulation_steps)
             done = 0
             for epoch in range(math.ceil(st.cfg.epochs)):
                 skip = 0
@@ -467,46 +486,70 @@ class Trainer:
                     skip = progress["micro"]
                     done += skip
                     progress = None
-                loader.dataset.set_order(cfg.seed + 1000 * si + epoch, cfg.batch_size)
+                # runs of one optimizer step's pairs (so a token budget splits the same steps)
+                loader.dataset.set_order(cfg.seed + 1000 * si + epoch,
+                                         cfg.batch_size * cfg.grad_accum)
                 it = acc.skip_first_batches(loader, skip) if skip else loader
+                mark = time.perf_counter()  # throughput counts loading + steps, not evals
                 for micro, batch in enumerate(it, start=skip):
                     if done >= micro_total:
                         break
-                    with acc.accumulate(model):
-                        rewards = model(**model_inputs(batch))
-                        n = batch["margin"].shape[0]
-                        rc, rr = rewards[:n], rewards[n:]
-                        loss = pairwise_loss(rc, rr, batch["margin"]
-                                             if cfg.margin_column else None, cfg.center_coef)
-                        acc.backward(loss)
-                        if acc.sync_gradients and cfg.max_grad_norm:
-                            acc.clip_grad_norm_(params, cfg.max_grad_norm)
-                        lr = lr_at(done // cfg.grad_accum, opt_total, st.cfg.lr,
-                                   cfg.warmup_ratio, cfg.lr_schedule)
-                        for g in opt.param_groups:
-                            g["lr"] = lr
-                        opt.step()
-                        opt.zero_grad(set_to_none=True)
+                    lr = lr_at(done // acc.gradient_accumulation_steps, opt_total, st.cfg.lr,
+                               cfg.warmup_ratio, cfg.lr_schedule)
+                    n = self._step(model, opt, params, batch, lr)
+                    self.throughput.seconds += time.perf_counter() - mark
                     done += 1
                     pairs_seen += n
                     progress_bar.advance()
-                    self._tally_batch(batch, rc.detach(), rr.detach(), loss.detach())
                     if acc.sync_gradients:
                         step += 1
                         if cfg.log_every and step % cfg.log_every == 0:
                             t = self.tally
+                            rate = self.throughput.summary(acc.num_processes, self.peak)
                             self.log(f"step {step} stage {st.cfg.name} epoch {epoch + 1} "
                                      f"lr {lr:.3g} train loss {t.loss / max(1, t.pairs):.4f} "
-                                     f"acc {t.correct / max(1, t.pairs):.4f}")
+                                     f"acc {t.correct / max(1, t.pairs):.4f} | "
+                                     + format_rate(rate))
                         if cfg.eval_every and step % cfg.eval_every == 0:
                             self._full_point(model, step, st, epoch, {"lr": lr})
                         if cfg.save_every and step % cfg.save_every == 0:
                             self._save_state(step, si, epoch, micro + 1)
+                    mark = time.perf_counter()
                 stats = self._reduce_epoch_stats()
                 if not cfg.eval_every or done >= micro_total:
                     self._full_point(model, step, st, epoch, stats)
                 self._save_state(step, si, epoch + 1, 0)
         return step, pairs_seen
+
+    def _step(self, model: Any, opt: Any, params: list[Any], batch: Any, lr: float) -> int:
+        """One loader item: a micro-batch (dict) under accelerate's gradient accumulation, or
+        a whole optimizer step split by the token budget (a list of micro-batches), each
+        micro-batch's loss weighted by its share of the step's pairs so the gradient is that
+        of the mean over the step's pairs. Returns the pairs it trained on."""
+        import contextlib
+
+        acc, cfg = self.acc, self.cfg
+        micros = batch if isinstance(batch, list) else [batch]
+        n_step = sum(int(m["margin"].shape[0]) for m in micros)
+        with acc.accumulate(model):
+            for j, mb in enumerate(micros):
+                last = j == len(micros) - 1
+                with contextlib.nullcontext() if last else acc.no_sync(model):
+                    rewards = model(**model_inputs(mb))
+                    n = mb["margin"].shape[0]
+                    rc, rr = rewards[:n], rewards[n:]
+                    loss = pairwise_loss(rc, rr, mb["margin"] if cfg.margin_column else None,
+                                         cfg.center_coef)
+                    acc.backward(loss * (n / n_step) if len(micros) > 1 else loss)
+                self._tally_batch(mb, rc.detach(), rr.detach(), loss.detach())
+                self.throughput.add(mb, self.shape)
+            if acc.sync_gradients and cfg.max_grad_norm:
+                acc.clip_grad_norm_(params, cfg.max_grad_norm)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return n_step
 
     def _finish_full(self, model: Any, step: int, pairs_seen: int, train_seconds: float
                      ) -> dict[str, Any]:
@@ -521,9 +564,11 @@ class Trainer:
         if acc.is_main_process:
             rm.save(self.out, save_backbone=self._save_backbone(), state_dict=state_dict)
         acc.wait_for_everyone()
-        total_pairs = pairs_seen * acc.num_processes
+        rate = self.throughput.summary(acc.num_processes, self.peak)
+        self.log("throughput: " + format_rate(rate))
         return {"optimizer_steps": step, "train_seconds": round(train_seconds, 3),
-                "pairs_per_second": round(total_pairs / max(1e-9, train_seconds), 2)}
+                "packing": self.rm.packing, "attention": self.attention,
+                "max_tokens_per_batch": self.cfg.max_tokens_per_batch, **rate}
 
     def _tally_batch(self, batch: dict[str, Any], rc: torch.Tensor, rr: torch.Tensor,
                      loss: torch.Tensor) -> None:
