@@ -114,11 +114,12 @@ def test_llava_critic_pairwise(tmp_path: Path, workers_write: bool) -> None:
     rej = _by_reason(out)
     assert [r["source_id"] for r in rej["ambiguous"]] == ["c2"]
     assert [r["source_id"] for r in rej["unparseable_judgment"]] == ["c3"]
-    assert [r["source_id"] for r in rej["malformed_row"]] == ["c4"]
+    assert [r["source_id"] for r in rej["unparseable_prompt"]] == ["c4"]
 
 
 def _point(i: int, q: str, resp: str, score: str, image: bytes) -> dict:
-    human = f"<image>\nRate the response.\nQuestion: [{q}]\nThe response: [{resp}]\nASSISTANT:\n"
+    human = (f"<image>\nRate the response.\nQuestion: [{q}]\nThe LMM response: [{resp}]\n"
+             "ASSISTANT:\n")
     return {"id": f"p{i}", "source": "VLFeedback",
             "conversations": [{"from": "human", "value": human},
                               {"from": "gpt", "value": f"Fine detail. Overall score: {score}"}],
