@@ -250,8 +250,12 @@ def test_vl_rewardbench_ranking_and_optional_images(tmp_path: Path) -> None:
     with_images = tmp_path / "img"
     ingest("vl-rewardbench", [str(src)], with_images, image_root=tmp_path)
     assert_conserved(with_images)
-    assert [r["source_id"] for r in rows(with_images)] == ["hallucination_pair_1"]
-    assert list(_by_reason(with_images)) == ["missing_image"]
+    # an eval set keeps every row its scorer scores: the missing image is recorded, not a drop
+    kept = {r["source_id"]: r for r in rows(with_images)}
+    assert len(kept["hallucination_pair_1"]["images"]) == 1
+    assert kept["RLAIF-V-9"]["images"] == []
+    assert json.loads(kept["RLAIF-V-9"]["meta"])["eval_issues"][0].startswith("missing_image")
+    assert rows(with_images, "rejected") == []
 
 
 def test_generic_with_column_map_csv_and_gz(tmp_path: Path) -> None:

@@ -30,9 +30,11 @@ from curate.images import (
     resolve_image_path,
 )
 from curate.progress import bar
-from curate.sources import AdapterOptions, make_adapter
+from curate.sources import AdapterOptions, eval_sets, make_adapter
 from curate.sources.base import RawPair, jsonable
-from curate.sources.readers import HubSpec, expand_inputs, iter_records
+from curate.sources.hub import resolve_revision
+from curate.sources.readers import HubSpec, SavedDataset, expand_inputs, iter_records
+from curate.sources.scores import score_problem
 from curate.stage import StageRun
 from curate.stages.ingest_parts import ingest_in_workers, runs_in_workers
 
@@ -41,6 +43,8 @@ from curate.stages.ingest_parts import ingest_in_workers, runs_in_workers
 class IngestOptions:
     image_root: Path | None = None
     max_pixels: int = PIL_DEFAULT_MAX_PIXELS
+    min_score_gap: float = 0.0  # curate.sources.scores.score_problem
+    eval_set: bool = False  # keep every row a benchmark scores (curate.sources.eval_sets)
 
 
 @dataclass
@@ -106,6 +110,10 @@ def canonical_row(
         problem = problem or check_response(name, value)
     if problem is None and chosen == rejected:
         problem = ("identical_responses", "chosen and rejected are the same text")
+    problem = problem or score_problem(pair.chosen_score, pair.rejected_score,
+                                       opts.min_score_gap)
+    if opts.eval_set:
+        problem = eval_sets.tolerated(problem, pair.reject, prompt, meta)
     images: list[dict[str, Any]] = []
     for i, ref in enumerate(pair.images):
         if problem is not None:  # a rejected row keeps what it has, unvalidated
@@ -118,6 +126,9 @@ def canonical_row(
             data = _load_image(ref, opts)
             images.append(image_record(data, inspect_image(data, opts.max_pixels)))
         except ImageRejected as exc:
+            if opts.eval_set:  # kept without the image, the problem recorded
+                eval_sets.note(meta, exc.reason, f"image {i}: {exc.detail}")
+                continue
             problem = (exc.reason, f"image {i}: {exc.detail}")
             images.append({"bytes": ref.data, "sha256": None, "pixel_hash": None,
                            "width": None, "height": None, "format": None})
@@ -182,12 +193,21 @@ def chunked(pairs: Iterable[RawPair], size: int) -> Iterator[list[RawPair]]:
         yield chunk
 
 
-def input_fingerprints(inputs: list[str], config: str | None, split: str) -> list[dict[str, Any]]:
+def input_fingerprints(inputs: list[str], config: str | None, split: str,
+                       revision: str | None = None, data_dir: str | None = None
+                       ) -> list[dict[str, Any]]:
+    """Each input's identity: a file's content, a hub dataset's resolved commit sha."""
     out = []
     for item in expand_inputs(inputs):
         if isinstance(item, HubSpec):
-            out.append({"path": f"hf://{item.name}",
-                        "fingerprint": D.json_fingerprint([item.name, config, split])})
+            spec = HubSpec(item.name, config, split, revision, data_dir)
+            sha = resolve_revision(spec)
+            out.append({"path": f"hf://{item.name}", "revision": sha,
+                        "fingerprint": D.json_fingerprint([item.name, config, split, data_dir,
+                                                           sha])})
+        elif isinstance(item, SavedDataset):
+            out.append({"path": item.path, "fingerprint": D.json_fingerprint(
+                [resolve_revision(HubSpec(item.path)), split])})
         else:
             out.append({"path": item, "fingerprint": D.fingerprint_file(Path(item))})
     return out
@@ -207,6 +227,9 @@ def ingest(
     engine: Any = None,
     force: bool = False,
     chunk_size: int = 64,
+    revision: str | None = None,
+    data_dir: str | None = None,
+    min_score_gap: float = 0.0,
 ) -> dict[str, Any]:
     """Ingest `inputs` of format `kind` into the dataset folder `out`; returns the manifest."""
     from curate.engine import get_engine
@@ -218,10 +241,13 @@ def ingest(
         AdapterOptions(source=source, mapping=mapping or {}, config=config,
                        has_image_root=root is not None),
     )
-    opts = IngestOptions(image_root=root, max_pixels=max_pixels)
+    opts = IngestOptions(image_root=root, max_pixels=max_pixels, min_score_gap=min_score_gap,
+                         eval_set=getattr(adapter, "eval_set", False))
     cfg = {"kind": kind, "source": adapter.source, "mapping": mapping or {}, "config": config,
-           "split": split, "image_root": str(root) if root else None, "max_pixels": max_pixels}
-    run = StageRun("ingest", out, cfg, input_fingerprints(inputs, config, split),
+           "split": split, "image_root": str(root) if root else None, "max_pixels": max_pixels,
+           "revision": revision, "data_dir": data_dir, "min_score_gap": min_score_gap}
+    run = StageRun("ingest", out, cfg,
+                   input_fingerprints(inputs, config, split, revision, data_dir),
                    force=force, engine=engine.describe())
     with run:
         if run.skipped:
@@ -233,7 +259,7 @@ def ingest(
                 ingest_in_workers(run, inputs, adapter, opts, engine, chunk_size, b)
             else:
                 _ingest_on_driver(run, inputs, adapter, opts, engine, chunk_size, b,
-                                  config, split)
+                                  config, split, revision, data_dir)
         run.steps["ingest"] = time.perf_counter() - t0
         run.extra.update(adapter.extra_manifest())
     return run.manifest
@@ -241,10 +267,12 @@ def ingest(
 
 def _ingest_on_driver(run: StageRun, inputs: list[str], adapter: Any, opts: IngestOptions,
                       engine: Any, chunk_size: int, progress: Any, config: str | None,
-                      split: str) -> None:
+                      split: str, revision: str | None = None,
+                      data_dir: str | None = None) -> None:
     """The adapter reads the input here; the engine validates chunks; rows written here."""
     seen: set[int] = set()
-    records = lambda: iter_records(inputs, config=config, split=split)  # noqa: E731
+    records = lambda: iter_records(inputs, config=config, split=split,  # noqa: E731
+                                   revision=revision, data_dir=data_dir)
     work = ((chunk, adapter.source, opts) for chunk in chunked(adapter.pairs(records),
                                                                chunk_size))
     work, threads = peek_threads(work, opts)
