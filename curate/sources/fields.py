@@ -95,7 +95,7 @@ def _check(sample: list[Record], required: dict[str, str], hint: str) -> None:
     if missing:
         names = ", ".join(f"{p!r} ({f})" if p != f else repr(p) for f, p in missing.items())
         raise InputError(
-            f"{sample[0].file}: no column {names}; the file has columns "
+            f"{sample[0].file}: missing column(s) {names}; the file has columns "
             f"{', '.join(columns) or '(none)'}. {hint}")
 
 
