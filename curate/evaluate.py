@@ -237,18 +237,78 @@ def model_scorer(model: Any, batch_size: int = 16, feature_cache: Any = None) ->
     return score
 
 
+class ShrunkEvalSet(ValueError):
+    """An eval folder that holds fewer rows than its source: its score would not be
+    comparable with the official one (exit 2)."""
+
+
+def folder_manifest(benchmark: Any) -> dict[str, Any] | None:
+    """The manifest of a benchmark given as a dataset folder (None for tables, files)."""
+    from curate.dataset import MANIFEST, Dataset
+
+    if isinstance(benchmark, pa.Table | pa.RecordBatch | list | tuple):
+        return None
+    path = Path(benchmark)
+    return Dataset.open(path).manifest if (path / MANIFEST).is_file() else None
+
+
+def check_not_shrunk(benchmark: Any) -> None:
+    """Refuse an eval folder whose stage rejected rows (rows_kept < rows_in)."""
+    m = folder_manifest(benchmark)
+    if m is None or m.get("rows_kept", 0) >= m.get("rows_in", 0):
+        return
+    reasons = ", ".join(f"{r}: {n}" for r, n in sorted(m.get("rejected_by_reason", {}).items()))
+    raise ShrunkEvalSet(
+        f"{benchmark}: holds {m['rows_kept']} of the {m['rows_in']} rows its {m['stage']} "
+        f"read ({reasons}); a benchmark's score is over all its rows, so this one would not "
+        "compare with the official numbers. Fix or re-ingest the source (see its rejected/).")
+
+
+def label_reports(result: dict[str, Any], benchmarks: Sequence[Any],
+                  table: pa.Table) -> dict[str, Any]:
+    """Mark each source's report `text_only` when its folder was ingested without images
+    (VL-RewardBench without --image-root), and count its rows without an image."""
+    text_only: set[str] = set()
+    for b in benchmarks:
+        m = folder_manifest(b)
+        if m and m.get("text_only"):
+            from curate.train.data import load_pairs
+
+            text_only.update(s or "(no source)" for s in
+                             load_pairs(b).column("source").unique().to_pylist())
+    if "images" in table.column_names:
+        no_image: dict[str, int] = defaultdict(int)
+        for src, ims in zip(table["source"].to_pylist(), table["images"].to_pylist(),
+                            strict=True):
+            if not ims:
+                no_image[src or "(no source)"] += 1
+    else:
+        no_image = {s: table.num_rows for s in result}
+    for src, rep in result.items():
+        if src in text_only:
+            rep["text_only"] = True
+        if rep.get("benchmark") == "vl-rewardbench":
+            rep["rows_without_images"] = no_image.get(src, 0)
+    return result
+
+
 def evaluate(benchmarks: Sequence[Any], scorer: Scorer, seed: int = 0
              ) -> tuple[dict[str, Any], pa.Table]:
-    """(report, per-pair scores) for ingested benchmark folders (or tables)."""
+    """(report, per-pair scores) for ingested benchmark folders (or tables).
+
+    A folder that lost rows at its stage is refused (`ShrunkEvalSet`); a report for a
+    folder ingested without images says `text_only: true`."""
     from curate.train.data import load_pairs
 
+    for b in benchmarks:
+        check_not_shrunk(b)
     tables = [load_pairs(b) for b in benchmarks]
     table = pa.concat_tables([t.select([c for c in ("pair_id", "source", "category", "prompt",
                                                     "chosen", "rejected", "images")
                                         if c in t.column_names]) for t in tables],
                              promote_options="permissive")
     scores = score_benchmark(table, scorer, seed)
-    return report(scores), scores
+    return label_reports(report(scores), benchmarks, table), scores
 
 
 def read_scores(path: str | Path) -> pa.Table:

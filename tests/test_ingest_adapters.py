@@ -114,11 +114,12 @@ def test_llava_critic_pairwise(tmp_path: Path, workers_write: bool) -> None:
     rej = _by_reason(out)
     assert [r["source_id"] for r in rej["ambiguous"]] == ["c2"]
     assert [r["source_id"] for r in rej["unparseable_judgment"]] == ["c3"]
-    assert [r["source_id"] for r in rej["malformed_row"]] == ["c4"]
+    assert [r["source_id"] for r in rej["unparseable_prompt"]] == ["c4"]
 
 
 def _point(i: int, q: str, resp: str, score: str, image: bytes) -> dict:
-    human = f"<image>\nRate the response.\nQuestion: [{q}]\nThe response: [{resp}]\nASSISTANT:\n"
+    human = (f"<image>\nRate the response.\nQuestion: [{q}]\nThe LMM response: [{resp}]\n"
+             "ASSISTANT:\n")
     return {"id": f"p{i}", "source": "VLFeedback",
             "conversations": [{"from": "human", "value": human},
                               {"from": "gpt", "value": f"Fine detail. Overall score: {score}"}],
@@ -249,8 +250,12 @@ def test_vl_rewardbench_ranking_and_optional_images(tmp_path: Path) -> None:
     with_images = tmp_path / "img"
     ingest("vl-rewardbench", [str(src)], with_images, image_root=tmp_path)
     assert_conserved(with_images)
-    assert [r["source_id"] for r in rows(with_images)] == ["hallucination_pair_1"]
-    assert list(_by_reason(with_images)) == ["missing_image"]
+    # an eval set keeps every row its scorer scores: the missing image is recorded, not a drop
+    kept = {r["source_id"]: r for r in rows(with_images)}
+    assert len(kept["hallucination_pair_1"]["images"]) == 1
+    assert kept["RLAIF-V-9"]["images"] == []
+    assert json.loads(kept["RLAIF-V-9"]["meta"])["eval_issues"][0].startswith("missing_image")
+    assert rows(with_images, "rejected") == []
 
 
 def test_generic_with_column_map_csv_and_gz(tmp_path: Path) -> None:

@@ -38,6 +38,10 @@ def eval_(
 ) -> None:
     """Score benchmark pairs and report accuracy by the benchmarks' rules (ties are wrong).
 
+    A benchmark folder that lost rows at ingest is refused (exit 2): its score would not
+    compare with the official one. A VL-RewardBench folder ingested without --image-root
+    is scored text-only, and the report says so (`text_only: true`).
+
     VL-RewardBench: overall accuracy and the macro average over general, hallucination
     and reasoning; each pair is shown in a seeded order. RewardBench: Chat, Chat Hard,
     Safety, Reasoning and their average. Other sources: accuracy by category.
@@ -54,8 +58,14 @@ def eval_(
     if scores is not None:
         table = E.read_scores(scores)
         if benchmarks:
+            for b in benchmarks:
+                E.check_not_shrunk(b)
             table = _join(table, benchmarks)
         result, per_pair = E.report(table), table
+        if benchmarks:
+            from curate.train.data import load_pairs
+
+            E.label_reports(result, benchmarks, load_pairs(list(benchmarks)))
     else:
         if not benchmarks:
             raise UsageFailure("name at least one ingested benchmark folder")
@@ -115,7 +125,9 @@ def print_report(result: dict[str, Any]) -> None:
 
     c = console()
     for src, rep in result.items():
-        t = Table(title=f"{src} ({rep['benchmark']} rules)")
+        text_only = (", TEXT-ONLY: scored without images (ingested without --image-root)"
+                     if rep.get("text_only") else "")
+        t = Table(title=f"{src} ({rep['benchmark']} rules{text_only})")
         t.add_column("")
         t.add_column("pairs", justify="right")
         t.add_column("accuracy", justify="right")

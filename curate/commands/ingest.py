@@ -15,6 +15,7 @@ from curate.commands.common import (
     OutOpt,
     QuietOpt,
     RayAddressOpt,
+    UsageFailure,
     WorkersOpt,
     handle_errors,
     location,
@@ -22,18 +23,17 @@ from curate.commands.common import (
     print_summary,
 )
 from curate.images import DEFAULT_MAX_IMAGE_BYTES, PIL_DEFAULT_MAX_PIXELS
+from curate.sources import kinds_help
 
-KINDS = (
-    "rlaif-v, llava-critic, skywork-pref, hh-rlhf, sharegpt, rewardbench, vl-rewardbench, "
-    "generic, candidates (prompts with N sampled responses, for `curate pairs`)"
-)
+KINDS = kinds_help()
 
 
 @handle_errors
 def ingest(
     kind: Annotated[str, typer.Argument(help=f"Source format: {KINDS}.")],
     inputs: Annotated[list[str], typer.Argument(
-        help="Files, folders or globs (.jsonl/.json/.parquet/.csv, .gz allowed), or hf://ORG/NAME."
+        help="Files, folders or globs (.jsonl/.json/.parquet/.csv, .gz allowed; .arrow), "
+        "save_to_disk folders, or hf://ORG/NAME."
     )],
     out: OutOpt,
     image_root: Annotated[Path | None, typer.Option(
@@ -41,14 +41,27 @@ def ingest(
     )] = None,
     mapping: Annotated[str | None, typer.Option(
         "--map", help="generic: FIELD=COLUMN,... (prompt, chosen, rejected, image, id, category, "
-        "chosen_score, rejected_score, system); candidates: prompt, responses, image, model, id, "
-        "category, system."
+        "chosen_score, rejected_score, system); trl: prompt, chosen, rejected, images, id, "
+        "category, chosen_score, rejected_score; candidates: prompt, responses, image, model, id, "
+        "category, system. COLUMN may reach into nested values: a.b, a[0]."
     )] = None,
     source: Annotated[str | None, typer.Option(help="Source label (default: the KIND).")] = None,
     config: Annotated[str | None, typer.Option(
         help="Dataset config (hub datasets; llava-critic: pairwise or pointwise)."
     )] = None,
-    split: Annotated[str, typer.Option(help="Split of a hub dataset.")] = "train",
+    split: Annotated[str, typer.Option(
+        help="Split of a hub dataset (or of a save_to_disk DatasetDict folder).")] = "train",
+    revision: Annotated[str | None, typer.Option(
+        help="Hub dataset revision: a branch, tag or commit sha (default: main). The commit "
+        "it resolves to is recorded in the manifest and the input fingerprint."
+    )] = None,
+    data_dir: Annotated[str | None, typer.Option(
+        help="Folder inside a hub dataset to read (e.g. hh-rlhf's harmless-base).")] = None,
+    min_score_gap: Annotated[float, typer.Option(
+        help="With chosen/rejected scores: a pair whose chosen score leads by less than this "
+        "is ambiguous (equal scores always are; chosen below rejected is "
+        "score_contradicts_label)."
+    )] = 0.0,
     max_pixels: Annotated[int, typer.Option(
         help="Images with more pixels are rejected (image_too_large) before decoding."
     )] = PIL_DEFAULT_MAX_PIXELS,
@@ -76,18 +89,31 @@ def ingest(
         curate ingest hh-rlhf data/harmless-base-test.jsonl.gz --out work/hh
         curate ingest generic pairs.parquet --map prompt=question,image=img --out work/g
     """
-    from curate.sources.generic import FIELDS, parse_mapping
+    from curate.sources import mapping_fields
+    from curate.sources.generic import parse_mapping
     from curate.stages.ingest import ingest as run_ingest
 
+    extra: dict = {"revision": revision, "data_dir": data_dir, "min_score_gap": min_score_gap}
+    fields = mapping_fields(kind)
     if kind == "candidates":  # its own schema and stage, same signature
-        from curate.sources.candidates import FIELDS
+        from curate.sources.candidates import FIELDS as fields
         from curate.sources.candidates import ingest as run_ingest
+        extra = {}
+    if mapping and fields is None:
+        raise UsageFailure(f"--map does not apply to {kind!r}; it is for generic, trl and "
+                           "candidates")
     manifest = run_ingest(
-        kind, inputs, out, source=source, mapping=parse_mapping(mapping, FIELDS), config=config,
-        split=split, image_root=image_root, max_pixels=max_pixels,
+        kind, inputs, out, source=source, mapping=parse_mapping(mapping, fields or ()),
+        config=config, split=split, image_root=image_root, max_pixels=max_pixels,
         max_image_bytes=max_image_bytes, engine=make_engine(engine, workers, ray_address),
-        force=force,
+        force=force, **extra,
     )
+    if manifest.get("text_only"):
+        from curate.progress import console
+
+        console().print(f"[yellow]warning:[/yellow] {kind} was ingested text-only (no "
+                        "--image-root): its rows keep their image paths in meta but no images, "
+                        "and `curate eval` labels the score text-only", highlight=False)
     if not quiet:
         print_summary(manifest, out)
 

@@ -6,14 +6,15 @@ from typing import Any
 
 from curate.sources.base import (
     Adapter,
-    MalformedRow,
     RawPair,
     image_refs,
     messages_from,
     record_id,
     user,
 )
+from curate.sources.fields import column_checked, get_path, parse_path
 from curate.sources.readers import Record
+from curate.sources.scores import to_score
 
 FIELDS = ("prompt", "chosen", "rejected", "image", "id", "category",
           "chosen_score", "rejected_score", "system")
@@ -33,37 +34,29 @@ def parse_mapping(text: str | None, fields: tuple[str, ...] = FIELDS) -> dict[st
         key, col = (s.strip() for s in part.split("=", 1))
         if key not in fields:
             raise ValueError(f"--map field {key!r} is not one of {', '.join(fields)}")
+        parse_path(col)  # a malformed path is a usage error now, not an empty column later
         mapping[key] = col
     return mapping
-
-
-def _get(data: dict[str, Any], col: str | None) -> Any:
-    """A column value; dotted names reach into nested objects (`chosen.value`)."""
-    if col is None:
-        return None
-    if col in data:
-        return data[col]
-    cur: Any = data
-    for part in col.split("."):
-        if not isinstance(cur, dict) or part not in cur:
-            return None
-        cur = cur[part]
-    return cur
-
-
-def _score(value: Any) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError) as exc:
-        raise MalformedRow(f"score {value!r} is not a number") from exc
 
 
 class Generic(Adapter):
     kind = "generic"
     default_source = "generic"
     description = "any table with --map prompt=COL,chosen=COL,rejected=COL[,image=COL,id=COL,...]"
+    map_fields = FIELDS
+
+    @property
+    def record_by_record(self) -> bool:
+        return True  # `pairs` only adds a column check per file
+
+    def pairs(self, records: Any) -> Any:
+        """Every record, after checking that the mapped (or default) columns exist."""
+        m = self.mapping()
+        required = {f: m[f] for f in ("prompt", "chosen", "rejected")}
+        required.update(self.options.mapping)
+        hint = ("Name the columns with --map prompt=COL,chosen=COL,rejected=COL "
+                "(nested: a.b, a[0]).")
+        return super().pairs(column_checked(records, required, hint))
 
     def mapping(self) -> dict[str, str]:
         m = {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected", "image": "image"}
@@ -73,25 +66,25 @@ class Generic(Adapter):
     def convert(self, record: Record) -> RawPair:
         m = self.mapping()
         d = record.data
-        raw_prompt = _get(d, m["prompt"])
+        raw_prompt = get_path(d, m["prompt"])
         if isinstance(raw_prompt, list):
             prompt: Any = messages_from(raw_prompt)
         elif raw_prompt is None:
             prompt = None
         else:
             prompt = user(raw_prompt)
-        system = _get(d, m.get("system"))
+        system = get_path(d, m.get("system"))
         if isinstance(prompt, list) and isinstance(system, str) and system:
             prompt = [{"role": "system", "content": system}, *prompt]
         used = set(m.values())
         return RawPair(
             source_id=record_id(record, m.get("id", "id")),
             prompt=prompt,
-            chosen=_get(d, m["chosen"]),
-            rejected=_get(d, m["rejected"]),
-            images=image_refs(_get(d, m["image"])),
-            chosen_score=_score(_get(d, m.get("chosen_score"))),
-            rejected_score=_score(_get(d, m.get("rejected_score"))),
-            category=_get(d, m.get("category")),
+            chosen=get_path(d, m["chosen"]),
+            rejected=get_path(d, m["rejected"]),
+            images=image_refs(get_path(d, m["image"])),
+            chosen_score=to_score(get_path(d, m.get("chosen_score"))),
+            rejected_score=to_score(get_path(d, m.get("rejected_score"))),
+            category=get_path(d, m.get("category")),
             meta={k: v for k, v in d.items() if k not in used and not isinstance(v, bytes)},
         )

@@ -42,29 +42,40 @@ _PAIR_TEMPLATES = [
         r"(?P<b>.*?)\s*\[The End of Assistant 2's Answer\]",
         re.S | re.I,
     ),
-    # Response 1: ... Response 2: ...  (also "Answer 1:" / "[Response 1]")
+    # Response 1: ... Response 2: ...  (also "Response A:" / "Answer 1:" / "[Response 1]")
     re.compile(
-        _QUESTION + r"\s*(?P<q>.*?)\s*\[?(?:Response|Answer) 1\]?:?\s*(?P<a>.*?)\s*"
-        r"\[?(?:Response|Answer) 2\]?:?\s*(?P<b>.*?)\s*(?:\n\s*ASSISTANT:.*|$)",
+        _QUESTION + r"\s*(?P<q>.*?)\s*\[?(?:Response|Answer) [1A]\]?:?\s*(?P<a>.*?)\s*"
+        r"\[?(?:Response|Answer) [2B]\]?:?\s*(?P<b>.*?)\s*(?:\n\s*ASSISTANT:.*|$)",
         re.S | re.I,
     ),
 ]
+# The two pointwise prompts of the model card (huggingface.co/lmms-lab/llava-critic-7b,
+# README "Quick Start"): "Question: [Q]\nThe LMM response: [R]\nASSISTANT:" and, with a
+# reference answer, "Question: [Q]\nGround Truth: [G]\nThe LMM response: [R]\nASSISTANT:".
+# Fields are bracketed; a field ends where the next label starts, so brackets inside a
+# field are kept. Anything else is refused (`unparseable_prompt`), never guessed.
 _POINT_TEMPLATE = re.compile(
-    _QUESTION + r"\s*(?P<q>.*?)\s*(?:The response:|\[The response\]|Response:|Answer:|"
-    r"\[The Start of Assistant's Answer\])\s*(?P<a>.*?)\s*"
-    r"(?:\[The End of Assistant's Answer\].*|\n\s*ASSISTANT:.*|$)",
-    re.S | re.I,
+    r"Question:\s*\[(?P<q>.*?)\]\s*\n\s*(?:Ground Truth:\s*\[(?P<gt>.*?)\]\s*\n\s*)?"
+    r"The LMM response:\s*\[(?P<a>.*)\]\s*(?:\n\s*ASSISTANT:\s*)?$",
+    re.S,
 )
+# The verdict statements a pairwise judgment ends with: "The better response: [1]" (also
+# [2], [first], [second], [A], [B], "[The second response]") or "Two responses are equally
+# good". The last statement decides; other phrases ("both are equally brief") do not.
 _VERDICT = re.compile(
-    r"better (?:response|answer)\s*(?:is)?\s*:?\s*\[?\s*(?:the\s+|response\s+|answer\s+)?"
-    r"(1|2|first|second)\b",
+    r"the better (?:response|answer)\s*(?:is)?\s*:?\s*"
+    r"(?:\[\s*(?:the\s+)?(?P<b>1|2|first|second|a|b)(?:\s+(?:response|answer))?\s*\]"
+    r"|(?:the\s+)?(?P<p>1|2|first|second)\b(?:\s+(?:response|answer))?)"
+    r"|(?P<tie>\btwo (?:responses|answers) are equally\b)",
     re.I,
 )
-_EQUAL = re.compile(r"equally (?:good|bad|well|poor)|\bboth (?:responses|answers) are equal|"
-                    r"\[\[?tie\]?\]|\bit'?s a tie\b", re.I)
 _SCORE = re.compile(
     r"(?:overall score|score|rating)\s*(?:is|of)?\s*:?\s*\[*\s*(\d+(?:\.\d+)?)", re.I
 )
+
+
+class UnparseablePrompt(MalformedRow):
+    """A judge prompt in none of the known templates: refused, never guessed."""
 
 
 def _unbracket(text: str) -> str:
@@ -95,22 +106,24 @@ def parse_pairwise_prompt(text: str) -> tuple[str, str, str]:
         m = tpl.search(text)
         if m:
             return _unbracket(m["q"]), _unbracket(m["a"]), _unbracket(m["b"])
-    raise MalformedRow("the human turn matches no known pairwise judge template")
+    raise UnparseablePrompt("the human turn matches no known pairwise judge template")
 
 
 def parse_verdict(text: str) -> int | None:
     """1 or 2 for the better response, 0 for a tie, None when no verdict is found.
 
-    The last statement in the judge's text wins (judges often restate the task first).
+    Only verdict statements count (see `_VERDICT`), and the last one wins: judges often
+    restate the task first, and a phrase such as "both responses are equally brief" after
+    "The better response: [1]" is a remark, not a tie.
     """
-    best: tuple[int, int] | None = None  # (position, verdict)
+    verdict: int | None = None
     for m in _VERDICT.finditer(text):
-        v = m.group(1).lower()
-        best = (m.start(), 1 if v in ("1", "first") else 2)
-    for m in _EQUAL.finditer(text):
-        if best is None or m.start() > best[0]:
-            best = (m.start(), 0)
-    return None if best is None else best[1]
+        if m["tie"]:
+            verdict = 0
+        else:
+            v = (m["b"] or m["p"]).lower()
+            verdict = 1 if v in ("1", "first", "a") else 2
+    return verdict
 
 
 def parse_score(text: str) -> float | None:
@@ -134,7 +147,10 @@ class LLaVACritic(Adapter):
 
     def convert(self, record: Record) -> RawPair:
         human, judge = _turns(record.data)
-        question, r1, r2 = parse_pairwise_prompt(human)
+        try:
+            question, r1, r2 = parse_pairwise_prompt(human)
+        except UnparseablePrompt as exc:
+            return self._reject_record(record, "unparseable_prompt", f"{record.where}: {exc}")
         q = re.sub(r"^\s*<image>\s*", "", question)
         pair = RawPair(
             source_id=record_id(record, "id"),
@@ -171,15 +187,18 @@ class LLaVACritic(Adapter):
     # -- pointwise -------------------------------------------------------------------------
     def _pointwise(self, records: Callable[[], Iterator[Record]]) -> Iterator[RawPair]:
         infos: list[_Point | None] = []
-        problems: dict[int, str] = {}
+        problems: dict[int, tuple[str, str]] = {}
         for i, rec in enumerate(records()):
             try:
                 if rec.problem is not None:
                     raise MalformedRow(rec.problem)
                 infos.append(_point(rec))
+            except UnparseablePrompt as exc:
+                infos.append(None)
+                problems[i] = ("unparseable_prompt", f"{rec.where}: {exc}")
             except Exception as exc:  # noqa: BLE001 - one row's failure is that row's rejection
                 infos.append(None)
-                problems[i] = describe(exc)
+                problems[i] = ("malformed_row", describe(exc))
         groups: dict[tuple[str, str], list[int]] = {}
         for i, info in enumerate(infos):
             if info is not None and info.score is not None:
@@ -201,7 +220,7 @@ class LLaVACritic(Adapter):
         for i, rec in enumerate(records()):
             info = infos[i]
             if info is None:
-                yield self._reject_record(rec, "malformed_row", problems[i])
+                yield self._reject_record(rec, *problems[i])
                 continue
             if info.score is None:
                 yield self._reject_record(rec, "unparseable_judgment", "no score in judge turn")
@@ -222,7 +241,8 @@ class LLaVACritic(Adapter):
                     chosen_score=info.score,
                     rejected_score=lo.score,
                     category=rec.data.get("source"),
-                    meta={"pointwise_ids": [info.source_id, lo.source_id]},
+                    meta={"pointwise_ids": [info.source_id, lo.source_id],
+                          **({"ground_truth": info.ground_truth} if info.ground_truth else {})},
                     consumed=2,
                 )
             else:
@@ -257,14 +277,17 @@ class _Point:
     response: str
     score: float | None
     image_key: str
+    ground_truth: str | None = None
 
 
 def _point(rec: Record) -> _Point:
     human, judge = _turns(rec.data)
     m = _POINT_TEMPLATE.search(human)
     if not m:
-        raise MalformedRow("the human turn matches no known pointwise judge template")
-    question = re.sub(r"^\s*<image>\s*", "", _unbracket(m["q"]))
+        raise UnparseablePrompt("the human turn matches neither pointwise template of the model "
+                                "card ('Question: [...]\\n[Ground Truth: [...]\\n]The LMM "
+                                "response: [...]')")
+    question = m["q"].strip()
     refs = image_refs(rec.data.get("image"))
     if refs and refs[0].data is not None:
         image_key = hashlib.sha256(refs[0].data).hexdigest()
@@ -272,4 +295,5 @@ def _point(rec: Record) -> _Point:
         image_key = f"path:{refs[0].path}"
     else:
         image_key = ""
-    return _Point(record_id(rec, "id"), question, _unbracket(m["a"]), parse_score(judge), image_key)
+    return _Point(record_id(rec, "id"), question, m["a"].strip(), parse_score(judge), image_key,
+                  m["gt"].strip() if m["gt"] is not None else None)

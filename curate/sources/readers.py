@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from curate.dataset import open_parquet
+from curate.sources.hf_local import SavedDataset, is_saved_dataset, read_arrow, read_saved
+from curate.sources.hub import HubSpec, read_hub, resolve_revision
 
-SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".ndjson")
+SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".ndjson", ".arrow")
 
 
 class InputError(Exception):
@@ -46,31 +48,28 @@ class Record:
         return f"{self.file}:{self.index}"
 
 
-@dataclass(frozen=True)
-class HubSpec:
-    name: str
-    config: str | None = None
-    split: str = "train"
-
-
 def _strip_gz(name: str) -> str:
     return name[:-3] if name.endswith(".gz") else name
 
 
-def expand_inputs(inputs: list[str]) -> list[str | HubSpec]:
-    """Files, folders (their data files, sorted) and globs; `hf://ORG/NAME` kept as a hub spec."""
-    out: list[str | HubSpec] = []
+def expand_inputs(inputs: list[str]) -> list[str | HubSpec | SavedDataset]:
+    """Files, folders (their data files, sorted) and globs; `hf://ORG/NAME` kept as a hub
+    spec, a `save_to_disk` folder as a saved dataset."""
+    out: list[str | HubSpec | SavedDataset] = []
     for item in inputs:
         if item.startswith("hf://"):
             out.append(HubSpec(item[len("hf://") :]))
             continue
         p = Path(item)
-        if p.is_dir():
+        if p.is_dir() and is_saved_dataset(p):
+            out.append(SavedDataset(str(p)))
+        elif p.is_dir():
             found = sorted(
                 str(f) for f in p.rglob("*") if f.is_file() and _strip_gz(f.name).endswith(SUFFIXES)
             )
             if not found:
-                raise InputError(f"{item}: folder holds no .jsonl/.json/.parquet/.csv files")
+                raise InputError(f"{item}: folder holds no .jsonl/.json/.parquet/.csv/.arrow "
+                                 "files and is not a save_to_disk folder")
             out.extend(found)
         elif p.is_file():
             out.append(str(p))
@@ -295,23 +294,6 @@ def _read_csv(path: str, progress: ReadProgress = _NO_PROGRESS) -> Iterator[Reco
         f.close()
 
 
-def read_hub(spec: HubSpec) -> Iterator[Record]:
-    """Stream a hub dataset with `datasets`; image columns come as {bytes, path}, undecoded."""
-    import datasets  # lazy: heavy import
-
-    try:
-        ds = datasets.load_dataset(spec.name, spec.config, split=spec.split, streaming=True)
-    except Exception as exc:
-        raise InputError(f"hf://{spec.name}: cannot load ({type(exc).__name__}: {exc})") from exc
-    features = getattr(ds, "features", None) or {}
-    for name, feat in features.items():
-        if isinstance(feat, datasets.Image):
-            ds = ds.cast_column(name, datasets.Image(decode=False))
-    label = f"hf://{spec.name}" + (f"/{spec.config}" if spec.config else "") + f"[{spec.split}]"
-    for i, row in enumerate(ds):
-        yield Record(dict(row), label, i)
-
-
 def read_file(path: str, progress: ReadProgress = _NO_PROGRESS) -> Iterator[Record]:
     name = _strip_gz(path)
     if name.endswith((".jsonl", ".ndjson")):
@@ -322,20 +304,27 @@ def read_file(path: str, progress: ReadProgress = _NO_PROGRESS) -> Iterator[Reco
         return _read_parquet(path, progress)
     if name.endswith(".csv"):
         return _read_csv(path, progress)
+    if path.endswith(".arrow"):
+        return read_arrow(path)
     raise InputError(
-        f"{path}: unknown file type; use .jsonl, .json, .parquet or .csv (.gz allowed)"
+        f"{path}: unknown file type; use .jsonl, .json, .parquet, .csv (.gz allowed), .arrow "
+        "or a save_to_disk folder"
     )
 
 
 def iter_records(
     inputs: list[str], config: str | None = None, split: str = "train",
+    revision: str | None = None, data_dir: str | None = None,
     progress: ReadProgress = _NO_PROGRESS,
 ) -> Iterator[Record]:
     """Every record of `inputs`, in order; `progress` follows the bytes read."""
     progress.restart()  # a two-pass adapter reads the input twice
     for item in expand_inputs(inputs):
         if isinstance(item, HubSpec):
-            yield from read_hub(HubSpec(item.name, config, split))
+            spec = HubSpec(item.name, config, split, revision, data_dir)
+            yield from read_hub(spec, resolve_revision(spec))
+        elif isinstance(item, SavedDataset):
+            yield from read_saved(SavedDataset(item.path, split))
         else:
             progress.start_file(os.path.getsize(item) if progress.total is not None else 0)
             yield from read_file(item, progress)

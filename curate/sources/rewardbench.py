@@ -10,6 +10,7 @@ class RewardBench(Adapter):
     kind = "rewardbench"
     default_source = "rewardbench"
     description = "RewardBench eval set (subset kept as category)"
+    eval_set = True  # every row is kept for the official scorer (curate.sources.eval_sets)
 
     def convert(self, record: Record) -> RawPair:
         d = record.data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from curate.sources.base import Adapter, MalformedRow, RawPair, messages_from, record_id
 from curate.sources.readers import Record
+from curate.sources.scores import source_scores
 
 
 class SkyworkPref(Adapter):
@@ -21,10 +22,13 @@ class SkyworkPref(Adapter):
             raise MalformedRow("chosen and rejected must end with an assistant message")
         if chosen[:-1] != rejected[:-1]:
             raise MalformedRow("chosen and rejected do not share their context")
+        chosen_score, rejected_score = source_scores(d)  # when the source has them
         return RawPair(
             source_id=record_id(record, "id"),
             prompt=chosen[:-1],
             chosen=chosen[-1]["content"],
             rejected=rejected[-1]["content"],
+            chosen_score=chosen_score,
+            rejected_score=rejected_score,
             category=d.get("source"),
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from curate.sources.base import Adapter, MalformedRow, RawPair, image_refs, record_id, user
 from curate.sources.readers import Record
 
@@ -27,6 +29,20 @@ class VLRewardBench(Adapter):
     kind = "vl-rewardbench"
     default_source = "vl-rewardbench"
     description = "VL-RewardBench eval set (text-only unless --image-root is given)"
+    eval_set = True  # every row is kept for the official scorer (curate.sources.eval_sets)
+
+    @property
+    def text_only(self) -> bool:
+        """Without --image-root the rows' relative image paths cannot be read: the whole set
+        is ingested without images, and says so (see curate.sources.eval_sets)."""
+        return not self.options.has_image_root
+
+    @property
+    def record_by_record(self) -> bool:
+        return True  # extra_manifest only reports an option, no state across records
+
+    def extra_manifest(self) -> dict[str, Any]:
+        return {"text_only": self.text_only}
 
     def convert(self, record: Record) -> RawPair:
         d = record.data

@@ -12,7 +12,7 @@ import itertools
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from curate.images import (
     resolve_image_path,
 )
 from curate.progress import bar
-from curate.sources import AdapterOptions, make_adapter
+from curate.sources import AdapterOptions, eval_sets, make_adapter
 from curate.sources.base import (
     RawPair,
     UnsafeValue,
@@ -42,7 +42,15 @@ from curate.sources.base import (
     lone_surrogate,
     safe_text,
 )
-from curate.sources.readers import HubSpec, ReadProgress, expand_inputs, iter_records
+from curate.sources.hub import resolve_revision
+from curate.sources.readers import (
+    HubSpec,
+    ReadProgress,
+    SavedDataset,
+    expand_inputs,
+    iter_records,
+)
+from curate.sources.scores import score_problem
 from curate.stage import StageRun
 from curate.stages.ingest_checks import check_prompt, check_response, check_score
 from curate.stages.ingest_parts import ingest_in_workers, runs_in_workers
@@ -55,6 +63,8 @@ class IngestOptions:
     image_root: Path | None = None
     max_pixels: int = PIL_DEFAULT_MAX_PIXELS
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    min_score_gap: float = 0.0  # curate.sources.scores.score_problem
+    eval_set: bool = False  # keep every row a benchmark scores (curate.sources.eval_sets)
 
     @classmethod
     def checked(cls, image_root: str | Path | None, max_pixels: int,
@@ -141,6 +151,10 @@ def canonical_row(
     if unsafe is not None:
         problem = problem or ("invalid_unicode", f"{unsafe} holds a lone surrogate, which is not "
                               "Unicode text (kept escaped, as \\udXXX)")
+    problem = problem or score_problem(pair.chosen_score, pair.rejected_score,
+                                       opts.min_score_gap)
+    if opts.eval_set:
+        problem = eval_sets.tolerated(problem, pair.reject, prompt, meta)
     images: list[dict[str, Any]] = []
     for i, ref in enumerate(pair.images):
         if problem is not None:  # a rejected row keeps what it has, unvalidated
@@ -150,6 +164,9 @@ def canonical_row(
             data = _load_image(ref, opts)
             images.append(image_record(data, inspect_image(data, opts.max_pixels)))
         except ImageRejected as exc:
+            if opts.eval_set:  # kept without the image, the problem recorded
+                eval_sets.note(meta, exc.reason, f"image {i}: {exc.detail}")
+                continue
             problem = (exc.reason, f"image {i}: {exc.detail}")
             images.append(_unchecked_image(ref, meta))
     try:
@@ -250,12 +267,21 @@ def chunked(pairs: Iterable[RawPair], size: int) -> Iterator[list[RawPair]]:
         yield chunk
 
 
-def input_fingerprints(inputs: list[str], config: str | None, split: str) -> list[dict[str, Any]]:
+def input_fingerprints(inputs: list[str], config: str | None, split: str,
+                       revision: str | None = None, data_dir: str | None = None
+                       ) -> list[dict[str, Any]]:
+    """Each input's identity: a file's content, a hub dataset's resolved commit sha."""
     out = []
     for item in expand_inputs(inputs):
         if isinstance(item, HubSpec):
-            out.append({"path": f"hf://{item.name}",
-                        "fingerprint": D.json_fingerprint([item.name, config, split])})
+            spec = HubSpec(item.name, config, split, revision, data_dir)
+            sha = resolve_revision(spec)
+            out.append({"path": f"hf://{item.name}", "revision": sha,
+                        "fingerprint": D.json_fingerprint([item.name, config, split, data_dir,
+                                                           sha])})
+        elif isinstance(item, SavedDataset):
+            out.append({"path": item.path, "fingerprint": D.json_fingerprint(
+                [resolve_revision(HubSpec(item.path)), split])})
         else:
             out.append({"path": item, "fingerprint": D.fingerprint_file(Path(item))})
     return out
@@ -276,6 +302,9 @@ def ingest(
     engine: Any = None,
     force: bool = False,
     chunk_size: int = 64,
+    revision: str | None = None,
+    data_dir: str | None = None,
+    min_score_gap: float = 0.0,
 ) -> dict[str, Any]:
     """Ingest `inputs` of format `kind` into the dataset folder `out`; returns the manifest."""
     from curate.engine import get_engine
@@ -288,10 +317,14 @@ def ingest(
         AdapterOptions(source=source, mapping=mapping or {}, config=config,
                        has_image_root=root is not None),
     )
+    opts = replace(opts, min_score_gap=min_score_gap,
+                   eval_set=getattr(adapter, "eval_set", False))
     cfg = {"kind": kind, "source": adapter.source, "mapping": mapping or {}, "config": config,
            "split": split, "image_root": str(root) if root else None, "max_pixels": max_pixels,
-           "max_image_bytes": max_image_bytes}
-    run = StageRun("ingest", out, cfg, input_fingerprints(inputs, config, split),
+           "max_image_bytes": max_image_bytes, "revision": revision, "data_dir": data_dir,
+           "min_score_gap": min_score_gap}
+    run = StageRun("ingest", out, cfg,
+                   input_fingerprints(inputs, config, split, revision, data_dir),
                    force=force, engine=engine.describe())
     with run:
         if run.skipped:
@@ -306,7 +339,7 @@ def ingest(
             with bar(f"ingest {kind}", read.total,
                      unit="bytes" if read.total is not None else "rows") as b:
                 _ingest_on_driver(run, inputs, adapter, opts, engine, chunk_size, b,
-                                  config, split, read)
+                                  config, split, read, revision, data_dir)
         run.steps["ingest"] = time.perf_counter() - t0
         run.extra.update(adapter.extra_manifest())
     return run.manifest
@@ -314,12 +347,13 @@ def ingest(
 
 def _ingest_on_driver(run: StageRun, inputs: list[str], adapter: Any, opts: IngestOptions,
                       engine: Any, chunk_size: int, progress: Any, config: str | None,
-                      split: str, read: ReadProgress) -> None:
+                      split: str, read: ReadProgress, revision: str | None = None,
+                      data_dir: str | None = None) -> None:
     """The adapter reads the input here; the engine validates chunks; rows written here.
     The bar follows the input's bytes read (`read`) when its size is known, else rows."""
     seen: set[int] = set()
     records = lambda: iter_records(inputs, config=config, split=split,  # noqa: E731
-                                   progress=read)
+                                   revision=revision, data_dir=data_dir, progress=read)
     work = ((chunk, adapter.source, opts) for chunk in chunked(adapter.pairs(records),
                                                                chunk_size))
     work, threads = peek_threads(work, opts)

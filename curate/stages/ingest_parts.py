@@ -29,7 +29,6 @@ from curate.engine.fragments import row_group_runs
 from curate.fragment_writes import WriteTarget, WrittenPart
 from curate.sources.base import Adapter
 from curate.sources.readers import (
-    HubSpec,
     expand_inputs,
     parquet_row_groups,
     read_file,
@@ -77,8 +76,8 @@ class MoveDuplicates:
 
 def runs_in_workers(adapter: Adapter, inputs: list[str]) -> bool:
     """Whether ingest can run part by part: a record-by-record adapter over files."""
-    return adapter.record_by_record and not any(isinstance(i, HubSpec)
-                                                for i in expand_inputs(inputs))
+    return adapter.record_by_record and all(isinstance(i, str)  # files, not hub/saved
+                                            for i in expand_inputs(inputs))
 
 
 def plan_parts(inputs: list[str], adapter: Adapter, opts: Any, target: WriteTarget,
