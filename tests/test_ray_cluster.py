@@ -80,10 +80,11 @@ def head() -> Iterator[dict]:
     ingested = base / "ingested"
     res = _curate(local, "ingest", "generic", raw, "--out", ingested, "-q")
     assert res.returncode == 0, res.stderr
-    res = _curate(local, "dedup", ingested, "--out", base / "dedup-local", "-q")
+    # every run's output is named `dedup` (manifests name their folder), in its own parent
+    res = _curate(local, "dedup", ingested, "--out", base / "local" / "dedup", "-q")
     assert res.returncode == 0, res.stderr
     yield {"base": base, "port": port, "token": token, "ingested": ingested,
-           "local": base / "dedup-local"}
+           "local": base / "local" / "dedup"}
     subprocess.run([str(ray_bin), "stop", "--force"], env=env, capture_output=True, timeout=120)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -99,7 +100,7 @@ def _engine(folder: Path) -> dict:
 def test_without_an_address_a_running_cluster_is_not_joined(head: dict) -> None:
     """The head's ray_current_cluster is in RAY_TMPDIR; curate still starts its own Ray."""
     assert (head["base"] / "raytmp" / "ray" / "ray_current_cluster").exists()
-    out = head["base"] / "dedup-private"
+    out = head["base"] / "private" / "dedup"
     res = _curate(_env(head["base"]), "dedup", head["ingested"], "--out", out,
                   "--engine", "ray", "--workers", "1")
     assert res.returncode == 0, res.stderr[-3000:]
@@ -109,7 +110,7 @@ def test_without_an_address_a_running_cluster_is_not_joined(head: dict) -> None:
 
 
 def test_auto_joins_the_running_cluster_with_its_token(head: dict) -> None:
-    out = head["base"] / "dedup-joined"
+    out = head["base"] / "joined" / "dedup"
     res = _curate(_env(head["base"]), "dedup", head["ingested"], "--out", out,
                   "--engine", "ray", "--ray-address", "auto")
     assert res.returncode == 0, res.stderr[-3000:]
