@@ -785,10 +785,12 @@ def check_replaceable(out: Path | str) -> None:
     except (ValueError, UnicodeDecodeError):
         ok = False
     if not ok:
+        why = (f"its {MANIFEST} is not a curate manifest" if manifest.exists()
+               else f"no curate {MANIFEST}")
         raise UnsafeOutputError(
-            f"{target}: holds files and is not a curate dataset folder (no curate "
-            f"{MANIFEST}); curate replaces only empty folders and its own outputs. Nothing "
-            "was changed; choose another --out (or move those files away).")
+            f"{target}: holds files and is not a curate dataset folder ({why}); curate "
+            "replaces only empty folders and its own outputs. Nothing was changed; choose "
+            "another --out (or move those files away).")
 
 
 def _check_replaceable_uri(uri: str) -> None:

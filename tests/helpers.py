@@ -107,7 +107,7 @@ def manifest_counts(folder: Path) -> dict[str, Any]:
     fingerprints, which cover their files, differ too)."""
     text = json.dumps(D.Dataset.open(folder).manifest)  # paths name the run's own folder
     m = json.loads(text.replace(str(folder.parent), "<run>"))
-    drop = {"engine", "steps", "inputs", "files", "file_rows"}
+    drop = {"engine", "steps", "inputs", "files", "file_rows", "file_sizes"}
     out = _without_timings({k: v for k, v in m.items() if k not in drop})
     out = _without_key(out, "fingerprint")
     for stage, key in SCHEDULING_DEPENDENT:

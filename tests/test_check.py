@@ -85,14 +85,22 @@ def rewrite(folder: Path, part: str, fn: Callable[[pa.Table], pa.Table]) -> None
 
 def refresh_manifest(folder: Path) -> None:
     """Make the manifest agree with edited files, so only the planted problem remains."""
+    refresh_checksums(folder)
     ds = D.Dataset.open(folder)
-    m = ds.manifest
+    m = dict(ds.manifest)
     kept, rejected = ds.count(D.KEPT), ds.count(D.REJECTED)
     reasons = ds.read(D.REJECTED, columns=["reject_reason"])["reject_reason"].to_pylist()
     m.update(files=D.checksum_files(folder), rows_kept=kept, rows_rejected=rejected,
              rows_in=kept + rejected, rejected_by_reason=dict(sorted(Counter(reasons).items())))
     m.pop("file_rows", None)
     D.write_manifest(folder, m)
+
+
+def refresh_checksums(folder: Path) -> None:
+    """Only the manifest's checksums and sizes (readers verify files against them)."""
+    files = D.checksum_files(folder)
+    D.write_manifest(folder, {**D.Dataset.open(folder).manifest, "files": files,
+                              "file_sizes": D.file_sizes(folder, files)})
 
 
 def edit_kept_row(folder: Path, pair_id: str, fn: Callable[[dict[str, Any]], None]) -> None:
@@ -114,9 +122,11 @@ def plant_schema(folder: Path) -> str:
 
 
 def plant_conservation(folder: Path) -> str:
-    """Drop a kept row (one no other plant touches) and leave the manifest as it was."""
+    """Drop a kept row (one no other plant touches) and leave the manifest's counts as
+    they were (its checksums follow the file: a changed file is refused before any rule)."""
     lost = [r["pair_id"] for r in kept_rows(folder) if r["images"]][1]
     rewrite(folder, D.KEPT, lambda t: t.filter(pc.not_equal(t["pair_id"], lost)))
+    refresh_checksums(folder)
     return lost
 
 

@@ -114,12 +114,14 @@ def test_candidates_to_pairs_to_dedup_to_dpo_and_mpo(tmp_path: Path, tiny_rm: Pa
 
 
 def test_pairs_cli_errors(tmp_path: Path, tiny_rm: Path, run_cli) -> None:
-    bad = run_cli("pairs", tmp_path, "--model", tmp_path, "--out", tmp_path / "o", expect=2)
+    folder = tmp_path / "in"  # not a parent of --out: that overlap is refused first
+    folder.mkdir()
+    bad = run_cli("pairs", folder, "--model", folder, "--out", tmp_path / "o", expect=2)
     assert "not a reward-model checkpoint" in bad.output
     bad = run_cli("pairs", tmp_path / "nope", "--model", tiny_rm, "--out", tmp_path / "o",
                   expect=2)
     assert "no such dataset folder" in bad.output
-    bad = run_cli("pairs", tmp_path, "--model", tmp_path, "--out", tmp_path / "o", "--k", "3",
+    bad = run_cli("pairs", folder, "--model", folder, "--out", tmp_path / "o", "--k", "3",
                   expect=2)
     assert "--k goes with --strategy top-bottom" in bad.output
 

@@ -23,6 +23,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
                           env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 
+@pytest.mark.slow  # three CLI processes: about 30 s here
 def test_quiet_still_prints_errors_on_stderr(tmp_path: Path) -> None:
     bad = tmp_path / "latin1.jsonl"
     bad.write_bytes('{"prompt": "caf\xe9"'.encode("latin-1") + b"\n")
@@ -38,6 +39,7 @@ def test_quiet_still_prints_errors_on_stderr(tmp_path: Path) -> None:
         assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # three CLI processes: about 30 s here
 def test_a_traceback_only_with_debug(tmp_path: Path) -> None:
     args = ["dedup", tmp_path / "no-such-folder", "--out", tmp_path / "o", "--quiet"]
     assert "Traceback" not in _cli(*args).stderr
