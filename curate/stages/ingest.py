@@ -257,7 +257,7 @@ def input_fingerprints(inputs: list[str], config: str | None, split: str) -> lis
             out.append({"path": f"hf://{item.name}",
                         "fingerprint": D.json_fingerprint([item.name, config, split])})
         else:
-            out.append({"path": item, "fingerprint": D.fingerprint_file(Path(item))})
+            out.append({"path": safe_text(item), "fingerprint": D.fingerprint_file(Path(item))})
     return out
 
 
