@@ -90,6 +90,8 @@ HOSTILE_ROWS = {
                        "malformed_row", "image is a int"),
     "line_not_an_object": ('[1, 2, 3]', "malformed_row", "not an object"),
     "line_a_string": ('"just text"', "malformed_row", "not an object"),
+    "int_of_5000_digits": ('{"prompt": "p", "chosen": "a", "rejected": "b", "n": ' + "7" * 5000
+                           + "}", "malformed_row", "cannot be read"),
     "prompt_a_message_list_of_numbers": ('{"prompt": [1, 2], "chosen": "a", "rejected": "b", '
                                          '"id": "h"}', "malformed_row", "message"),
 }
@@ -122,6 +124,17 @@ def test_hostile_rows_in_worker_processes_conserve_rows(tmp_path: Path, run_cli)
     m = assert_conserved(out)
     assert (m["rows_in"], m["rows_kept"], m["rows_rejected"]) == (40 + len(lines), 40,
                                                                   len(lines))
+
+
+def test_a_file_name_that_is_not_utf8_names_rows_escaped(tmp_path: Path, run_cli) -> None:
+    src = Path(os.fsdecode(str(tmp_path).encode() + b"/\xff-rows.jsonl"))
+    write_jsonl(src, [GOOD, {"prompt": "p"}])
+    out = tmp_path / "out"
+    _ingest(run_cli, src, out)
+    assert_conserved(out)
+    assert [r["source_id"] for r in rows(out)] == ["\\udcff-rows.jsonl:1"]
+    (rej,) = _rejected(out)
+    assert rej["reject_reason"] == "missing_response"
 
 
 def test_surrogate_rejected_row_keeps_its_text_escaped(tmp_path: Path, run_cli) -> None:

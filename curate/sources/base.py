@@ -136,7 +136,7 @@ def rejected_record(rec: Record, reason: str, detail: str,
 def default_source_id(rec: Record) -> str:
     from pathlib import Path
 
-    return f"{Path(rec.file).name}:{rec.index}"
+    return safe_text(f"{Path(rec.file).name}:{rec.index}")
 
 
 def record_id(rec: Record, *keys: str) -> str:

@@ -45,7 +45,8 @@ class Record:
 
     @property
     def where(self) -> str:
-        return f"{self.file}:{self.index}"
+        # a file name that is not UTF-8 holds surrogates (surrogateescape): shown escaped
+        return f"{self.file}:{self.index}".encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _strip_gz(name: str) -> str:
@@ -180,6 +181,10 @@ def _read_jsonl(path: str, progress: ReadProgress = _NO_PROGRESS) -> Iterator[Re
                 yield Record({"line": line}, path, lineno,
                              problem="the JSON line is nested too deep to read")
                 continue
+            except ValueError as exc:  # valid JSON Python refuses: an int of 4,300+ digits
+                yield Record({"line": line[:1000]}, path, lineno,
+                             problem=f"the JSON line cannot be read ({exc})")
+                continue
             yield _json_row(obj, path, lineno, "the line")
     except _FILE_ERRORS as exc:
         raise _text_errors(path, f" (after line {lineno})", exc) from exc
@@ -203,7 +208,7 @@ def _read_json(path: str, progress: ReadProgress = _NO_PROGRESS) -> Iterator[Rec
         # a .json file that is really JSON lines
         try:
             obj = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
             yield from _read_jsonl(path, progress)
             return
     else:
@@ -216,6 +221,8 @@ def _read_json(path: str, progress: ReadProgress = _NO_PROGRESS) -> Iterator[Rec
         except RecursionError as exc:
             raise InputError(f"{path}: JSON nested too deep to read (one file is one JSON "
                              "value; JSON lines would make it one row)") from exc
+        except ValueError as exc:  # an int of 4,300+ digits
+            raise InputError(f"{path}: JSON that cannot be read ({exc})") from exc
     if isinstance(obj, dict):
         lists = [v for v in obj.values() if isinstance(v, list)]
         if len(lists) == 1:
@@ -258,7 +265,7 @@ def read_parquet_rows(path: str, row_groups: list[int] | None = None,
                 return
             pylist = batch.to_pylist()
         except Exception as exc:  # pyarrow raises OSError, ArrowInvalid, ... for bad pages
-            raise InputError(f"{path}: rows from {i}: a data page cannot be read "
+            raise InputError(f"{path}: rows from {i} cannot be read "
                              f"({type(exc).__name__}: {exc}); the file is corrupt") from exc
         for row in pylist:
             yield Record(row, path, i)

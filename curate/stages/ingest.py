@@ -283,7 +283,7 @@ def input_fingerprints(inputs: list[str], config: str | None, split: str,
             out.append({"path": item.path, "fingerprint": D.json_fingerprint(
                 [resolve_revision(HubSpec(item.path)), split])})
         else:
-            out.append({"path": item, "fingerprint": D.fingerprint_file(Path(item))})
+            out.append({"path": safe_text(item), "fingerprint": D.fingerprint_file(Path(item))})
     return out
 
 
