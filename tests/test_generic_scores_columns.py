@@ -84,3 +84,25 @@ def test_every_kind_is_listed_when_a_kind_is_unknown(tmp_path: Path, run_cli) ->
     for kind in [*ADAPTERS, "candidates"]:
         assert kind in res.output
     assert "candidates" in run_cli("ingest", "--help").output
+
+
+def test_skywork_pref_keeps_and_checks_scores_when_the_source_has_them(tmp_path: Path) -> None:
+    """Skywork-Reward-Preference-80K rows (chosen / rejected message lists sharing their
+    context, `source`), here with UltraFeedback's score columns added."""
+    from curate.stages.ingest import ingest
+
+    ctx = [{"role": "user", "content": "2+2?"}]
+    src = write_jsonl(tmp_path / "sky.jsonl", [
+        {"chosen": ctx + [{"role": "assistant", "content": "4"}],
+         "rejected": ctx + [{"role": "assistant", "content": "5"}], "source": "s",
+         "score_chosen": 9.0, "score_rejected": 2.0},
+        {"chosen": ctx + [{"role": "assistant", "content": "four"}],
+         "rejected": ctx + [{"role": "assistant", "content": "five"}], "source": "s",
+         "score_chosen": 3.0, "score_rejected": 9.0},
+    ])
+    out = tmp_path / "out"
+    ingest("skywork-pref", [str(src)], out)
+    assert_conserved(out)
+    [row] = rows(out)
+    assert (row["chosen_score"], row["rejected_score"]) == (9.0, 2.0)
+    assert [r["reject_reason"] for r in rows(out, "rejected")] == ["score_contradicts_label"]
