@@ -33,7 +33,7 @@ SAMPLE := $(RAW)/.sample
 else
 WORK ?= work/skywork-vl
 RLAIF_V := hf://openbmb/RLAIF-V-Dataset
-LLAVA_CRITIC := hf://lmms-lab/LLaVA-Critic-113k --config pairwise
+LLAVA_CRITIC := hf://lmms-lab/llava-critic-113k --config pairwise
 PREFERENCE := hf://Skywork/Skywork-Reward-Preference-80K-v0.2
 PREFERENCE_KIND := skywork-pref
 SHAREGPT :=

@@ -9,6 +9,7 @@ the manifest and in the input fingerprint: a rerun after the dataset changed is 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,14 +48,19 @@ def resolve_revision(spec: HubSpec) -> str:
     if os.path.isdir(spec.name):
         return _folder_fingerprint(Path(spec.name))
     try:
-        from datasets.load import dataset_module_factory
-
-        module = dataset_module_factory(spec.name, revision=spec.revision,
-                                        data_dir=spec.data_dir)
+        return _hub_sha(spec.name, spec.revision, spec.data_dir)
     except Exception as exc:  # offline, no such dataset or revision, gated
         raise InputError(f"hf://{spec.name}: cannot resolve revision "
                          f"{spec.revision or 'main'} ({type(exc).__name__}: {exc})") from exc
-    return str(module.hash)
+
+
+@functools.lru_cache(maxsize=64)
+def _hub_sha(name: str, revision: str | None, data_dir: str | None) -> str:
+    """Asked once per run: the fingerprint and the read (read twice by two-pass adapters)
+    must see the same commit."""
+    from datasets.load import dataset_module_factory
+
+    return str(dataset_module_factory(name, revision=revision, data_dir=data_dir).hash)
 
 
 def _folder_fingerprint(folder: Path) -> str:

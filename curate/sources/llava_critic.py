@@ -1,4 +1,4 @@
-"""lmms-lab/LLaVA-Critic-113k: judge conversations turned back into preference pairs.
+"""lmms-lab/llava-critic-113k: judge conversations turned back into preference pairs.
 
 Config `pairwise`: the human turn holds the question and two responses, the judge's
 turn ends with a verdict ("The better response: [1]" / "[2]", or "Two responses are
@@ -134,7 +134,7 @@ def parse_score(text: str) -> float | None:
 class LLaVACritic(Adapter):
     kind = "llava-critic"
     default_source = "llava-critic"
-    description = "lmms-lab/LLaVA-Critic-113k (--config pairwise | pointwise)"
+    description = "lmms-lab/llava-critic-113k (--config pairwise | pointwise)"
 
     def __init__(self, options: Any = None) -> None:
         super().__init__(options)
