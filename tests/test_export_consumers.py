@@ -18,7 +18,9 @@ Sources the tests follow:
   each `image` onto `meta["root"]` with `os.path.join`; a row without `image` goes to
   `pure_text_get_item`.
 - LLaMA-Factory's dataset_info.json (hiyouga/LLaMA-Factory, data/README.md): sharegpt
-  `ranking: true` rows with `conversations`, `chosen`, `rejected`, `images`.
+  `ranking: true` rows with `conversations`, `chosen`, `rejected`, `images`; its
+  converter (src/llamafactory/data/converter.py, `DatasetConverter._find_medias`) turns
+  a row's missing / None `images` into no media, so text and image rows share a file.
 """
 
 from __future__ import annotations
