@@ -136,11 +136,12 @@ def kept_stats(folder: Path, flipped: set[str], n_clean: int) -> dict[str, Any]:
             "abstained": q.get("abstained"), "abstain_reason": q.get("abstain_reason"),
             "oof_accuracy": q.get("oof_accuracy"), "oof_accuracy_ci95": q.get("oof_accuracy_ci95"),
             "estimated_noise_rate": q.get("estimated_noise_rate"),
-            "expected_precision": q.get("expected_precision")}
+            "expected_precision": q.get("expected_precision"),
+            "validation": q.get("validation")}
 
 
 def run_level(work: Path, train: Path, test: Path, noise: float, surrogate: str,
-              max_length: int, seed: int, extra: list[str]) -> dict[str, Any]:
+              max_length: int, seed: int, kfold: int, extra: list[str]) -> dict[str, Any]:
     cache = work / "features"
     tag = f"n{round(noise * 100)}"
     flipped = write_noisy(train, work / f"{tag}.parquet", noise, seed)
@@ -156,12 +157,13 @@ def run_level(work: Path, train: Path, test: Path, noise: float, surrogate: str,
     row: dict[str, Any] = {"noise": noise, "surrogate": surrogate, "pairs": n}
     t0 = time.perf_counter()
     scored = work / f"{tag}-{surrogate}-default"
-    cli("reward", noisy, "--out", scored, "--model", "minilm", "--kfold", 5, "--train-config",
-        cfg, "--disagree", "--quiet", *extra)
+    scores = work / "score-cache"  # the second run reuses the first one's scores
+    common = ["--model", "minilm", "--kfold", kfold, "--train-config", cfg, "--disagree",
+              "--score-cache", scores, "--quiet", *extra]
+    cli("reward", noisy, "--out", scored, *common)
     row["reward_seconds"] = round(time.perf_counter() - t0, 1)
-    old = work / f"{tag}-{surrogate}-old"  # same scores (the cache), other rule
-    cli("reward", noisy, "--out", old, "--model", "minilm", "--kfold", 5, "--train-config",
-        cfg, "--disagree", "--min-precision", 0, "--score-cache", scored, "--quiet", *extra)
+    old = work / f"{tag}-{surrogate}-old"
+    cli("reward", noisy, "--out", old, "--min-precision", 0, *common)
     row["curated"] = kept_stats(scored, flipped, n_clean)
     row["old_rule"] = kept_stats(old, flipped, n_clean)
     row["acc_noisy"] = train_eval(noisy, test, work / f"{tag}-rm-noisy", cache)
@@ -203,6 +205,7 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--noise", type=float, nargs="+", default=[0.1, 0.2, 0.3])
     ap.add_argument("--surrogate", choices=["frozen", "full"], default="frozen")
     ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--kfold", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None,
                     help="Working folder (kept; reruns reuse finished steps). "
@@ -222,7 +225,7 @@ def main(argv: list[str]) -> None:
     train, test = write_split(work, args.seed)
     clean = _clean(work, train, test)
     rows = [run_level(work, train, test, p, args.surrogate, args.max_length, args.seed,
-                      args.reward_arg) for p in args.noise]
+                      args.kfold, args.reward_arg) for p in args.noise]
     print_table(clean, rows)
     print(f"bench_quality: {time.perf_counter() - t0:.0f}s; work folder {work}")
     if args.json:

@@ -342,6 +342,32 @@ def max_reject_fraction(ctx: Context, max: float, reasons: list[str] | None,
                      "{n} reason(s) reject more than " + f"{100 * max:.1f}%")
 
 
+# -- the reward filter ------------------------------------------------------------------------
+@rule("reward_precision",
+      min_precision=Param((int, float), 0.5, fraction=True,
+                          help="the lowest expected precision a reward folder's rejections "
+                          "may have"))
+def reward_precision(ctx: Context, min_precision: float) -> Finding:
+    """No `curate reward` folder abstained (its surrogate could not tell the noise apart),
+    and none rejected pairs with an expected precision below `min_precision` (the manifest's
+    reward.quality)."""
+    c = _Collector(ctx.limit)
+    seen = 0
+    for s in ctx.folders:
+        q = (s.manifest.get("reward") or {}).get("quality")
+        if not q:  # not a `curate reward` folder, or no margin rule ran
+            continue
+        seen += 1
+        prec = q.get("expected_precision")
+        if q.get("abstained"):
+            c.add(f"{s.name}: abstained: {q.get('abstain_reason')}")
+        elif q.get("rejected") and (prec is None or prec < min_precision):
+            got = "unknown" if prec is None else f"{prec:.2f}"
+            c.add(f"{s.name}: expected precision {got} < {min_precision:g}")
+    return c.finding(f"{plural(seen, 'reward folder')} checked",
+                     "{n} reward folder(s) abstained or imprecise")
+
+
 def describe() -> list[tuple[str, str, str]]:
     """(rule, parameters, what it checks) for every rule, for help texts."""
     out = []

@@ -66,6 +66,7 @@ def all_rules(eval_dir: Path, **override: dict[str, Any]) -> dict[str, Any]:
         "images_decodable": {}, "no_empty_responses": {}, "chosen_differs": {},
         "row_count": {"min": 1, "max": 100_000}, "max_source_share": {"max": 0.95},
         "max_reject_fraction": {"max": 0.6}, "no_contamination": {"eval": [str(eval_dir)]},
+        "reward_precision": {},
     }
     assert set(rules) == set(RULES), "a new rule needs a planted violation here"
     rules.update(override)
@@ -160,6 +161,15 @@ def plant_same_responses(folder: Path) -> str:
     return pid
 
 
+def plant_abstained_reward(folder: Path) -> str:
+    """The manifest of a `curate reward` run whose guard abstained."""
+    m = D.Dataset.open(folder).manifest
+    m["reward"] = {"quality": {"abstained": True, "rejected": 0, "expected_precision": None,
+                               "abstain_reason": "no better than chance"}}
+    D.write_manifest(folder, m)
+    return "abstained: no better than chance"
+
+
 PLANTS: dict[str, Callable[[Path], str]] = {
     "schema_valid": plant_schema,
     "conservation": plant_conservation,
@@ -167,6 +177,7 @@ PLANTS: dict[str, Callable[[Path], str]] = {
     "images_decodable": plant_corrupt_image,
     "no_empty_responses": plant_empty_response,
     "chosen_differs": plant_same_responses,
+    "reward_precision": plant_abstained_reward,
 }
 # rules whose violation is a threshold the clean run breaks, or an eval set it overlaps
 THRESHOLDS: dict[str, tuple[dict[str, Any], str]] = {
@@ -225,7 +236,7 @@ def planted_everywhere(tmp_path_factory: pytest.TempPathFactory, run_root: Path,
     # duplicates before the schema (it reads reject_detail), conservation last (the others
     # refresh the manifest, which would hide a lost row)
     order = ["no_exact_duplicates", "images_decodable", "no_empty_responses", "chosen_differs",
-             "schema_valid", "conservation"]
+             "schema_valid", "reward_precision", "conservation"]
     assert set(order) == set(PLANTS)
     expected = {rule: PLANTS[rule](folder) for rule in order}
     override: dict[str, Any] = {k: v for k, (v, _) in THRESHOLDS.items()}

@@ -75,6 +75,11 @@ def reward(
         help="Those rules reject at most this fraction of the pairs (the most probably "
         "mislabelled first)."
     )] = None,
+    validate: Annotated[bool, typer.Option(
+        "--validate/--no-validate", help="--kfold: retrain the surrogates without the pairs "
+        "the guard would reject and abstain unless their out-of-fold agreement rises (a "
+        "second k-fold round: seconds on a frozen backbone, as long as the first otherwise)."
+    )] = True,
     source_scores: Annotated[bool, typer.Option(
         "--source-scores", help="Calibrate on the surrogate's margin and the source's own "
         "judge score gap (chosen_score - rejected_score, where the source has them)."
@@ -129,7 +134,7 @@ def reward(
                         keep_top=parse_keep_top(keep_top), by=by, disagree=disagree,
                         min_source_gap=min_source_gap, min_precision=min_precision,
                         max_reject_fraction=max_reject_fraction, source_scores=source_scores,
-                        seed=seed)
+                        seed=seed, validate=validate)
     scorer = make_scorer(inputs, model, kfold=kfold, train_config=train_config, freeze=freeze,
                          seed=seed, surrogates=surrogates, batch_size=batch_size, bf16=bf16,
                          quiet=quiet, ensemble=ensemble)
@@ -198,6 +203,12 @@ def _print_quality(q: dict[str, Any]) -> None:
     t.add_row(f"rejected with --min-precision {q['min_precision']:g}",
               f"{q['rejected']} ({q['rejected_fraction']:.1%})")
     t.add_row("expected precision of the rejections", num(q["expected_precision"]))
+    v = q.get("validation")
+    if v:
+        lo_, hi_ = v["gain_ci95"]
+        t.add_row("retrained without them: out-of-fold agreement",
+                  f"{v['accuracy_raw']:.3f} -> {v['accuracy_filtered']:.3f} "
+                  f"(gain {v['gain']:+.3f}, 95% CI {lo_:+.3f}, {hi_:+.3f})")
     if q["abstained"]:
         t.add_row("[bold red]ABSTAINED[/]", f"[bold red]{q['abstain_reason']}[/]")
     console().print(t)

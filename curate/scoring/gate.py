@@ -26,9 +26,11 @@ MIN_PAIRS = 8  # fewer scored pairs: no calibration
 
 def gate(hits: dict[str, np.ndarray], margin: np.ndarray, gap: np.ndarray | None, *,
          min_precision: float, max_reject_fraction: float | None, out_of_fold: bool,
-         seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+         seed: int = 0, veto: str | None = None
+         ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Narrow `hits` (rule -> mask; the GATED ones, in place); returns (p_mislabelled
-    per pair, cleanlab's label-issue mask, the quality record for the manifest)."""
+    per pair, cleanlab's label-issue mask, the quality record for the manifest).
+    `veto`: abstain for this reason (the retraining check found the filter hurts)."""
     n = len(margin)
     p = np.full(n, np.nan)
     issue = np.zeros(n, dtype=bool)
@@ -57,7 +59,7 @@ def gate(hits: dict[str, np.ndarray], margin: np.ndarray, gap: np.ndarray | None
     q["marked_expected_precision"] = _mean(p, marked)
     reason = None
     if min_precision > 0:
-        reason = _abstain_reason(q, p, marked, min_precision)
+        reason = veto or _abstain_reason(q, p, marked, min_precision)
         for name in GATED:
             if name in hits:
                 hits[name] = np.zeros(n, dtype=bool) if reason else \

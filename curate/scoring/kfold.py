@@ -132,6 +132,46 @@ class KFoldScorer:
                 shutil.rmtree(work, ignore_errors=True)
         self._scores = {p: (float(c), float(r)) for p, (c, r) in zip(ids, total, strict=True)}
 
+    def validate(self, drop: set[str], margins: dict[str, float]) -> dict[str, Any]:
+        """Would training without `drop` make a better model? Retrains each fold's
+        surrogate (member 0's split) without the `drop` pairs and scores its held-out
+        fold, all of it, against the given labels; `margins`: the unfiltered out-of-fold
+        margins by pair_id. Under label noise independent of content, agreement with
+        the noisy labels rises and falls with accuracy on the true ones, so a filter
+        that lowers it would hurt."""
+        from curate.train import train_reward_model
+
+        table = pa.concat_tables([d.read() for d in self.datasets], promote_options="default")
+        folds = assign_folds(table["pair_id"], table["source"].to_pylist(), self.k, self.seed)
+        ids = np.asarray(table["pair_id"].to_pylist(), dtype=object)
+        dropped = np.isin(ids, list(drop))
+        before, after = [], []
+        work = Path(tempfile.mkdtemp(prefix="curate-validate-"))
+        t0 = time.perf_counter()
+        try:
+            for f in range(self.k):
+                held = folds == f
+                train_t = table.filter(pa.array(~held & ~dropped))
+                eval_t = table.filter(pa.array(held))
+                ckpt = work / f"fold-{f}"
+                metrics = train_reward_model(train_t, self.model, ckpt, self.cfg,
+                                             eval_data=eval_t, quiet=True)
+                frozen = self.cfg.freeze == "backbone"
+                scorer = RewardModelScorer(
+                    ckpt, self.batch_size,
+                    feature_cache=(self.cfg.feature_cache or True) if frozen else None,
+                    bf16=bool(metrics.get("bf16")))
+                c, r = scorer.score(eval_t)
+                after.append(c - r > 0)
+                before.append(np.array([margins[p] > 0 for p in ids[held]]))
+                del scorer
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        out = paired_gain(np.concatenate(before), np.concatenate(after))
+        out["dropped_from_training"] = int(dropped.sum())
+        out["seconds"] = round(time.perf_counter() - t0, 3)
+        return out
+
     def _fit_member(self, table: pa.Table, work: Path, member: int
                     ) -> dict[str, tuple[float, float]]:
         import dataclasses
@@ -177,6 +217,18 @@ class KFoldScorer:
             self.folds.append(record)
             del scorer
         return scores
+
+
+def paired_gain(before: np.ndarray, after: np.ndarray) -> dict[str, Any]:
+    """Per-pair correctness of two models on the same pairs: accuracies, the difference
+    and its 95% interval (normal approximation of the paired difference)."""
+    d = after.astype(np.float64) - before.astype(np.float64)
+    n = len(d)
+    half = 1.96 * float(np.std(d, ddof=1)) / np.sqrt(n) if n > 1 else float("inf")
+    mean = float(np.mean(d)) if n else 0.0
+    return {"pairs": n, "accuracy_raw": round(float(np.mean(before)), 6) if n else None,
+            "accuracy_filtered": round(float(np.mean(after)), 6) if n else None,
+            "gain": round(mean, 6), "gain_ci95": [round(mean - half, 6), round(mean + half, 6)]}
 
 
 def _last(metrics: dict[str, Any], key: str) -> float | None:

@@ -33,7 +33,10 @@ class RewardRules:
     calibrated probability of being mislabelled is at least P, and nothing when the
     surrogate cannot tell (curate.scoring.gate); 0: the plain rules. max_reject_fraction:
     those rules reject at most this share of the pairs. source_scores: the calibration
-    also weighs the source's own score gap. seed: the calibration's orientation seed."""
+    also weighs the source's own score gap. seed: the calibration's orientation seed.
+    validate: with k-fold surrogates, retrain them without the pairs the guard would
+    reject and abstain unless that raises their out-of-fold agreement (the stage does
+    it: it needs the surrogates)."""
 
     min_margin: float | None = None
     min_chosen: float | None = None
@@ -45,6 +48,7 @@ class RewardRules:
     max_reject_fraction: float | None = None
     source_scores: bool = False
     seed: int = 0
+    validate: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_precision <= 1:
@@ -109,10 +113,10 @@ class RuleResult:
     label_issue: np.ndarray | None = None    # cleanlab's find_label_issues, per pair
 
 
-def apply_rules(keys: pa.Table, rules: RewardRules, *, out_of_fold: bool = False
-                ) -> RuleResult:
+def apply_rules(keys: pa.Table, rules: RewardRules, *, out_of_fold: bool = False,
+                veto: str | None = None) -> RuleResult:
     """`out_of_fold`: the scores come from k-fold surrogates (recorded, and warned of
-    when not)."""
+    when not). `veto`: the precision guard abstains for this reason."""
     n = keys.num_rows
     c, r = _col(keys, "chosen_reward"), _col(keys, "rejected_reward")
     margin = c - r
@@ -152,7 +156,7 @@ def apply_rules(keys: pa.Table, rules: RewardRules, *, out_of_fold: bool = False
         p, issue, summary["quality"] = gate(
             hits, margin, gap, min_precision=rules.min_precision,
             max_reject_fraction=rules.max_reject_fraction, out_of_fold=out_of_fold,
-            seed=rules.seed)
+            seed=rules.seed, veto=veto)
         for name in ("rm_disagrees", "low_margin", "low_chosen_score"):
             if name in notes and rules.min_precision > 0:  # 0: the plain rules' details
                 notes[name] = [f"{t}; P(mislabelled) {v:.2f}" if np.isfinite(v) else t

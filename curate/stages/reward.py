@@ -137,6 +137,15 @@ def reward(
                       new["rejected_reward"].to_numpy())
         out_of_fold = _is_kfold(scorer) or (cache is not None and "kfold" in cache.previous_info)
         result = apply_rules(keys, rules, out_of_fold=out_of_fold)
+        check = _validate(scorer, rules, keys, result)
+        if check is not None and check["gain"] < 0:
+            result = apply_rules(keys, rules, out_of_fold=out_of_fold, veto=(
+                f"retrained without the {check['dropped_from_training']} pairs it would "
+                f"reject, the surrogates agree with the labels less "
+                f"({check['accuracy_filtered']:.3f} vs {check['accuracy_raw']:.3f} out of "
+                "fold): the filter would hurt"))
+        if check is not None:
+            result.summary["quality"]["validation"] = check
         n = keys.num_rows
         c = keys["chosen_reward"].cast(pa.float64())
         r = keys["rejected_reward"].cast(pa.float64())
@@ -187,6 +196,23 @@ def reward(
     if cache is not None:
         cache.save()
     return manifest
+
+
+def _validate(scorer: Any, rules: RewardRules, keys: pa.Table, result: Any
+              ) -> dict[str, Any] | None:
+    """The retraining check (KFoldScorer.validate) of what the guard would reject, where
+    it applies: k-fold surrogates, the guard on, and something to reject."""
+    q = result.summary.get("quality")
+    if not (rules.validate and _is_kfold(scorer) and q and rules.min_precision > 0
+            and not q["abstained"] and q["rejected"]):
+        return None
+    from curate.scoring.gate import GATED
+
+    ids = keys["pair_id"].to_pylist()
+    drop = {p for p, x in zip(ids, result.reasons, strict=True) if x in GATED}
+    c = keys["chosen_reward"].to_numpy(zero_copy_only=False)
+    r = keys["rejected_reward"].to_numpy(zero_copy_only=False)
+    return scorer.validate(drop, dict(zip(ids, (c - r).tolist(), strict=True)))
 
 
 def _is_kfold(scorer: Any) -> bool:
