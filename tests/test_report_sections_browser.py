@@ -91,12 +91,18 @@ def test_training_numbers_equal_the_metrics(page: Chromium, demo) -> None:
 
 def test_training_mix_equals_the_shard_manifest(page: Chromium, demo) -> None:
     m = json.loads((demo[0] / "06-shard" / "manifest.json").read_text())
-    mix = rows(page, "table.mix")
-    assert sum(int(r[4]) for r in mix) == m["rows_kept"]
+    heads = json.loads(page.evaluate("JSON.stringify(Array.from(document.querySelectorAll("
+                                     "'table.mix thead th')).map(h => h.textContent))"))
+    mix = [dict(zip(heads, r, strict=True)) for r in rows(page, "table.mix")]
+    assert sum(int(r["rows"]) for r in mix) == m["rows_kept"]
     for split, facts in m["splits"].items():
-        assert sum(int(r[4]) for r in mix if r[0] == split) == facts["rows"]
-        assert sum(int(r[4]) for r in mix if r[0] == split and r[1] == "multimodal") == \
-            facts["multimodal_rows"]
+        cols = [h for h in heads if h.startswith(f"{split} ")]
+        assert sum(int(r[h]) for r in mix for h in cols) == facts["rows"]
+        assert sum(int(r.get(f"{split} multimodal", 0)) for r in mix) == facts["multimodal_rows"]
+        for src, n in facts["by_source"].items():
+            assert sum(int(r[h]) for r in mix if r["source"] == src for h in cols) == n
+    split_rows = {(r[0], r[1]): int(r[2]) for r in rows(page, "table.split-modality")}
+    assert sum(split_rows.values()) == m["rows_kept"]
     tokens = {r[0]: r for r in rows(page, "table.shard-tokens")}
     for split in m["splits"]:
         est = [s["est_tokens"] for s in m["shards"] if s["split"] == split]
