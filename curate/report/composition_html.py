@@ -10,20 +10,32 @@ from curate.report.composition import Composition, summary
 from curate.report.markup import block, e, num, pct, table
 from curate.report.svg import PALETTE, Series, histogram
 
+MIX_ROWS = 60  # source × category rows listed; the rest are summed in a note
+
 
 def _mix(c: Composition) -> str:
-    rows = [[e(split), e(mod), e(src), e(cat), n, pct(n / c.rows if c.rows else None)]
-            for (split, mod, src, cat), n in c.mix.items()]
+    """Rows by split and modality, then a source × category pivot with a column per
+    split × modality (compact however many categories there are)."""
     by_split: Counter[tuple[str, str]] = Counter()
-    for (split, mod, _, _), n in c.mix.items():
+    pivot: dict[tuple[str, str], Counter[tuple[str, str]]] = {}
+    for (split, mod, src, cat), n in c.mix.items():
         by_split[(split, mod)] += n
-    splits = table(["split", "modality", "rows"],
-                   [[e(s), e(m), n] for (s, m), n in sorted(by_split.items())],
-                   numeric={2}, cls="split-modality")
+        pivot.setdefault((src, cat), Counter())[(split, mod)] += n
+    splits = table(["split", "modality", "rows", "share"],
+                   [[e(s), e(m), n, pct(n / c.rows if c.rows else None)]
+                    for (s, m), n in sorted(by_split.items())],
+                   numeric={2, 3}, cls="split-modality")
+    cols = sorted(by_split)
+    order = sorted(pivot, key=lambda k: (-sum(pivot[k].values()), k))
+    rows = [[e(src), e(cat)] + [pivot[(src, cat)].get(col, 0) for col in cols]
+            + [sum(pivot[(src, cat)].values())] for src, cat in order[:MIX_ROWS]]
+    more = order[MIX_ROWS:]
+    note = (f'<p class="muted">{len(more)} more source × category combinations with '
+            f"{sum(sum(pivot[k].values()) for k in more)} rows not listed.</p>" if more else "")
+    mix = table(["source", "category"] + [f"{s} {m}" for s, m in cols] + ["rows"], rows,
+                numeric=set(range(2, len(cols) + 3)), cls="sortable mix")
     return (block("Rows by split and modality", splits)
-            + block("Rows by split × modality × source × category",
-                    table(["split", "modality", "source", "category", "rows", "share"], rows,
-                          numeric={4, 5}, cls="sortable mix")))
+            + block("Rows by source × category, per split and modality", mix + note))
 
 
 def _stages(c: Composition) -> str:

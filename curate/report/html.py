@@ -233,7 +233,7 @@ def _funnel(d: ReportData) -> str:
 
 def _member(c: Card, *, survivor: bool) -> str:
     badge = ('<span class="badge kept">survived</span>' if survivor else
-             f'<span class="badge">{_e(c.reason)}</span>')
+             f'<span class="badge" title="{_e(c.reason)}">removed</span>')
     dist = ("" if survivor or c.distance is None else
             f' <span class="badge dist">Hamming {c.distance} bits</span>')
     if not survivor and c.note and not c.note.startswith("distance="):

@@ -31,6 +31,8 @@ def num(value: float | int | None, digits: int = 3) -> str:
         return "-"
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
     return f"{value:.{digits}f}" if abs(value) < 1e6 else fmt(value)
 
 

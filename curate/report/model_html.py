@@ -123,7 +123,9 @@ def render_model(m: ModelData | None) -> str:
                 "(name them with <code>--eval</code> and <code>--model</code>).</p>")
     parts = []
     if m.benchmarks:
-        parts.append('<h3>Benchmarks</h3><div class="blocks">'
+        parts.append('<h3>Benchmarks</h3><p class="muted">Accuracy with its 95% interval; '
+                     "a tie (equal rewards) counts as wrong, as in the benchmarks' own "
+                     'scoring.</p><div class="blocks">'
                      + "".join(_benchmark(b) for b in m.benchmarks) + "</div>")
     parts += [_training(t) for t in m.trainings]
     parts += [_filter(f) for f in m.filters]
