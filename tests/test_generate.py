@@ -90,7 +90,8 @@ def test_generate_cli_writes_candidates_that_pairs_reads(tmp_path: Path, run_cli
     assert len(json.loads(q0["meta"])["generation"]["input_pair_ids"]) == 2  # both spellings
     assert len(by_q["Question 1: what is shown?"]["images"]) == 0
     rej = rows(out, D.REJECTED)[0]
-    assert rej["reject_reason"] == "prompt_too_long" and "> the model's 1024" in rej["reject_detail"]
+    assert rej["reject_reason"] == "prompt_too_long"
+    assert "> the model's 1024" in rej["reject_detail"]
 
     rm = tmp_path / "rm"
     build_reward_model(TINY, seed=0).save(rm, save_backbone=False)
