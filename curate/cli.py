@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "curate.commands.reward",
     "curate.commands.shard",
     "curate.commands.pairs",
+    "curate.commands.generate",
     "curate.commands.train",
     "curate.commands.eval",
     "curate.commands.demo",

@@ -253,7 +253,8 @@ def run_demo(out: Path, *, force: bool = False) -> dict[str, Any]:
     results["similar"] = similar([out / "02-dedup"], out / "03-similar", force=force)
     results["decontam"] = decontam([out / "03-similar"], evals, out / "04-decontam", force=force)
     results["reward"] = _reward(out / "04-decontam", out / "05-reward", force)
-    results["shard"] = shard([out / "05-reward"], out / "06-shard", shards=2,
+    results.update(_regenerate(out, force))
+    results["shard"] = shard([out / "05d-merge"], out / "06-shard", shards=2,
                              eval_fraction=0.2, force=force)
     _train_and_eval(out, evals, force)
     from curate.report import build_report
@@ -267,8 +268,40 @@ def _reward(src: Path, dst: Path, force: bool) -> dict[str, Any]:
     from curate.scoring.rules import RewardRules
     from curate.stages.reward import make_scorer, reward
 
-    scorer = make_scorer([src], "minilm", kfold=5, train_config=SURROGATE_CONFIG)
+    scorer = make_scorer([src], "minilm", kfold=5, train_config=SURROGATE_CONFIG,
+                         surrogates=dst.parent / "05-surrogates")
     return reward([src], dst, scorer=scorer, rules=RewardRules(disagree=True), force=force)
+
+
+def _regenerate(out: Path, force: bool) -> dict[str, Any]:
+    """The regenerate loop of `recipes/skywork-vl.mk` (steps 05a-05d): flag pairs whose chosen
+    response scores low or whose margin is minimal, sample 4 new responses for their prompts
+    from the tiny policy, pick best-worst pairs with the fold-0 surrogate, merge them back."""
+    from curate.generation.hf import TransformersBackend
+    from curate.generation.requests import SamplingParams, Selection
+    from curate.scoring.rules import RewardRules
+    from curate.stages.dedup import dedup
+    from curate.stages.generate import generate
+    from curate.stages.pairs import make_scorer as response_scorer
+    from curate.stages.pairs import pairs
+    from curate.stages.reward import make_scorer, reward
+
+    surrogate = out / "05-surrogates" / "fold-0"
+    flag, gen, new, merged = (out / n for n in ("05a-flag", "05b-generate", "05c-pairs",
+                                                 "05d-merge"))
+    steps: dict[str, Any] = {}
+    steps["flag (regenerate loop)"] = reward(
+        [out / "05-reward"], flag, scorer=make_scorer([out / "05-reward"], str(surrogate)),
+        rules=RewardRules(min_chosen=0.25, min_margin=0.05), action="flag", force=force)
+    steps["generate (tiny policy)"] = generate(
+        [flag], gen, backend=TransformersBackend("tiny-qwen2.5-vl"),
+        sampling=SamplingParams(n=4, max_new_tokens=16), selection=Selection("flagged"),
+        keep_truncated=True, cache=out / ".cache" / "generate", force=force)
+    steps["pairs (new)"] = pairs([gen], new, scorer=response_scorer(surrogate),
+                                 score_cache=out / ".cache" / "scores", force=force)
+    steps["merge"] = dedup([out / "05-reward", new], merged, prefer=["rlaif-v"],
+                           near_match="pair", force=force)
+    return steps
 
 
 def _train_and_eval(out: Path, evals: list[Path], force: bool) -> None:

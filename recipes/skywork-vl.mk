@@ -30,6 +30,10 @@ BASE_MODEL ?= tiny-qwen2.5-vl
 TRAIN_CONFIG ?= recipes/train/skywork-vl-small.yaml
 SHARDS := --shards 2 --eval-fraction 0.2
 SAMPLE := $(RAW)/.sample
+# the regenerate loop: a tiny random policy that rarely ends a response, so keep cut ones
+POLICY_MODEL ?= tiny-qwen2.5-vl
+GENERATE ?= --n 4 --max-new-tokens 16 --keep-truncated
+FLAG ?= --min-chosen 0.25 --min-margin 0.05
 else
 WORK ?= work/skywork-vl
 RLAIF_V := hf://openbmb/RLAIF-V-Dataset
@@ -46,6 +50,11 @@ BASE_MODEL ?= Qwen/Qwen2.5-VL-7B-Instruct
 TRAIN_CONFIG ?= recipes/train/skywork-vl.yaml
 SHARDS := --rows-per-shard 20000 --eval-fraction 0.02
 SAMPLE :=
+# the regenerate loop's stronger policy, served by vLLM: vllm serve $(POLICY_MODEL) --tensor-parallel-size 8
+POLICY_MODEL ?= Qwen/Qwen2.5-VL-72B-Instruct
+POLICY_ENDPOINT ?= http://127.0.0.1:8000/v1
+GENERATE ?= --n 8 --max-new-tokens 1024 --backend openai --endpoint $(POLICY_ENDPOINT) --concurrency 64
+FLAG ?= --min-chosen 0.1 --min-margin 0.1
 endif
 
 INGESTED := $(WORK)/01-ingest-rlaif-v/manifest.json $(WORK)/01-ingest-llava-critic/manifest.json \
@@ -93,10 +102,26 @@ $(WORK)/04-decontam/manifest.json: $(WORK)/03-similar/manifest.json $(EVALS)
 # 4. surrogate reward model, out-of-fold: drop pairs it confidently disagrees with
 $(WORK)/05-reward/manifest.json: $(WORK)/04-decontam/manifest.json
 	$(CURATE) reward $(<D) --kfold 5 --model $(SURROGATE_MODEL) --train-config $(SURROGATE_CONFIG) \
-	  --disagree --out $(@D) $(Q)
+	  --disagree --surrogates $(WORK)/05-surrogates --out $(@D) $(Q)
+
+# 4a-d. the regenerate loop: flag kept pairs whose chosen response scores low or whose margin is
+# minimal, sample new responses for their prompts from a stronger policy, let the surrogate RM
+# pick best-worst pairs among them, and merge those back (dedup: a regenerated pair that repeats
+# a kept one is a named duplicate, never a silent replacement)
+SURROGATE := $(WORK)/05-surrogates/fold-0
+$(WORK)/05a-flag/manifest.json: $(WORK)/05-reward/manifest.json
+	$(CURATE) reward $(<D) --model $(SURROGATE) $(FLAG) --action flag --out $(@D) $(Q)
+$(WORK)/05b-generate/manifest.json: $(WORK)/05a-flag/manifest.json
+	$(CURATE) generate $(<D) --where flagged --model $(POLICY_MODEL) $(GENERATE) \
+	  --cache $(WORK)/.cache/generate --out $(@D) $(Q)
+$(WORK)/05c-pairs/manifest.json: $(WORK)/05b-generate/manifest.json
+	$(CURATE) pairs $(<D) --model $(SURROGATE) --strategy best-worst \
+	  --score-cache $(WORK)/.cache/scores --out $(@D) $(Q)
+$(WORK)/05d-merge/manifest.json: $(WORK)/05-reward/manifest.json $(WORK)/05c-pairs/manifest.json
+	$(CURATE) dedup $(dir $^) --prefer rlaif-v --near-match pair --out $(@D) $(Q)
 
 # 5. the trainer's shards, multimodal / text stage tags, a stratified eval split
-$(WORK)/06-shard/manifest.json: $(WORK)/05-reward/manifest.json
+$(WORK)/06-shard/manifest.json: $(WORK)/05d-merge/manifest.json
 	$(CURATE) shard $(<D) $(SHARDS) --out $(@D) $(Q)
 
 # 6. two-stage training (multimodal at 1e-5, then + text at 1e-6; vision frozen)

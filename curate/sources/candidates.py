@@ -124,24 +124,39 @@ def candidates_row(
     if invalid:
         meta["invalid_responses"] = invalid
     model = cand.model if cand.model is None or isinstance(cand.model, str) else str(cand.model)
-    images = pair_row["images"]
+    row = candidates_record(source, cand.base.source_id, pair_row["prompt"], responses,
+                            pair_row["images"], model, pair_row["category"], meta)
+    return row, problem
+
+
+def candidates_record(
+    source: str,
+    source_id: str,
+    prompt: list[dict[str, Any]],
+    responses: list[str],
+    images: list[dict[str, Any]],
+    model: str | None,
+    category: str | None,
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    """One candidates row (`S.CANDIDATES_SCHEMA`) from validated parts; `curate ingest
+    candidates` and `curate generate` both write their rows through it."""
     hashes = [im["sha256"] or (hashlib.sha256(im["bytes"]).hexdigest() if im["bytes"] else "")
               for im in images]
     # the pair id's content hash, over the responses (as JSON) and the model name
-    prompt_id = S.compute_pair_id(source, cand.base.source_id, pair_row["prompt"],
+    prompt_id = S.compute_pair_id(source, source_id, prompt,
                                   json.dumps(responses, ensure_ascii=False), model, hashes)
-    row = {
+    return {
         "prompt_id": prompt_id,
         "source": source,
-        "source_id": cand.base.source_id,
-        "prompt": pair_row["prompt"],
+        "source_id": source_id,
+        "prompt": prompt,
         "responses": responses,
         "images": images,
         "model": model,
-        "category": pair_row["category"],
+        "category": category,
         "meta": json.dumps(meta, ensure_ascii=False, sort_keys=True) if meta else None,
     }
-    return row, problem
 
 
 def build_candidates_chunk(args: tuple[list[RawCandidates], str, IngestOptions]) -> Chunk:

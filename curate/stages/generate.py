@@ -1,0 +1,282 @@
+"""`curate generate`: sample N responses per prompt from a policy model, as a candidates folder.
+
+Input: any dataset folders; their kept rows' prompts (with images) are the requests,
+one per distinct normalised prompt + images (`curate.generation.requests`), all rows
+or only those `curate reward --action flag` flagged. Output: a candidates folder
+written through the same row builder as `curate ingest candidates`
+(`curate.sources.candidates.candidates_record`), so `curate pairs` reads it unchanged:
+`source` "generate", `source_id` the pair_id of the request's first input row,
+`model` the policy, `meta.generation` the facts of each sample (seed, finish reason,
+tokens) and the pair ids of every input row the request stands for.
+
+Conservation counts the selected input rows: each candidates row, kept or rejected,
+consumes the rows that share its prompt. A request whose every sample failed for
+good is a rejected row (`prompt_too_long`, `generation_failed`); one with no usable
+response (empty, or cut at --max-new-tokens unless --keep-truncated) is rejected as
+`no_responses`, as ingest would. Left-out samples are named in
+`meta.invalid_responses` like ingest's.
+
+Resume: each finished sample goes to the generation cache (`curate.generation.cache`)
+as it finishes, so a killed run redoes only what it had not finished.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from curate import dataset as D
+from curate import schema as S
+from curate.generation.cache import GenerationCache, default_generation_cache
+from curate.generation.requests import (
+    Job,
+    Request,
+    Sample,
+    SamplingParams,
+    Selection,
+    check_selectable,
+    iter_requests,
+    jobs_for,
+    plan_requests,
+)
+
+SOURCE = "generate"
+OnSample = Callable[[int, Sample], None]  # (index in the jobs given, its sample) as each ends
+
+
+class Backend(Protocol):
+    """What `generate` needs of a backend (transformers in process, or an OpenAI server)."""
+
+    name: str
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    @property
+    def model_name(self) -> str: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def generate(self, jobs: Sequence[Job], sampling: SamplingParams,
+                 on_sample: OnSample | None = None) -> list[Sample]: ...
+
+
+@dataclass
+class Totals:
+    """Throughput facts for the manifest."""
+
+    samples_generated: int = 0
+    samples_cached: int = 0
+    samples_failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    generate_seconds: float = 0.0
+    finish: Counter[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.finish = Counter()
+
+    def to_dict(self) -> dict[str, Any]:
+        secs = self.generate_seconds
+        return {
+            "samples_generated": self.samples_generated, "samples_cached": self.samples_cached,
+            "samples_failed": self.samples_failed, "tokens_in": self.prompt_tokens,
+            "tokens_out": self.completion_tokens, "seconds": round(secs, 3),
+            "tokens_per_second": round(self.completion_tokens / secs, 2) if secs > 0 else None,
+            "samples_per_second": round(self.samples_generated / secs, 3) if secs > 0 else None,
+            "finish_reasons": dict(sorted((self.finish or {}).items())),
+        }
+
+
+def request_row(request: Request, samples: list[Sample], jobs: list[Job], model: str,
+                keep_truncated: bool) -> tuple[dict[str, Any], tuple[str, str] | None]:
+    """The candidates row for one request's samples and its refusal (reason, detail), if any."""
+    from curate.sources.candidates import candidates_record
+
+    responses: list[str] = []
+    response_samples: list[int] = []
+    invalid: list[dict[str, Any]] = []
+    facts: list[dict[str, Any]] = []
+    for job, s in zip(jobs, samples, strict=True):
+        fact: dict[str, Any] = {"index": job.index, "seed": job.seed}
+        if s.error is not None:
+            fact["error"] = s.error[0]
+            invalid.append({"index": job.index, "reason": s.error[0], "raw": s.error[1]})
+        else:
+            fact.update(finish_reason=s.finish_reason, prompt_tokens=s.prompt_tokens,
+                        completion_tokens=s.completion_tokens)
+            if not s.text.strip():
+                invalid.append({"index": job.index, "reason": "empty_response", "raw": s.text})
+            elif s.finish_reason == "length" and not keep_truncated:
+                invalid.append({"index": job.index, "reason": "truncated", "raw": s.text})
+            else:
+                responses.append(s.text)
+                response_samples.append(job.index)
+        facts.append(fact)
+    meta: dict[str, Any] = {"generation": {
+        "model": model, "samples": facts, "response_samples": response_samples,
+        "input_pair_ids": request.pair_ids}}
+    if invalid:
+        meta["invalid_responses"] = invalid
+    row = candidates_record(SOURCE, request.source_id, request.prompt, responses,
+                            request.images, model, request.category, meta)
+    problem: tuple[str, str] | None = None
+    errors = [s.error for s in samples if s.error is not None]
+    if len(errors) == len(samples):
+        problem = errors[0]
+    elif not responses:
+        why = Counter(i["reason"] for i in invalid)
+        problem = ("no_responses", "none of the {} samples is usable ({})".format(
+            len(samples), ", ".join(f"{k}: {v}" for k, v in sorted(why.items()))))
+    return row, problem
+
+
+def _chunks(requests: Iterator[Request], size: int) -> Iterator[list[Request]]:
+    chunk: list[Request] = []
+    for r in requests:
+        chunk.append(r)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def generate(
+    inputs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    backend: Backend,
+    sampling: SamplingParams | None = None,
+    selection: Selection | None = None,
+    cache: str | os.PathLike[str] | None = None,
+    keep_truncated: bool = False,
+    requests_per_chunk: int = 32,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Sample responses for the prompts of `inputs` into the candidates folder `out`.
+
+    `cache`: the generation cache folder (default `default_generation_cache()`);
+    `requests_per_chunk`: requests handed to the backend at once (and written together).
+    Returns the manifest."""
+    from curate.progress import bar
+    from curate.stage import StageRun, input_record
+
+    sampling = sampling or SamplingParams()
+    selection = selection or Selection()
+    datasets = [D.Dataset.open(p) for p in inputs]
+    check_selectable(datasets, selection)
+    config = {"backend": backend.describe(), "sampling": sampling.to_dict(),
+              "selection": selection.to_dict(), "keep_truncated": keep_truncated}
+    run = StageRun("generate", out, config, [input_record(d) for d in datasets], force=force,
+                   base_schema=S.CANDIDATES_SCHEMA,
+                   engine={"engine": "local", "workers": 1, "backend": backend.name})
+    with run:
+        if run.skipped:
+            return run.manifest
+        run.open()
+        t0 = time.perf_counter()
+        plan = plan_requests(datasets, selection)
+        run.steps["plan"] = time.perf_counter() - t0
+        store = GenerationCache(cache or default_generation_cache(), backend.fingerprint,
+                                sampling)
+        totals = Totals()
+        per_prompt: Counter[int] = Counter()
+        left_out = 0
+        try:
+            with bar("generate", len(plan.first), unit="prompts") as b:
+                for chunk in _chunks(iter_requests(datasets, plan), requests_per_chunk):
+                    results = _generate_chunk(chunk, sampling, backend, store, totals)
+                    kept, rejected, reasons, details = [], [], [], []
+                    used_kept = used_rejected = 0
+                    for request, jobs, samples in results:
+                        row, problem = request_row(request, samples, jobs, backend.model_name,
+                                                   keep_truncated)
+                        if problem is None:
+                            kept.append(row)
+                            used_kept += len(request.pair_ids)
+                            per_prompt[len(row["responses"])] += 1
+                            left_out += len(jobs) - len(row["responses"])
+                        else:
+                            rejected.append(row)
+                            reasons.append(problem[0])
+                            details.append(problem[1])
+                            used_rejected += len(request.pair_ids)
+                    run.add_in(sum(len(r.pair_ids) for r in chunk))
+                    run.keep(pa.Table.from_pylist(kept, schema=S.CANDIDATES_SCHEMA),
+                             consumed=used_kept)
+                    run.reject(pa.Table.from_pylist(rejected, schema=S.CANDIDATES_SCHEMA),
+                               reasons, details, consumed=used_rejected)
+                    b.advance(len(chunk))
+        finally:
+            store.close()
+        run.steps["generate"] = time.perf_counter() - t0 - run.steps["plan"]
+        info = totals.to_dict()
+        run.extra["generate"] = {
+            "model": backend.model_name, "backend": backend.describe(),
+            "sampling": sampling.to_dict(), "selection": selection.to_dict(),
+            "rows_read": plan.rows_read, "rows_selected": plan.selected,
+            "requests": len(plan.first), **info,
+        }
+        run.extra["candidates"] = {
+            "responses": sum(k * v for k, v in per_prompt.items()),
+            "responses_per_prompt": {str(k): v for k, v in sorted(per_prompt.items())},
+            "invalid_responses_left_out": left_out,
+        }
+    return run.manifest
+
+
+def _generate_chunk(chunk: list[Request], sampling: SamplingParams, backend: Backend,
+                    store: GenerationCache, totals: Totals
+                    ) -> list[tuple[Request, list[Job], list[Sample]]]:
+    """Every sample of `chunk`'s requests: from the cache, else from the backend (whose
+    finished samples are cached before anything else happens)."""
+    per_request = [(r, jobs_for(r, sampling)) for r in chunk]
+    found: dict[tuple[str, int], Sample] = {}
+    todo: list[Job] = []
+    for _, jobs in per_request:
+        for job in jobs:
+            hit = store.get(job)
+            if hit is None:
+                todo.append(job)
+            else:
+                found[(job.request.key, job.index)] = hit
+    totals.samples_cached += len(found)
+    if todo:
+        reported: set[int] = set()
+
+        def on_sample(i: int, s: Sample) -> None:  # cached the moment it finishes
+            if i in reported:
+                return
+            reported.add(i)
+            job = todo[i]
+            store.add(job, s)
+            found[(job.request.key, job.index)] = s
+            if s.error is None:
+                totals.samples_generated += 1
+                totals.prompt_tokens += s.prompt_tokens
+                totals.completion_tokens += s.completion_tokens
+                assert totals.finish is not None
+                totals.finish[s.finish_reason] += 1
+            else:
+                totals.samples_failed += 1
+
+        t = time.perf_counter()
+        try:
+            samples = backend.generate(todo, sampling, on_sample)
+        finally:
+            store.flush()
+        totals.generate_seconds += time.perf_counter() - t
+        if len(samples) != len(todo):
+            raise RuntimeError(f"the {backend.name} backend returned {len(samples)} samples "
+                               f"for {len(todo)} jobs")
+        for i, s in enumerate(samples):
+            on_sample(i, s)
+        store.flush()
+    return [(r, jobs, [found[(r.key, j.index)] for j in jobs]) for r, jobs in per_request]
