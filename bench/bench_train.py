@@ -1,12 +1,16 @@
-"""Reward-model training throughput (pairs/s) and peak memory, MiniLM on this CPU.
+"""Reward-model training throughput (pairs/s, tokens/s, token efficiency) and peak memory,
+MiniLM on this CPU.
 
 Each configuration runs `curate.train.train_reward_model` in a fresh process (so
 its peak RSS is its own) on the first N hh-rlhf harmless-base pairs:
 
-1. full fine-tuning, fp32, the baseline;
-2. full fine-tuning, bf16 autocast (when the CPU has native bf16): ratio to 1;
-3. frozen backbone, cold feature cache (one forward per sequence, then the head);
-4. frozen backbone, warm cache (what epochs, reruns and k-fold folds pay): ratio to 3.
+1. full fine-tuning, fp32, padded batches: the baseline;
+2. the same, packed (one row per micro-batch, block-diagonal attention): ratio to 1;
+3. packed with a token budget: 4x the pairs per optimizer step, split into micro-batches
+   of at most --max-tokens tokens: ratio to 1;
+4. full fine-tuning, bf16 autocast (when the CPU has native bf16), packed: ratio to 2;
+5. frozen backbone, cold feature cache (one forward per sequence, then the head);
+6. frozen backbone, warm cache (what epochs, reruns and k-fold folds pay): ratio to 5.
 
     python -m bench bench_train
     python -m bench.bench_train --pairs 128 --max-length 64
@@ -33,7 +37,8 @@ cfg = json.loads(sys.argv[3])
 m = train_reward_model(sys.argv[1], "minilm", sys.argv[2], cfg)
 print("RESULT " + json.dumps({k: m.get(k) for k in (
     "seconds", "train_seconds", "feature_seconds", "head_seconds", "pairs_per_second",
-    "peak_memory_mb", "optimizer_steps", "bf16", "feature_cache")}))
+    "tokens_per_second", "token_efficiency", "real_tokens", "computed_tokens", "micro_batches",
+    "attention", "peak_memory_mb", "optimizer_steps", "bf16", "feature_cache")}))
 """
 
 
@@ -70,6 +75,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--pairs", type=int, default=256)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-tokens", type=int, default=4096,
+                    help="token budget of the packed + budget run (micro-batch tokens)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (OMP_NUM_THREADS) of each run; default: torch's choice")
     args = ap.parse_args(argv)
@@ -81,24 +88,33 @@ def main(argv: list[str]) -> int:
         tmp = Path(d)
         data = _data(tmp, args.pairs)
         cache = str(tmp / "features")
-        runs = [("full fp32", {**base, "freeze": "none", "bf16": False})]
+        full = {**base, "freeze": "none", "bf16": False}
+        runs = [("full padded", {**full, "packing": "off"}),
+                ("full packed", {**full, "packing": "on"}),
+                ("full packed+budget", {**full, "packing": "on", "grad_accum": 4,
+                                        "max_tokens_per_batch": args.max_tokens})]
         if use_bf16("auto"):
-            runs.append(("full bf16", {**base, "freeze": "none", "bf16": True}))
+            runs.append(("full packed bf16", {**full, "packing": "on", "bf16": True}))
         frozen = {**base, "freeze": "backbone", "feature_cache": cache, "head_epochs": 1}
         runs += [("frozen, cold cache", frozen), ("frozen, warm cache", frozen)]
         results = {}
         print(f"{args.pairs} hh-rlhf pairs, max_length {args.max_length}, batch "
               f"{args.batch_size}, 1 epoch; {os.cpu_count()} CPUs, threads "
               f"{args.threads or 'default'}, load average {os.getloadavg()[0]:.1f}", flush=True)
-        print(f"{'run':22} {'pairs/s':>9} {'wall s':>8} {'peak MB':>8}  ratio", flush=True)
+        print(f"{'run':22} {'pairs/s':>9} {'tokens/s':>9} {'tok eff':>8} {'wall s':>8} "
+              f"{'peak MB':>8}  ratio", flush=True)
         for i, (name, cfg) in enumerate(runs):
             r = _run(data, tmp / f"out{i}", cfg, args.threads)
             results[name] = r
             pps = r["pairs_per_second"]  # training (frozen: features + head), not load/save
-            ref = {"full bf16": "full fp32", "frozen, warm cache": "frozen, cold cache"}.get(name)
-            ratio = f"x{pps / results[ref]['pairs_per_second']:.1f} vs {ref}" if ref else ""
-            print(f"{name:22} {pps:9.2f} {r['seconds']:8.1f} {r['peak_memory_mb']:8.0f}  {ratio}",
-                  flush=True)
+            ref = {"full packed": "full padded", "full packed+budget": "full padded",
+                   "full packed bf16": "full packed",
+                   "frozen, warm cache": "frozen, cold cache"}.get(name)
+            ratio = f"x{pps / results[ref]['pairs_per_second']:.2f} vs {ref}" if ref else ""
+            tps = f"{r['tokens_per_second']:9.0f}" if r.get("tokens_per_second") else f"{'-':>9}"
+            eff = f"{r['token_efficiency']:8.3f}" if r.get("token_efficiency") else f"{'-':>8}"
+            print(f"{name:22} {pps:9.2f} {tps} {eff} {r['seconds']:8.1f} "
+                  f"{r['peak_memory_mb']:8.0f}  {ratio}", flush=True)
         out = ROOT / "bench" / "out"
         out.mkdir(exist_ok=True)
         (out / "bench_train.json").write_text(json.dumps(
