@@ -31,7 +31,8 @@ class Fragment:
     schema: pa.Schema  # what every batch is conformed to
     filesystem: Any = None
     rows: int = 0
-    # the manifest's sha256 and size of `file` and the name errors give it (None: unchecked)
+    # the manifest's sha256 and size of `file` and the name errors give it: set on a file's
+    # first fragment, whose reader hashes the whole file (None: unchecked)
     sha256: str | None = None
     size: int | None = None
     name: str = ""
@@ -57,9 +58,10 @@ def fragments(
             sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
             sha, size = d.expected(f)
             name = f"{d.location}/{d.relative(f)}"
-            for groups, _, rows in row_group_runs(sizes, rows_per_fragment):
+            for k, (groups, _, rows) in enumerate(row_group_runs(sizes, rows_per_fragment)):
+                # the file's first fragment verifies all of it (a mismatch fails the stage)
                 out.append(Fragment(str(f), groups, cols, schema, d.filesystem, rows,
-                                    sha, size, name))
+                                    sha if k == 0 else None, size, name))
     return out
 
 
