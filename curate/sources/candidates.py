@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from curate import schema as S
 from curate.images import DEFAULT_MAX_IMAGE_BYTES, PIL_DEFAULT_MAX_PIXELS
-from curate.sources.base import AdapterOptions, RawPair, jsonable
+from curate.sources.base import AdapterOptions, RawPair, jsonable, lone_surrogate, safe_text
 from curate.sources.generic import Generic
 from curate.sources.readers import Record
 from curate.stages.ingest import (
@@ -42,6 +42,7 @@ from curate.stages.ingest import (
     check_response,
     chunked,
     peek_threads,
+    refused_row,
 )
 
 FIELDS = ("prompt", "responses", "image", "model", "id", "category", "system")
@@ -124,16 +125,21 @@ def candidates_row(
     if invalid:
         meta["invalid_responses"] = invalid
     model = cand.model if cand.model is None or isinstance(cand.model, str) else str(cand.model)
+    if any(lone_surrogate(t) for t in (*responses, model or "")):
+        responses = [safe_text(t) for t in responses]
+        model = safe_text(model) if model else model
+        problem = problem or ("invalid_unicode", "a response or the model name holds a lone "
+                              "surrogate, which is not Unicode text (kept escaped)")
     images = pair_row["images"]
     hashes = [im["sha256"] or (hashlib.sha256(im["bytes"]).hexdigest() if im["bytes"] else "")
               for im in images]
     # the pair id's content hash, over the responses (as JSON) and the model name
-    prompt_id = S.compute_pair_id(source, cand.base.source_id, pair_row["prompt"],
+    prompt_id = S.compute_pair_id(source, pair_row["source_id"], pair_row["prompt"],
                                   json.dumps(responses, ensure_ascii=False), model, hashes)
     row = {
         "prompt_id": prompt_id,
         "source": source,
-        "source_id": cand.base.source_id,
+        "source_id": pair_row["source_id"],
         "prompt": pair_row["prompt"],
         "responses": responses,
         "images": images,
@@ -144,12 +150,24 @@ def candidates_row(
     return row, problem
 
 
+def _refused(cand: RawCandidates, source: str, exc: Exception
+             ) -> tuple[dict[str, Any], tuple[str, str]]:
+    """The row for a candidates row whose checks raised (`curate.stages.ingest.refused_row`)."""
+    pair_row, problem = refused_row(cand.base, source, exc)
+    return {"prompt_id": pair_row["pair_id"], "source": source,
+            "source_id": pair_row["source_id"], "prompt": None, "responses": [], "images": [],
+            "model": None, "category": None, "meta": pair_row["meta"]}, problem
+
+
 def build_candidates_chunk(args: tuple[list[RawCandidates], str, IngestOptions]) -> Chunk:
     """Validate a chunk of rows into kept and rejected tables (pure; runs in any worker)."""
     rows, source, opts = args
     kept, rejected, reasons, details = [], [], [], []
     for cand in rows:
-        row, problem = candidates_row(cand, source, opts)
+        try:
+            row, problem = candidates_row(cand, source, opts)
+        except Exception as exc:  # noqa: BLE001 - one row's failure is that row's rejection
+            row, problem = _refused(cand, source, exc)
         if problem is None:
             kept.append(row)
         else:
