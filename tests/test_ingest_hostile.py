@@ -505,3 +505,21 @@ def test_read_progress_moves_through_the_compressed_bytes(tmp_path: Path) -> Non
     assert seen == sorted(seen)
     assert 0 < seen[len(seen) // 4] < a.stat().st_size  # it moves during the .gz
     assert progress.done == progress.total
+
+
+@pytest.mark.parametrize("field", ["model", "responses"])
+def test_candidates_with_a_lone_surrogate_are_rejected(tmp_path: Path, run_cli,
+                                                       field: str) -> None:
+    hostile = {"model": '"\\ud800"', "responses": '["ok", "\\ud800 no"]'}[field]
+    good = [json.dumps({"prompt": f"q{i}", "responses": ["a", "b"], "model": "m"})
+            for i in range(2)]
+    src = tmp_path / "in.jsonl"
+    src.write_text(f'{good[0]}\n{{"prompt": "p", "responses": ["a", "b"], "{field}": '
+                   f'{hostile}}}\n{good[1]}\n')
+    out = tmp_path / "out"
+    res = _ingest(run_cli, src, out, kind="candidates")
+    _no_traceback(res)
+    m = assert_conserved(out)
+    assert (m["rows_in"], m["rows_kept"], m["rows_rejected"]) == (3, 2, 1)
+    (rej,) = _rejected(out)
+    assert rej["reject_reason"] == "invalid_unicode"

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from curate import schema as S
 from curate.images import DEFAULT_MAX_IMAGE_BYTES, PIL_DEFAULT_MAX_PIXELS
-from curate.sources.base import AdapterOptions, RawPair, jsonable
+from curate.sources.base import AdapterOptions, RawPair, jsonable, lone_surrogate, safe_text
 from curate.sources.generic import Generic
 from curate.sources.readers import Record
 from curate.stages.ingest import (
@@ -42,6 +42,7 @@ from curate.stages.ingest import (
     check_response,
     chunked,
     peek_threads,
+    refused_row,
 )
 
 FIELDS = ("prompt", "responses", "image", "model", "id", "category", "system")
@@ -124,7 +125,12 @@ def candidates_row(
     if invalid:
         meta["invalid_responses"] = invalid
     model = cand.model if cand.model is None or isinstance(cand.model, str) else str(cand.model)
-    row = candidates_record(source, cand.base.source_id, pair_row["prompt"], responses,
+    if any(lone_surrogate(t) for t in (*responses, model or "")):
+        responses = [safe_text(t) for t in responses]
+        model = safe_text(model) if model else model
+        problem = problem or ("invalid_unicode", "a response or the model name holds a lone "
+                              "surrogate, which is not Unicode text (kept escaped)")
+    row = candidates_record(source, pair_row["source_id"], pair_row["prompt"], responses,
                             pair_row["images"], model, pair_row["category"], meta)
     return row, problem
 
@@ -159,12 +165,24 @@ def candidates_record(
     }
 
 
+def _refused(cand: RawCandidates, source: str, exc: Exception
+             ) -> tuple[dict[str, Any], tuple[str, str]]:
+    """The row for a candidates row whose checks raised (`curate.stages.ingest.refused_row`)."""
+    pair_row, problem = refused_row(cand.base, source, exc)
+    return {"prompt_id": pair_row["pair_id"], "source": source,
+            "source_id": pair_row["source_id"], "prompt": None, "responses": [], "images": [],
+            "model": None, "category": None, "meta": pair_row["meta"]}, problem
+
+
 def build_candidates_chunk(args: tuple[list[RawCandidates], str, IngestOptions]) -> Chunk:
     """Validate a chunk of rows into kept and rejected tables (pure; runs in any worker)."""
     rows, source, opts = args
     kept, rejected, reasons, details = [], [], [], []
     for cand in rows:
-        row, problem = candidates_row(cand, source, opts)
+        try:
+            row, problem = candidates_row(cand, source, opts)
+        except Exception as exc:  # noqa: BLE001 - one row's failure is that row's rejection
+            row, problem = _refused(cand, source, exc)
         if problem is None:
             kept.append(row)
         else:
