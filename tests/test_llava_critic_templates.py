@@ -9,8 +9,8 @@ Sources:
   \\nASSISTANT:\\n" and the pointwise prompt "Question: [...]\\nThe LMM response: [...]
   \\nASSISTANT:\\n", each after "<image>\\n" and an instruction paragraph;
 - the pointwise variant with a reference answer, "Question: [...]\\nGround Truth: [...]\\n
-  The LMM response: [...]\\nASSISTANT:\\n" (the LLaVA-Critic prompt as lmms-eval-style
-  wrappers of the model send it).
+  The LMM response: [...]\\nASSISTANT:\\n" (issue 14 item 1; the same
+  text is the CRITIC_PROMPT_TEMPLATE of public LLaVA-Critic wrapper code).
 """
 
 from __future__ import annotations

@@ -63,6 +63,7 @@ class Candidates(Generic):
 
     kind = KIND
     default_source = KIND
+    checked_fields = ("prompt", "responses")  # columns a file must have (Generic.pairs)
     description = ("prompts with N sampled responses: --map prompt=COL,responses=COL"
                    "[,image=COL,model=COL,id=COL,category=COL,system=COL]")
 

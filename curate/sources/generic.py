@@ -44,6 +44,7 @@ class Generic(Adapter):
     default_source = "generic"
     description = "any table with --map prompt=COL,chosen=COL,rejected=COL[,image=COL,id=COL,...]"
     map_fields = FIELDS
+    checked_fields: tuple[str, ...] = ("prompt", "chosen", "rejected")  # columns that must exist
 
     @property
     def record_by_record(self) -> bool:
@@ -52,10 +53,10 @@ class Generic(Adapter):
     def pairs(self, records: Any) -> Any:
         """Every record, after checking that the mapped (or default) columns exist."""
         m = self.mapping()
-        required = {f: m[f] for f in ("prompt", "chosen", "rejected")}
+        required = {f: m[f] for f in self.checked_fields}
         required.update(self.options.mapping)
-        hint = ("Name the columns with --map prompt=COL,chosen=COL,rejected=COL "
-                "(nested: a.b, a[0]).")
+        hint = (f"Name the columns with --map {','.join(f + '=COL' for f in self.checked_fields)}"
+                " (nested: a.b, a[0]).")
         return super().pairs(column_checked(records, required, hint))
 
     def mapping(self) -> dict[str, str]:
