@@ -3,12 +3,16 @@ without images, a multi-turn pair with a system message).
 
 Sources the tests follow:
 - TRL's dataset formats (huggingface/trl, docs/source/dataset_formats.md): a
-  conversational preference row is `prompt` / `chosen` / `rejected` message lists;
-  vision rows hold typed content parts and an `images` column. `RewardTrainer` and
-  `DPOTrainer` render a row with `trl.data_utils.apply_chat_template` (called here, from
-  the installed `trl`, under `-m slow`: importing it takes ~10 s of CPU), which applies
-  the tokenizer's chat template to prompt (with the generation prompt), prompt + chosen
-  and prompt + rejected; the default run does those three calls on the tokenizer.
+  conversational preference row is `prompt` / `chosen` / `rejected` message lists with
+  string contents ("Textual dataset"); "Vision datasets" hold typed content parts
+  (`{"type": "image"}`, `{"type": "text", "text": ...}`) and an `images` column. Its
+  note on mixing the two in one dataset (typed parts on text rows too) only holds for
+  a multimodal processor's template; text templates break on it (the control below).
+  `RewardTrainer` and `DPOTrainer` render a row with `trl.data_utils.apply_chat_template`
+  (called here, from the installed `trl`, under `-m slow`: importing it takes ~10 s of
+  CPU), which applies the tokenizer's chat template to prompt (with the generation
+  prompt), prompt + chosen and prompt + rejected; the default run does those three
+  calls on the tokenizer.
 - The chat templates are TRL's copies of the models' originals, read from the
   installed package (trl/chat_templates/qwen2_5.jinja, qwen3.jinja, llama3_1.jinja,
   qwen2_5_vl.jinja), set on the tiny offline tokenizer of `curate.models.tiny`.

@@ -50,8 +50,8 @@ def shard(
         f"{FORMATS_HELP}. Repeat for several.",
     )] = None,
     only: Annotated[str | None, typer.Option(
-        "--only", help="Exports only: write just the 'text' (no image) or just the "
-        "'vision' (with images) pairs; the kept shards always hold both.",
+        "--only", metavar="text|vision", help="Exports only: write just the 'text' (no "
+        "image) or just the 'vision' (with images) pairs; the kept shards always hold both.",
     )] = None,
     absolute_paths: Annotated[bool | None, typer.Option(
         "--absolute-paths/--no-absolute-paths", help="Exports that name files (mpo's "
