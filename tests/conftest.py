@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# the shared checks in tests/helpers.py show their diffs like a test's own asserts
+pytest.register_assert_rewrite("tests.helpers")
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CURATE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
