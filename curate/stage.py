@@ -27,6 +27,7 @@ from curate import dataset as D
 from curate import schema as S
 from curate.card import write_card
 from curate.progress import bar, console
+from curate.reasons import check_registered
 
 if TYPE_CHECKING:
     from curate.fragment_writes import WriteTarget, WrittenPart
@@ -284,6 +285,7 @@ class StageRun:
         file_rows.update({f"{D.REJECTED}/{k}": v for k, v in self._rejected.file_rows.items()})
         file_rows.update({k: rows for k, (rows, _, _) in self._worker_files.items()})
         file_rows = dict(sorted(file_rows.items()))
+        check_registered(self.stage, self.reasons)
         self.manifest = {
             "stage": self.stage,
             "version": __version__,

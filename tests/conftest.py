@@ -10,6 +10,10 @@ import pytest
 # the shared checks in tests/helpers.py show their diffs like a test's own asserts
 pytest.register_assert_rewrite("tests.helpers")
 
+# every reject reason a stage writes must be in curate/reasons.py (the README's table);
+# set here so CLI subprocesses inherit it
+os.environ.setdefault("CURATE_STRICT_REASONS", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CURATE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
