@@ -99,6 +99,9 @@ def make_accelerator(cfg: TrainConfig, device: str | None = None) -> Any:
     accum = 1 if cfg.max_tokens_per_batch else cfg.grad_accum
     if device is None:
         return Accelerator(mixed_precision=mp, gradient_accumulation_steps=accum)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("--device pins a single process; under `accelerate launch` its "
+                         "config places the processes")
     before = os.environ.get("ACCELERATE_TORCH_DEVICE")
     os.environ["ACCELERATE_TORCH_DEVICE"] = device
     try:
