@@ -99,7 +99,7 @@ def write_noisy(train: Path, out: Path, fraction: float, seed: int) -> set[str]:
 def train_eval(data: Path, test: Path, out: Path, cache: Path) -> dict[str, Any]:
     """`curate train` a frozen MiniLM head on `data`, scored on `test`."""
     if not (out / "metrics.json").is_file():
-        cli("train", "--data", data, "--model", "minilm", "--out", out, "--config", FROZEN,
+        cli("train", data, "--model", "minilm", "--out", out, "--config", FROZEN,
             "--eval", test, "--feature-cache", cache, "--quiet")
     ev = json.loads((out / "metrics.json").read_text())["eval"]
     k = round(ev["accuracy"] * ev["pairs"])

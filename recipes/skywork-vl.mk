@@ -126,7 +126,7 @@ $(WORK)/06-shard/manifest.json: $(WORK)/05d-merge/manifest.json
 
 # 6. two-stage training (multimodal at 1e-5, then + text at 1e-6; vision frozen)
 $(WORK)/07-rm/metrics.json: $(WORK)/06-shard/manifest.json $(TRAIN_CONFIG)
-	$(CURATE) train --data $(<D) --model $(BASE_MODEL) --config $(TRAIN_CONFIG) --out $(@D) $(Q)
+	$(CURATE) train $(<D) --model $(BASE_MODEL) --config $(TRAIN_CONFIG) --out $(@D) $(Q)
 
 # 7. benchmarks, with their own scoring rules
 $(WORK)/08-eval.json: $(WORK)/07-rm/metrics.json $(EVALS)

@@ -48,7 +48,7 @@ def test_best_worst_reproduces_human_labels(tmp_path: Path, run_cli,
     hh, rm = tmp_path / "hh", tmp_path / "rm"
     run_cli("ingest", "hh-rlhf", shared_data("hh-rlhf/harmless-base-test.jsonl.gz"),
             "--out", hh)
-    run_cli("train", "--data", hh, "--model", "minilm", "--out", rm, "--freeze", "backbone",
+    run_cli("train", hh, "--model", "minilm", "--out", rm, "--freeze", "backbone",
             "--max-length", "128", "--eval-fraction", "0.1")
     hh_eval = json.loads((rm / "metrics.json").read_text())["eval"]
 

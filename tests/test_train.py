@@ -299,7 +299,7 @@ def test_cli_train_writes_a_checkpoint_and_metrics(run_cli, pairs, tmp_path):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({**FAST, "stages": [
         {"name": "all", "data": "all", "lr": 1e-3, "epochs": 1}]}))
-    res = run_cli("train", "--data", data, "--model", TINY_NAME, "--out", tmp_path / "rm",
+    res = run_cli("train", data, "--model", TINY_NAME, "--out", tmp_path / "rm",
                   "--config", cfg, "--eval-fraction", "0.25", "--freeze", "vision")
     m = json.loads((tmp_path / "rm" / "metrics.json").read_text())
     assert m["train_pairs"] == 18 and m["eval_pairs"] == 6 and m["freeze"] == "vision"
@@ -307,6 +307,6 @@ def test_cli_train_writes_a_checkpoint_and_metrics(run_cli, pairs, tmp_path):
     assert "eval accuracy" in res.output
     bad = tmp_path / "bad.json"
     bad.write_text('{"learning_rate": 1}')
-    res = run_cli("train", "--data", data, "--model", TINY_NAME, "--out", tmp_path / "x",
+    res = run_cli("train", data, "--model", TINY_NAME, "--out", tmp_path / "x",
                   "--config", bad, expect=2)
     assert "learning_rate" in res.output

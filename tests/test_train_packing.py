@@ -260,16 +260,16 @@ def test_cli_packing_options(run_cli, pairs, tmp_path):
 
     data = tmp_path / "pairs.parquet"
     pq.write_table(pairs.slice(0, 4), data)
-    bad = run_cli("train", "--data", data, "--model", TINY_NAME, "--out", tmp_path / "x",
+    bad = run_cli("train", data, "--model", TINY_NAME, "--out", tmp_path / "x",
                   "--packing", "maybe", expect=2)
     assert "--packing" in bad.output and "Traceback" not in bad.output
-    bad = run_cli("train", "--data", data, "--model", TINY_NAME, "--out", tmp_path / "y",
+    bad = run_cli("train", data, "--model", TINY_NAME, "--out", tmp_path / "y",
                   "--max-tokens-per-batch", "0", expect=2)
     assert "--max-tokens-per-batch" in bad.output
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("stages:\n  - {name: all, data: all, lr: 1.0e-3, epochs: 1}\n"
                    "batch_size: 4\nmax_length: 160\nbf16: false\n")
-    ok = run_cli("train", "--data", data, "--model", TINY_NAME, "--out", tmp_path / "rm",
+    ok = run_cli("train", data, "--model", TINY_NAME, "--out", tmp_path / "rm",
                  "--config", cfg, "--packing", "on", "--max-tokens-per-batch", "400")
     m = json.loads((tmp_path / "rm" / "metrics.json").read_text())
     assert m["packing"] is True and m["max_tokens_per_batch"] == 400

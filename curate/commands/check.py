@@ -32,8 +32,8 @@ def check(
     json or junit for CI systems. Rules: `curate check --list-rules`.
 
     Example:
-        curate check work/shard --rules rules/default.yaml
-        curate check work/shard --format junit --out check.xml
+        curate check work/shards --rules rules/default.yaml
+        curate check work/shards --format junit --out check.xml
     """
     from curate.check import (
         FORMATS,

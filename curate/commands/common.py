@@ -1,11 +1,11 @@
-"""Options and error handling shared by every command, so names and behaviour agree."""
+"""Error handling and helpers shared by every command (their shared options: options.py)."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import typer
 
@@ -14,47 +14,11 @@ from curate.progress import console, set_quiet
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-
 def location(value: str) -> Any:
     """A dataset folder: a Path, or a filesystem URI (file://, s3://, gs://) kept as text."""
     from curate.dataset import location as as_location
 
     return as_location(value)
-
-
-OutOpt = Annotated[Path, typer.Option(
-    "--out", "-o", parser=location,
-    help="Output dataset folder: a path or a pyarrow filesystem URI (file://, s3://, gs://).",
-)]
-ForceOpt = Annotated[
-    bool, typer.Option("--force", help="Redo the stage even if the output is up to date.")
-]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries.")]
-EngineOpt = Annotated[str, typer.Option(
-    "--engine", help="Where per-batch work runs: 'local' (this machine's cores: a process "
-    "pool, or threads for image decoding) or 'ray' (needs the "
-    "'ray' extra; a local Ray with --workers CPUs, or the cluster at --ray-address).",
-)]
-WorkersOpt = Annotated[int | None, typer.Option(
-    "--workers", help="Parallel workers (default: all cores; with --ray-address, the "
-    "cluster's CPUs).",
-)]
-RayAddressOpt = Annotated[str | None, typer.Option(
-    "--ray-address", help="--engine ray: join this Ray cluster: 'auto' (the one `ray start` "
-    "ran on this machine), HOST:6379 or ray://HOST:10001. Default: $RAY_ADDRESS, else a "
-    "private local Ray, so a cluster already running here never changes the run.",
-)]
-GpusPerWorkerOpt = Annotated[float, typer.Option(
-    "--gpus-per-worker", help="--engine ray, model stages: GPUs each model worker (actor) holds; "
-    "one worker per that many GPUs in the cluster.",
-)]
-ModelBatchOpt = Annotated[int | None, typer.Option(
-    "--batch-size", help="Model stages: items per forward pass on each model worker "
-    "(default: the model's own).",
-)]
-InputsArg = Annotated[list[Path], typer.Argument(
-    parser=location, help="Input dataset folder(s): paths or filesystem URIs.",
-)]
 
 
 class UsageFailure(Exception):

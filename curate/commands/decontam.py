@@ -7,29 +7,24 @@ from typing import Annotated, Any
 
 import typer
 
-from curate.commands.common import (
+from curate.commands.common import handle_errors, location, make_engine, print_summary
+from curate.commands.options import (
+    DeviceOpt,
+    EmbedCacheOpt,
+    EmbedModelOpt,
     EngineOpt,
     ForceOpt,
     GpusPerWorkerOpt,
+    ImageDistanceOpt,
     InputsArg,
     ModelBatchOpt,
     OutOpt,
+    PrecisionOpt,
     QuietOpt,
     RayAddressOpt,
     WorkersOpt,
-    handle_errors,
-    location,
-    make_engine,
-    print_summary,
 )
-from curate.commands.similar import (
-    CacheOpt,
-    DeviceOpt,
-    ModelOpt,
-    PrecisionOpt,
-    embed_settings,
-    print_embeddings,
-)
+from curate.commands.similar import embed_settings, print_embeddings
 
 
 @handle_errors
@@ -54,9 +49,7 @@ def decontam(
         "requests of one template start to match (two people's home addresses: 0.898). "
         "Above 1 turns the test off."
     )] = 0.9,
-    image_distance: Annotated[int, typer.Option(
-        help="Images within this many pHash bits of an eval image match (as curate dedup)."
-    )] = 10,
+    image_distance: ImageDistanceOpt = 10,
     image_prompt_threshold: Annotated[float, typer.Option(
         help="An image match is contamination when the prompts also overlap: cosine >= this "
         "(or an exact / n-gram match with the same eval row). 0.4: rewordings of 'describe "
@@ -67,10 +60,10 @@ def decontam(
         "training prompt contains it whole. 5: no hh-rlhf prompt contains a VL-RewardBench "
         "prompt of 4+ words; 3-word ones ('what is this') already match unrelated chats."
     )] = 5,
-    model: ModelOpt = None,
+    model: EmbedModelOpt = None,
     precision: PrecisionOpt = "auto",
-    cache: CacheOpt = None,
-    device: DeviceOpt = "cpu",
+    cache: EmbedCacheOpt = None,
+    device: DeviceOpt = None,
     engine: EngineOpt = "local",
     workers: WorkersOpt = None,
     ray_address: RayAddressOpt = None,

@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from curate.commands.common import (
+from curate.commands.common import handle_errors, make_engine, print_summary
+from curate.commands.options import (
     EngineOpt,
     ForceOpt,
     InputsArg,
@@ -14,9 +15,6 @@ from curate.commands.common import (
     QuietOpt,
     RayAddressOpt,
     WorkersOpt,
-    handle_errors,
-    make_engine,
-    print_summary,
 )
 
 

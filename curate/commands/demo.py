@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from curate.commands.common import ForceOpt, QuietOpt, handle_errors
+from curate.commands.common import handle_errors
+from curate.commands.options import ForceOpt, QuietOpt
 
 
 @handle_errors

@@ -8,7 +8,16 @@ from typing import Annotated, Any
 
 import typer
 
-from curate.commands.common import QuietOpt, UsageFailure, handle_errors
+from curate.commands.common import UsageFailure, handle_errors
+from curate.commands.options import (
+    CHECKPOINT_HELP,
+    MODEL_BATCH,
+    DeviceOpt,
+    JsonOpt,
+    ModelBatchOpt,
+    QuietOpt,
+    SeedOpt,
+)
 
 BASELINES = ("length",)
 
@@ -19,7 +28,7 @@ def eval_(
         help="Ingested benchmark folders (curate ingest vl-rewardbench / rewardbench ...).")
     ] = None,
     model: Annotated[Path | None, typer.Option(
-        "--model", help="Reward-model checkpoint written by curate train.")] = None,
+        "--model", help=f"{CHECKPOINT_HELP}.")] = None,
     scores: Annotated[Path | None, typer.Option(
         "--scores", help="Apply the rules to a scores file instead of scoring: .jsonl/.csv/"
         ".parquet with chosen_reward, rejected_reward and source, category (or pair_id, "
@@ -30,10 +39,10 @@ def eval_(
         "--out", "-o", help="Write the report here as JSON.")] = None,
     scores_out: Annotated[Path | None, typer.Option(
         help="Write the per-pair scores here (.jsonl or .parquet).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the order each pair is shown in.")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Sequences per forward pass.")] = 16,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ...")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    seed: SeedOpt = None,
+    batch_size: ModelBatchOpt = None,
+    device: DeviceOpt = None,
+    as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Score benchmark pairs and report accuracy by the benchmarks' rules (ties are wrong).
@@ -45,9 +54,10 @@ def eval_(
     VL-RewardBench: overall accuracy and the macro average over general, hallucination
     and reasoning; each pair is shown in a seeded order. RewardBench: Chat, Chat Hard,
     Safety, Reasoning and their average. Other sources: accuracy by category.
+    --seed: the order each pair is shown in.
 
     Example:
-        curate eval --model work/rm work/vlrb --out work/rm/eval.json
+        curate eval --model work/rm work/eval-vlrb --out work/rm/eval.json
         curate eval --scores scores.jsonl --json
     """
     from curate import evaluate as E
@@ -77,8 +87,8 @@ def eval_(
             from curate.models.reward_model import load_reward_model
 
             rm = load_reward_model(model, device=device or _default_device())
-            scorer = E.model_scorer(rm, batch_size=batch_size)
-        result, per_pair = E.evaluate(benchmarks, scorer, seed=seed)
+            scorer = E.model_scorer(rm, batch_size=batch_size or MODEL_BATCH)
+        result, per_pair = E.evaluate(benchmarks, scorer, seed=seed or 0)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from curate.commands.common import UsageFailure, handle_errors
+from curate.commands.options import JsonOpt
 
 
 @handle_errors
@@ -16,7 +17,7 @@ def explain(
     pair_id: Annotated[str, typer.Argument(help="A pair id, or a unique prefix (6+ characters).")],
     dirs: Annotated[list[Path], typer.Argument(
         help="Dataset folders of the run, or folders that hold them.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show where one pair went through a run: each stage, kept or rejected, and why.
 

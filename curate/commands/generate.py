@@ -7,14 +7,17 @@ from typing import Annotated
 
 import typer
 
-from curate.commands.common import (
+from curate.commands.common import UsageFailure, handle_errors, print_summary
+from curate.commands.options import (
+    MODEL_BATCH,
+    DeviceOpt,
     ForceOpt,
     InputsArg,
+    ModelBatchOpt,
     OutOpt,
     QuietOpt,
-    UsageFailure,
-    handle_errors,
-    print_summary,
+    SeedOpt,
+    model_aliases,
 )
 
 BACKENDS = ("transformers", "openai")
@@ -25,8 +28,8 @@ def generate(
     inputs: InputsArg,
     out: OutOpt,
     model: Annotated[str, typer.Option(
-        help="The policy model: a local checkpoint folder, a hub id, or 'tiny-qwen2.5-vl' "
-        "(a tiny random Qwen2.5-VL built offline) for --backend transformers; the served "
+        help="The policy model: a local checkpoint folder, a hub id, or "
+        f"{model_aliases('tiny-qwen2.5-vl')} for --backend transformers; the served "
         "model's name for --backend openai."
     )],
     n: Annotated[int, typer.Option("--n", help="Responses sampled per prompt.")] = 8,
@@ -37,10 +40,7 @@ def generate(
         help="Tokens per response at most; a response cut there has finish_reason=length "
         "and is not offered to `curate pairs` unless --keep-truncated."
     )] = 1024,
-    seed: Annotated[int, typer.Option(
-        help="Run seed: sample i of a prompt uses a seed derived from it, the prompt and i, "
-        "so the same seed gives the same responses whatever the batching."
-    )] = 0,
+    seed: SeedOpt = None,
     backend: Annotated[str, typer.Option(
         help="transformers: the model in this process (bf16 on a GPU); openai: any "
         "OpenAI-compatible server at --endpoint (vLLM, SGLang, TGI, transformers serve)."
@@ -78,9 +78,8 @@ def generate(
         help="--backend transformers: prompt + new tokens at most (default: the model's "
         "max_position_embeddings); a longer request is rejected as prompt_too_long."
     )] = None,
-    batch_size: Annotated[int, typer.Option(
-        help="--backend transformers: sequences per generate call."
-    )] = 16,
+    batch_size: ModelBatchOpt = None,
+    device: DeviceOpt = None,
     cache: Annotated[Path | None, typer.Option(
         help="Generation cache folder: finished samples, so a killed run resumes (default "
         "$CURATE_CACHE/generate or ~/.cache/curate/generate)."
@@ -95,6 +94,9 @@ def generate(
     `curate ingest candidates` writes it, so `curate pairs` scores it into new pairs.
     Every finished sample is cached, so a killed run resumes without redoing it. A
     request that fails for good is a rejected row (prompt_too_long, generation_failed).
+    --seed: sample i of a prompt uses a seed derived from it, the prompt and i, so the
+    same seed gives the same responses whatever the batching. --batch-size and --device
+    go with --backend transformers (sequences per generate call; bf16 on a GPU).
 
     Example:
         curate generate work/reward --where flagged --model tiny-qwen2.5-vl --out work/regen
@@ -109,7 +111,7 @@ def generate(
     if backend not in BACKENDS:
         raise UsageFailure(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     sampling = SamplingParams(n=n, temperature=temperature, top_p=top_p,
-                              max_new_tokens=max_new_tokens, seed=seed)
+                              max_new_tokens=max_new_tokens, seed=seed or 0)
     selection = Selection(where=where, reasons=tuple(reason or ()))
     if backend == "openai":
         from curate.generation.openai_api import OpenAIBackend, check_reachable
@@ -117,6 +119,9 @@ def generate(
         if not endpoint:
             raise UsageFailure("--backend openai needs --endpoint URL (e.g. "
                                "http://127.0.0.1:8000/v1)")
+        if device or batch_size:
+            raise UsageFailure("--device and --batch-size go with --backend transformers "
+                               "(the server places and batches its model)")
         engine = OpenAIBackend(endpoint, model, api_key_env=api_key_env,
                                concurrency=concurrency, timeout=timeout, retries=retries)
         check_reachable(engine)
@@ -125,7 +130,8 @@ def generate(
             raise UsageFailure("--endpoint and --api-key-env go with --backend openai")
         from curate.generation.hf import TransformersBackend
 
-        engine = TransformersBackend(model, batch_size=batch_size, max_model_len=max_model_len)
+        engine = TransformersBackend(model, batch_size=batch_size or MODEL_BATCH,
+                                     max_model_len=max_model_len, device=device)
     manifest = run_generate(inputs, out, backend=engine, sampling=sampling, selection=selection,
                             cache=cache, keep_truncated=keep_truncated, force=force)
     if not quiet:

@@ -10,17 +10,20 @@ from typing import Annotated
 import typer
 
 from curate.commands.common import (
-    EngineOpt,
-    ForceOpt,
-    OutOpt,
-    QuietOpt,
-    RayAddressOpt,
     UsageFailure,
-    WorkersOpt,
     handle_errors,
     location,
     make_engine,
     print_summary,
+)
+from curate.commands.options import (
+    EngineOpt,
+    ForceOpt,
+    JsonOpt,
+    OutOpt,
+    QuietOpt,
+    RayAddressOpt,
+    WorkersOpt,
 )
 from curate.images import DEFAULT_MAX_IMAGE_BYTES, PIL_DEFAULT_MAX_PIXELS
 from curate.sources import kinds_help
@@ -122,7 +125,7 @@ def ingest(
 def info(
     folder: Annotated[Path, typer.Argument(
         parser=location, help="A dataset folder: a path or a filesystem URI (s3://...).")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Rows kept and rejected, by source and by reason.
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from curate.commands.common import (
+from curate.commands.common import handle_errors, print_summary
+from curate.commands.options import (
+    CHECKPOINT_HELP,
+    MODEL_BATCH,
+    DeviceOpt,
     ForceOpt,
     InputsArg,
+    MinMarginOpt,
+    ModelBatchOpt,
     OutOpt,
     QuietOpt,
-    handle_errors,
-    print_summary,
+    ScoreCacheOpt,
 )
 
 
@@ -22,7 +26,7 @@ def pairs(
     inputs: InputsArg,
     out: OutOpt,
     model: Annotated[str, typer.Option(
-        help="The reward-model checkpoint (from `curate train`) that scores every response."
+        help=f"{CHECKPOINT_HELP}, that scores every response."
     )],
     strategy: Annotated[str, typer.Option(
         help="best-worst: the best against the worst response; top-bottom: each of the --k "
@@ -31,19 +35,14 @@ def pairs(
     k: Annotated[int | None, typer.Option(
         "--k", help="top-bottom: responses on each side (default 2; at most half of them)."
     )] = None,
-    min_margin: Annotated[float, typer.Option(
-        help="A pair needs a score margin of at least M (and above 0); a prompt whose "
-        "best-worst margin is smaller gives no pair and goes to rejected as ambiguous."
-    )] = 0.0,
+    min_margin: MinMarginOpt = None,
     near_identical: Annotated[float, typer.Option(
         help="Responses whose normalised texts are equal, or whose word-level similarity "
         "(difflib ratio) is at least T, count as one and are never paired (1: equality only)."
     )] = 0.95,
-    score_cache: Annotated[Path | None, typer.Option(
-        help="Score cache folder, shared by runs (default $CURATE_CACHE/scores or "
-        "~/.cache/curate/scores)."
-    )] = None,
-    batch_size: Annotated[int, typer.Option(help="Sequences per model forward.")] = 16,
+    score_cache: ScoreCacheOpt = None,
+    batch_size: ModelBatchOpt = None,
+    device: DeviceOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -62,9 +61,10 @@ def pairs(
     from curate.stages.pairs import PairsConfig, make_scorer
     from curate.stages.pairs import pairs as run_pairs
 
-    cfg = PairsConfig(strategy=strategy, k=k, min_margin=min_margin,
+    cfg = PairsConfig(strategy=strategy, k=k, min_margin=min_margin or 0.0,
                       near_identical=near_identical)
-    manifest = run_pairs(inputs, out, scorer=make_scorer(model, batch_size), config=cfg,
+    scorer = make_scorer(model, batch_size or MODEL_BATCH, device=device)
+    manifest = run_pairs(inputs, out, scorer=scorer, config=cfg,
                          score_cache=score_cache, force=force)
     if not quiet:
         print_summary(manifest, out)

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from curate.commands.common import QuietOpt, UsageFailure, handle_errors
+from curate.commands.common import UsageFailure, handle_errors
+from curate.commands.options import QuietOpt
 
 _TRUE = {"1", "on", "yes", "true"}
 

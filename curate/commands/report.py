@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from curate.commands.common import QuietOpt, UsageFailure, handle_errors
+from curate.commands.common import UsageFailure, handle_errors
+from curate.commands.options import QuietOpt
 
 RunDirsArg = Annotated[list[Path] | None, typer.Argument(
     help="Dataset folders of a run, or folders that hold them (e.g. the demo's output).",
@@ -51,7 +52,7 @@ def report(
 
     Example:
         curate report demo-out --out demo-out/report.html
-        curate report work/ingest-* work/dedup work/shard -o report.html
+        curate report work -o report.html
         curate report --compare run-a run-b -o compare.html
     """
     from curate.progress import console

@@ -7,18 +7,26 @@ from typing import Annotated, Any
 
 import typer
 
-from curate.commands.common import (
+from curate.commands.common import handle_errors, make_engine, print_summary
+from curate.commands.options import (
+    BASE_MODEL_HELP,
+    CHECKPOINT_HELP,
+    MODEL_BATCH,
+    Bf16Opt,
+    DeviceOpt,
     EngineOpt,
     ForceOpt,
+    FreezeOpt,
     GpusPerWorkerOpt,
     InputsArg,
+    MinMarginOpt,
+    ModelBatchOpt,
     OutOpt,
     QuietOpt,
     RayAddressOpt,
+    ScoreCacheOpt,
+    SeedOpt,
     WorkersOpt,
-    handle_errors,
-    make_engine,
-    print_summary,
 )
 
 
@@ -27,8 +35,9 @@ def reward(
     inputs: InputsArg,
     out: OutOpt,
     model: Annotated[str | None, typer.Option(
-        help="A reward-model checkpoint (from `curate train`) that scores every pair. "
-        "With --kfold: the base model the surrogates train from (default minilm)."
+        help=f"{CHECKPOINT_HELP}, that scores every pair. "
+        f"With --kfold: the base model the surrogates train from (default minilm): "
+        f"{BASE_MODEL_HELP}."
     )] = None,
     kfold: Annotated[int | None, typer.Option(
         help="Train K surrogates with `curate train`, each on K-1 folds, and score each "
@@ -37,10 +46,7 @@ def reward(
     train_config: Annotated[Path | None, typer.Option(
         help="--kfold: the surrogates' training config (YAML/JSON, as `curate train`)."
     )] = None,
-    freeze: Annotated[str | None, typer.Option(
-        help="--kfold: override the config's freeze (backbone: head only, on cached "
-        "features; minutes on a CPU)."
-    )] = None,
+    freeze: FreezeOpt = None,
     surrogates: Annotated[Path | None, typer.Option(
         help="--kfold: keep the fold checkpoints in this folder (default: removed)."
     )] = None,
@@ -48,9 +54,7 @@ def reward(
         help="--kfold: train N k-fold runs (fold split and training seed shifted by one "
         "each) and average their calibrated log-odds; N times the training."
     )] = 1,
-    min_margin: Annotated[float | None, typer.Option(
-        help="Margin (chosen - rejected reward) below M: low_margin."
-    )] = None,
+    min_margin: MinMarginOpt = None,
     min_chosen: Annotated[float | None, typer.Option(
         help="Chosen reward below the Q-quantile of all chosen rewards: low_chosen_score."
     )] = None,
@@ -93,16 +97,11 @@ def reward(
         "needs_regeneration column; relabel: keep the pairs --disagree marks with chosen "
         "and rejected swapped (recorded in meta), drop the other rules' pairs."
     )] = "drop",
-    score_cache: Annotated[Path | None, typer.Option(
-        help="A score cache folder shared by runs (the previous --out is always one)."
-    )] = None,
-    batch_size: Annotated[int, typer.Option(help="Sequences per model forward.")] = 16,
-    bf16: Annotated[bool | None, typer.Option(
-        "--bf16/--no-bf16", help="--model: force bf16 autocast on or off (default: the "
-        "precision the checkpoint was trained in, where the hardware has bf16)."
-    )] = None,
-    seed: Annotated[int, typer.Option(
-        help="--kfold: seed of the fold split; also the calibration's orientation seed.")] = 0,
+    score_cache: ScoreCacheOpt = None,
+    batch_size: ModelBatchOpt = None,
+    bf16: Bf16Opt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
     engine: EngineOpt = "local",
     workers: WorkersOpt = None,
     ray_address: RayAddressOpt = None,
@@ -120,24 +119,27 @@ def reward(
     Scores are cached by (model fingerprint, pair_id) in the output folder, so a rerun
     with other thresholds scores nothing. A pair several rules match is rejected with
     the first of ambiguous, rm_disagrees, low_margin, low_chosen_score, not_top_margin.
+    --seed: the --kfold fold split and the calibration's orientation.
 
     Example:
-        curate reward work/decontam --out work/reward --model ckpt/surrogate --min-margin 0.5
-        curate reward work/hh --out work/hh-rm --kfold 5 --train-config rm.yaml \\
-            --freeze backbone --disagree --min-precision 0.7
+        curate reward work/decontam --out work/reward --model work/rm --min-margin 0.5
+        curate reward work/decontam --out work/reward --kfold 5 --model minilm \\
+            --train-config recipes/train/minilm-frozen.yaml --disagree --min-precision 0.7
     """
     from curate.scoring.rules import RewardRules, parse_keep_top
     from curate.stages.reward import make_scorer
     from curate.stages.reward import reward as run_reward
 
+    seed = seed or 0
     rules = RewardRules(min_margin=min_margin, min_chosen=min_chosen,
                         keep_top=parse_keep_top(keep_top), by=by, disagree=disagree,
                         min_source_gap=min_source_gap, min_precision=min_precision,
                         max_reject_fraction=max_reject_fraction, source_scores=source_scores,
                         seed=seed, validate=validate)
     scorer = make_scorer(inputs, model, kfold=kfold, train_config=train_config, freeze=freeze,
-                         seed=seed, surrogates=surrogates, batch_size=batch_size, bf16=bf16,
-                         quiet=quiet, ensemble=ensemble)
+                         seed=seed, surrogates=surrogates,
+                         batch_size=batch_size or MODEL_BATCH, bf16=bf16, quiet=quiet,
+                         ensemble=ensemble, device=device)
     manifest = run_reward(inputs, out, scorer=scorer, rules=rules, action=action,
                           score_cache=score_cache, force=force,
                           engine=make_engine(engine, workers, ray_address, gpus_per_worker))

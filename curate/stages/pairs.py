@@ -484,6 +484,8 @@ def _pairs_batch(batch: pa.RecordBatch, cfg: PairsConfig, scores: ResponseScores
     return [decide_prompt(p, cfg, scores.scorer.fingerprint) for p in plans]
 
 
-def make_scorer(model: str | os.PathLike[str], batch_size: int = 16) -> CheckpointScorer:
-    """The ResponseScorer for `--model CKPT` (a `curate train` checkpoint folder)."""
-    return CheckpointScorer(model, batch_size=batch_size)
+def make_scorer(model: str | os.PathLike[str], batch_size: int = 16,
+                device: str | None = None) -> CheckpointScorer:
+    """The ResponseScorer for `--model CKPT` (a `curate train` checkpoint folder), on
+    `device` (None: a GPU where there is one)."""
+    return CheckpointScorer(model, batch_size=batch_size, device=device)

@@ -49,23 +49,25 @@ def make_scorer(
     bf16: bool | None = None,
     quiet: bool = True,
     ensemble: int = 1,
+    device: str | None = None,
 ) -> Scorer | None:
     """The scorer for CLI-style options: `kfold` trains surrogates from the base `model`
-    (default minilm; they score in the precision they trained in); otherwise `model` is a
-    checkpoint folder (`bf16`: force bf16 autocast on or off; None: as it was trained);
-    neither: None."""
+    (default minilm; they score in the precision they trained in, `bf16` overriding the
+    training config's); otherwise `model` is a checkpoint folder (`bf16`: force bf16
+    autocast on or off; None: as it was trained); neither: None. `device`: where the
+    models run (None: a GPU where there is one)."""
     from curate.scoring.kfold import KFoldScorer
     from curate.scoring.scorer import RewardModelScorer
 
     if kfold is not None:
         return KFoldScorer(inputs, model or "minilm", kfold, train_config, seed=seed,
                            freeze=freeze, surrogates=surrogates, batch_size=batch_size,
-                           quiet=quiet, ensemble=ensemble)
+                           quiet=quiet, ensemble=ensemble, device=device, bf16=bf16)
     if train_config is not None or freeze is not None or ensemble != 1:
         raise ValueError("--train-config, --freeze and --ensemble go with --kfold")
     if model is None:
         return None
-    return RewardModelScorer(model, batch_size=batch_size, bf16=bf16)
+    return RewardModelScorer(model, batch_size=batch_size, bf16=bf16, device=device)
 
 
 def reward(

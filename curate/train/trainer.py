@@ -66,6 +66,7 @@ def train_reward_model(
     eval_data: Any = None,
     resume: bool = False,
     quiet: bool = True,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Train a reward model and write its checkpoint and `metrics.json` to `out`.
 
@@ -73,24 +74,52 @@ def train_reward_model(
     Arrow table of canonical pairs (no eval_data: `config.eval_fraction` is held out).
     model: `minilm`, `tiny-qwen2.5-vl`, a local path or hub id, or a RewardModel.
     config: a TrainConfig, a dict of overrides or a YAML/JSON file.
+    device: the torch device to train on (None: accelerate's choice, a GPU where there is one).
     Returns the metrics dict (also in `out/metrics.json`)."""
     return Trainer(data, model, out, load_config(config), eval_data=eval_data, resume=resume,
-                   quiet=quiet).run()
+                   quiet=quiet, device=device).run()
 
 
-def make_accelerator(cfg: TrainConfig) -> Any:
-    """An Accelerator; under `accelerate launch` its config (DeepSpeed, FSDP) applies."""
+def make_accelerator(cfg: TrainConfig, device: str | None = None) -> Any:
+    """An Accelerator; under `accelerate launch` its config (DeepSpeed, FSDP) applies.
+    `device` (cpu, cuda, cuda:1 ...) goes to accelerate as ACCELERATE_TORCH_DEVICE, its
+    own way to pin a single process to one device."""
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
+    from accelerate.state import AcceleratorState, PartialState
 
     launched = "ACCELERATE_MIXED_PRECISION" in os.environ
     mp = None if launched and cfg.bf16 == "auto" else ("bf16" if use_bf16(cfg.bf16) else "no")
     state = AcceleratorState._shared_state
     if state and mp is not None and str(state.get("_mixed_precision", mp)) != mp:
         AcceleratorState._reset_state()  # a second run in one process with other precision
+    current = PartialState._shared_state.get("device")
+    if PartialState._shared_state and device is not None and not _same_device(current, device):
+        AcceleratorState._reset_state(reset_partial_state=True)  # a run on another device
     # a token budget makes each loader item one whole optimizer step (see Trainer._step)
     accum = 1 if cfg.max_tokens_per_batch else cfg.grad_accum
-    return Accelerator(mixed_precision=mp, gradient_accumulation_steps=accum)
+    if device is None:
+        return Accelerator(mixed_precision=mp, gradient_accumulation_steps=accum)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("--device pins a single process; under `accelerate launch` its "
+                         "config places the processes")
+    before = os.environ.get("ACCELERATE_TORCH_DEVICE")
+    os.environ["ACCELERATE_TORCH_DEVICE"] = device
+    try:
+        return Accelerator(mixed_precision=mp, gradient_accumulation_steps=accum,
+                           cpu=torch.device(device).type == "cpu")
+    finally:
+        if before is None:
+            os.environ.pop("ACCELERATE_TORCH_DEVICE", None)
+        else:
+            os.environ["ACCELERATE_TORCH_DEVICE"] = before
+
+
+def _same_device(current: Any, wanted: str) -> bool:
+    """Whether accelerate's device already is `wanted` (`cuda` matches any cuda index)."""
+    if current is None:
+        return False
+    want = torch.device(wanted)
+    return current.type == want.type and (want.index is None or current.index == want.index)
 
 
 def fill_deepspeed_auto(acc: Any, hidden: int) -> None:
@@ -162,12 +191,13 @@ class _Tally:
 class Trainer:
     def __init__(self, data: Any, model: str | RewardModel, out: str | os.PathLike[str],
                  cfg: TrainConfig, eval_data: Any = None, resume: bool = False,
-                 quiet: bool = True) -> None:
+                 quiet: bool = True, device: str | None = None) -> None:
         self.data, self.model_ref, self.eval_data = data, model, eval_data
         self.out = Path(out)
         self.cfg = cfg
         self.resume = resume
         self.quiet = quiet
+        self.device = device
         self.history: list[dict[str, Any]] = []
         self.tally = _Tally()
 
@@ -205,7 +235,7 @@ class Trainer:
             self.train_t, self.eval_t = split_pairs(table, cfg.eval_fraction, cfg.seed)
         if len(self.train_t) == 0:
             raise ValueError("no training pairs")
-        self.acc = make_accelerator(cfg)
+        self.acc = make_accelerator(cfg, self.device)
         set_seed(cfg.seed)
         self.bf16 = self.acc.mixed_precision == "bf16"
         self.rm = self._model()
