@@ -150,12 +150,12 @@ def lineage(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     while todo and len(seen) < MAX_LINEAGE:
         rec = todo.pop(0)
         path = rec.get("path")
-        if not path or path in seen:
+        if not path or path in seen or str(path).startswith("hf://"):  # a hub input: no card
             continue
         seen.add(path)
         try:
             up = D.read_manifest(D.location(path))
-        except (OSError, ValueError, D.DatasetError):
+        except Exception:  # noqa: BLE001 - an unreadable upstream is only left off the card
             continue
         if up is None or D.json_fingerprint(up.get("files", {})) != rec.get("fingerprint"):
             continue

@@ -5,7 +5,7 @@ The server is `transformers serve` (fastapi + uvicorn, the `dev` extra) on
 (`curate.generation.serve`: the tiny Qwen2.5-VL cannot be served here, its
 processor needs torchvision). It decodes the base64 images it is sent: an image
 prompt costs exactly the vision tokens more than the same text without one, and a
-broken image makes it answer 500. Starting it takes up to a minute on a busy
+broken image makes it answer a client error (4xx). Starting it takes up to a minute on a busy
 machine, so these tests are slow-marked.
 """
 
@@ -89,7 +89,9 @@ def test_concurrency_is_bounded(server) -> None:
         assert b.max_in_flight == limit and b.http_requests == 10
 
 
-def test_server_errors_are_retried_then_generation_failed(server) -> None:
+def test_a_client_error_is_that_samples_failure_without_retries(server) -> None:
+    """A broken image is the request's fault (transformers serve answers 4xx): retrying
+    cannot help, so it is `generation_failed` at once and the other request succeeds."""
     url, model, _ = server
     bad = {"bytes": b"\xff\xd8 not really a jpeg", "format": "jpeg", "sha256": "x"}
     good = {"bytes": jpeg_bytes(), "format": "jpeg", "sha256": "y"}
@@ -98,9 +100,38 @@ def test_server_errors_are_retried_then_generation_failed(server) -> None:
     b = OpenAIBackend(url, model, retries=2, backoff=0.05)
     got = b.generate(jobs, SamplingParams(n=1, max_new_tokens=3))
     assert got[0].error is not None and got[0].error[0] == "generation_failed"
-    assert "HTTP 500" in got[0].error[1] and "after 2 retries" in got[0].error[1]
+    assert got[0].error[1].startswith("HTTP 4"), got[0].error
     assert got[1].error is None and got[1].completion_tokens == 3
-    assert b.http_requests == 3 + 1 and b.retried == 2
+    assert b.http_requests == 2 and b.retried == 0
+
+
+def test_server_errors_are_retried_then_generation_failed() -> None:
+    """A 5xx may pass: retried with backoff, then that sample's `generation_failed`
+    (a stdlib HTTP server that always answers 500, so the retries are certain)."""
+    import http.server
+
+    class Always500(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the http.server hook's name
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(500)
+            self.end_headers()
+            self.wfile.write(b"overloaded")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Always500)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+        b = OpenAIBackend(url, "m", retries=2, backoff=0.01)
+        job = Job(Request("q", [{"role": "user", "content": "Hi?"}], [], "q", None), 0, 1)
+        got = b.generate([job], SamplingParams(n=1, max_new_tokens=3))
+    finally:
+        httpd.shutdown()
+    assert got[0].error is not None and got[0].error[0] == "generation_failed"
+    assert "HTTP 500" in got[0].error[1] and "after 2 retries" in got[0].error[1]
+    assert b.http_requests == 3 and b.retried == 2
 
 
 def test_server_stopped_mid_run_exits_2_and_keeps_finished_samples(server, tmp_path: Path,

@@ -204,7 +204,8 @@ def run_reward(engine: Any, inputs: list[Path], out: Path) -> dict[str, Any]:
 
     scorer = FunctionScorer(text_rewards, "crc-v1", name="crc")
     return reward(inputs, out, scorer=scorer, engine=engine, batch_size=64,
-                  rules=RewardRules(min_margin=0.1, disagree=True))
+                  # the plain rules (no precision guard): this checks engines, not the gate
+                  rules=RewardRules(min_margin=0.1, disagree=True, min_precision=0.0))
 
 
 def tiny_encoder(folder: Path) -> Path:

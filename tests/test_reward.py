@@ -64,10 +64,12 @@ def pairs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     tmp = tmp_path_factory.mktemp("reward_in")
     out = []
     for name, part in (("x", range(0, 5)), ("y", range(5, 10))):
-        src = write_jsonl(tmp / f"{name}.jsonl", [_raw(i, *PAIRS[i]) for i in part])
+        raw = [_raw(i, *PAIRS[i]) for i in part]
+        src = write_jsonl(tmp / f"{name}.jsonl", raw)
+        scores = {"chosen_score": "chosen_score", "rejected_score": "rejected_score"} \
+            if any("chosen_score" in r for r in raw) else {}  # a mapped column must exist
         ingest("generic", [str(src)], tmp / name, source=name, engine=ONE,
-               mapping={"id": "id", "category": "category", "chosen_score": "chosen_score",
-                        "rejected_score": "rejected_score"})
+               mapping={"id": "id", "category": "category", **scores})
         out.append(tmp / name)
     return out
 

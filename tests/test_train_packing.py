@@ -109,8 +109,10 @@ def test_packed_minilm_matches_padded(minilm, pairs, monkeypatch):
     minilm.packing = True
     batch = PairCollator(minilm)(items)
     assert batch["token_type_ids"].shape == batch["input_ids"].shape  # segment ids packed too
-    # without the block-diagonal mask every sequence attends to all the others
-    monkeypatch.setattr(P, "encoder_block_mask", lambda *a: None)
+    # with a mask that is not block-diagonal every sequence attends to all the others
+    # (no mask at all is no test: transformers then finds the blocks from position_ids)
+    monkeypatch.setattr(P, "encoder_block_mask", lambda backbone, ids, lengths: torch.ones(
+        (1, 1, ids.shape[-1], ids.shape[-1]), dtype=torch.bool))
     with torch.no_grad():
         assert (minilm(**model_inputs(batch)) - padded).abs().max() > 1e-3
 

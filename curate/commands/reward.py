@@ -73,7 +73,8 @@ def reward(
         "probability of being mislabelled (from the out-of-fold margins and the noise "
         "rate confident learning estimates) is at least P; and nothing at all, with a "
         "warning, when the surrogate is not significantly better than chance or no pair "
-        "reaches P. 0: the plain rules."
+        "reaches P. 0: the plain rules. With --action flag the rules mark every pair they "
+        "match (nothing is removed; the quality figures are still reported)."
     )] = 0.6,
     max_reject_fraction: Annotated[float | None, typer.Option(
         help="Those rules reject at most this fraction of the pairs (the most probably "

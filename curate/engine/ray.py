@@ -142,10 +142,25 @@ class RayEngine:
             else:  # private: a cluster already running here must not change this run
                 ray.init(address="local", num_cpus=self._workers or default_workers(), **kwargs)
             self._owns = True
+        elif self._address:
+            self._check_session_matches()
         resources = ray.cluster_resources()
         self.cluster_cpus = int(resources.get("CPU", 0))
         self.cluster_gpus = float(resources.get("GPU", 0))
         self._started = True
+
+    def _check_session_matches(self) -> None:
+        """This process already holds a Ray session (an application that called `ray.init`):
+        an explicit --ray-address is still checked (a dead one fails as it would without the
+        session), and one naming another cluster than the session's is refused."""
+        from curate.engine.ray_connect import prepare
+
+        self.connection = prepare(self._address)
+        wanted = self.connection.gcs_address
+        current = self._ray.get_runtime_context().gcs_address
+        if wanted and current and wanted != current:
+            raise ValueError(f"this process is already connected to the Ray cluster at "
+                             f"{current}, not {self._address}: call ray.shutdown() first")
 
     @property
     def workers(self) -> int:

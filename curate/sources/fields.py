@@ -87,8 +87,14 @@ def with_column_check(records: Iterator[Record], required: dict[str, str],
 
 
 def _check(sample: list[Record], required: dict[str, str], hint: str) -> None:
+    """Raise when the readable records of `sample` lack a required column. A sample with no
+    readable record (every line malformed) has no columns to judge: its rows are each
+    rejected as `malformed_row` instead, so one bad line never stops a run."""
+    readable = [rec for rec in sample if rec.problem is None]
+    if not readable:
+        return
     columns: dict[str, None] = {}
-    for rec in sample:
+    for rec in readable:
         columns.update(dict.fromkeys(rec.data))
     missing = {field: path for field, path in required.items()
                if path not in columns and top_column(path) not in columns}

@@ -86,7 +86,7 @@ def expand_inputs(inputs: list[str]) -> list[str | HubSpec | SavedDataset]:
 class ReadProgress:
     """How far the readers are through the input files, in bytes of the files as stored
     (compressed bytes of a .gz), for a progress bar with an ETA; `total` is None when an
-    input (a hub dataset) has no size."""
+    input (a hub dataset, a save_to_disk folder) is not read by byte offsets."""
 
     total: int | None = None
     done: int = 0
@@ -96,7 +96,7 @@ class ReadProgress:
     @classmethod
     def of(cls, inputs: list[str]) -> ReadProgress:
         items = expand_inputs(inputs)
-        if any(isinstance(i, HubSpec) for i in items):
+        if any(isinstance(i, HubSpec | SavedDataset) for i in items):  # no byte offsets
             return cls(None)
         return cls(sum(os.path.getsize(str(i)) for i in items))
 

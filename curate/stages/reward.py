@@ -18,6 +18,7 @@ is the score cache: rerunning with other rules loads no model and scores nothing
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -93,6 +94,10 @@ def reward(
     rules = rules or RewardRules()
     if action not in ACTIONS:
         raise ValueError(f"--action must be one of {', '.join(ACTIONS)}")
+    if action == "flag" and rules.min_precision > 0:
+        # the guard protects against losing correct pairs; flagging loses none (a flagged
+        # pair is kept and only marked, e.g. for `curate generate --where flagged`)
+        rules = dataclasses.replace(rules, min_precision=0.0)
     if scorer is None and rules.needs_scores:
         raise ValueError("these rules need reward scores: give --model CKPT or --kfold K")
     datasets = [D.Dataset.open(p) for p in inputs]
