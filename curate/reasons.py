@@ -22,7 +22,7 @@ REASONS: dict[str, Reason] = {
     # ingest: the row itself
     "malformed_row": Reason(_I, "the record cannot be read as this format (a value of the "
                             "wrong type, nesting too deep, a transcript that does not parse)",
-                            "`FILE:LINE: what is wrong`"),
+                            "what is wrong, mostly as `FILE:LINE: ...`"),
     "no_prompt": Reason(_I, "no prompt, or no non-empty user message", "what is missing"),
     "prompt_not_string": Reason(_I, "the prompt is not text (the raw value is kept in "
                                 "`meta.raw_prompt`)", "its type"),
@@ -40,10 +40,10 @@ REASONS: dict[str, Reason] = {
                         "`--min-score-gap` (ingest); a source score gap under "
                         "`--min-source-gap` (reward); a best-worst margin of 0 or under "
                         "`--min-margin` (pairs)", "the scores or the judge's words"),
-    "unparseable_judgment": Reason(_I, "a judge's answer with no verdict statement",
-                                   "the answer's start"),
+    "unparseable_judgment": Reason(_I, "a judge's answer with no verdict statement or score",
+                                   "`FILE:LINE: why`"),
     "unparseable_prompt": Reason(_I, "a judge prompt in no known template (LLaVA-Critic)",
-                                 "the prompt's start"),
+                                 "`FILE:LINE: why`"),
     "unpaired": Reason(_I, "a pointwise score with no partner for the same image and question",
                        "why"),
     "duplicate_pair_id": Reason(_I, "a second row with the same content hash", "the first "
@@ -51,7 +51,8 @@ REASONS: dict[str, Reason] = {
     "no_responses": Reason(_I + ("generate",), "a candidates row (or a generation) with no "
                            "usable response", "why"),
     # ingest: the row's images
-    "corrupt_image": Reason(_I, "an image that does not decode fully", "the decoder's error"),
+    "corrupt_image": Reason(_I, "an image that does not decode fully",
+                            "`image N: the decoder's error`"),
     "unsupported_image_format": Reason(_I, "not JPEG, PNG, WEBP, GIF, BMP or TIFF (never "
                                        "decoded)", "the format found"),
     "image_too_large": Reason(_I, "over `--max-pixels` or `--max-image-bytes`", "the size"),

@@ -134,3 +134,20 @@ def test_contaminated_pair_names_the_eval_row(run_root: Path, tmp_path: Path, ru
     out = run_cli("explain", row["pair_id"], root).output
     assert "contaminated" in out and "rewardbench:0" in out
     assert "final: rejected at decontam (contaminated)" in out
+
+
+def test_a_run_holding_a_folder_of_prompts_explains_its_pairs(run_root: Path, tmp_path: Path,
+                                                               dedup_rejects, run_cli) -> None:
+    """A `candidates` folder (prompts with N responses, no pair_id) beside the pair folders,
+    as the README's walk-through leaves it, is passed over, not an internal error."""
+    from tests.helpers import write_jsonl
+    from tests.report_support import copy_run
+
+    root = copy_run(run_root, tmp_path / "run")
+    src = write_jsonl(tmp_path / "samples.jsonl", [
+        {"id": "q1", "q": "Name a colour.", "s": ["Red.", "Blue.", "A car."]}])
+    run_cli("ingest", "candidates", src, "--map", "prompt=q,responses=s,id=id",
+            "--out", root / "cands", "--quiet")
+    dup = dedup_rejects["exact_duplicate"][0]
+    data = json.loads(run_cli("explain", dup["pair_id"], root, "--json").output)
+    assert data["visits"][-1]["reason"] == "exact_duplicate"

@@ -159,8 +159,9 @@ def info(
         typer.echo(json.dumps(summary, indent=2))
         return
     out = Console()
-    t = Table(title=f"{folder} ({m['stage']}): {m['rows_in']} in, {m['rows_kept']} kept, "
-                    f"{m['rows_rejected']} rejected")
+    out.print(f"{folder} ({m['stage']}): {m['rows_in']} in, {m['rows_kept']} kept, "
+              f"{m['rows_rejected']} rejected", highlight=False, soft_wrap=True)
+    t = Table()
     t.add_column("source")
     t.add_column("kept", justify="right")
     t.add_column("rejected: reason", justify="left")

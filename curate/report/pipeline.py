@@ -225,6 +225,8 @@ def lookup(step: Step, part: str, ids: Iterable[str], *, prefix: bool = False,
         return []
 
     def choose(keys: pa.Table) -> list[int]:
+        if "pair_id" not in keys.column_names:  # a folder of prompts (candidates), not pairs
+            return []
         pids = keys["pair_id"]
         if prefix:
             mask = pc.starts_with(pids, wanted[0])
