@@ -14,11 +14,12 @@ imagehash's: its hex string read as one big-endian 64-bit integer.
 from __future__ import annotations
 
 import functools
-import io
 from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
+
+from curate.images import open_allowed
 
 METHODS = ("phash", "dhash", "ahash", "whash")
 DEFAULT_METHOD = "phash"
@@ -61,7 +62,7 @@ def _hash_fn(method: str) -> Callable[..., object]:
 
 def load_gray(data: bytes, side: int = _DECODE_SIDE) -> Image.Image:
     """Decode `data` to grayscale, no smaller than `side` pixels a side where it is larger."""
-    im = Image.open(io.BytesIO(data))
+    im = open_allowed(data)
     if im.format == "JPEG":
         im.draft("L", (side, side))
     im = im.convert("L")

@@ -523,3 +523,24 @@ def test_candidates_with_a_lone_surrogate_are_rejected(tmp_path: Path, run_cli,
     assert (m["rows_in"], m["rows_kept"], m["rows_rejected"]) == (3, 2, 1)
     (rej,) = _rejected(out)
     assert rej["reject_reason"] == "invalid_unicode"
+
+
+def test_every_later_decoder_keeps_the_allowlist(monkeypatch) -> None:
+    """Stored bytes are decoded again by dedup's hashing, the model encoders and the
+    report's thumbnails: a PostScript image that reached a folder some other way (a
+    hand-made parquet) is refused there too, never handed to Ghostscript."""
+    from PIL import EpsImagePlugin, UnidentifiedImageError
+
+    from curate.hashing import load_gray
+    from curate.models.encoding import decode_image
+    from curate.report.thumbs import Thumbnails
+
+    calls = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(EpsImagePlugin, "has_ghostscript", lambda: True)
+    for decode in (load_gray, decode_image):
+        with pytest.raises(UnidentifiedImageError):
+            decode(_eps())
+    assert Thumbnails()._make(_eps()) is None
+    assert load_gray(jpeg_bytes()).mode == "L"  # an allowed format still decodes
+    assert calls == []

@@ -18,7 +18,6 @@ overflows is cut, from the right, keeping its end-of-turn tokens.
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -96,9 +95,9 @@ def plain_transcript(messages: Messages) -> str:
 
 def decode_image(data: bytes) -> Any:
     """Decode image bytes to RGB (ingest already checked size and integrity)."""
-    from PIL import Image
+    from curate.images import open_allowed
 
-    with Image.open(io.BytesIO(data)) as im:
+    with open_allowed(data) as im:
         return im.convert("RGB")
 
 

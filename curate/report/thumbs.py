@@ -9,6 +9,8 @@ import warnings
 
 from PIL import Image
 
+from curate.images import open_allowed
+
 THUMB_SIDE = 160
 THUMB_QUALITY = 70
 MAX_PIXELS = 89_478_485  # refuse to decode larger images (decompression bombs)
@@ -34,7 +36,7 @@ class Thumbnails:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                im = Image.open(io.BytesIO(data))
+                im = open_allowed(data)
                 if im.width * im.height > MAX_PIXELS:
                     return None
                 if im.format == "JPEG":
