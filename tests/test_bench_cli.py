@@ -30,3 +30,10 @@ def test_bench_help_lists_the_benchmarks_and_runs_none() -> None:
 def test_an_unknown_benchmark_is_exit_2() -> None:
     res = _bench("bench_nope")
     assert res.returncode == 2 and "unknown benchmark 'bench_nope'" in res.stderr
+
+
+def test_bench_generate_is_listed_and_has_its_own_help() -> None:
+    assert "bench_generate" in _bench("--help").stdout
+    res = _bench("bench_generate", "--help")
+    assert res.returncode == 0, res.stderr
+    assert "usage: python -m bench bench_generate" in res.stdout and "--rss-requests" in res.stdout

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -91,12 +91,15 @@ def wait_until_up(url: str, proc: subprocess.Popen, timeout: float) -> None:
 
 @contextmanager
 def transformers_serve(model: str | Path, *, port: int | None = None, log: Path | None = None,
-                       timeout: float = 300.0) -> Iterator[tuple[str, subprocess.Popen]]:
+                       timeout: float = 300.0, extra_args: Sequence[str] = (),
+                       ) -> Iterator[tuple[str, subprocess.Popen]]:
     """Run `transformers serve MODEL` on 127.0.0.1 (offline, CPU); yields (base URL, process)
-    once it answers, and stops it afterwards."""
+    once it answers, and stops it afterwards. `extra_args` go to `transformers serve` as
+    they are (e.g. `--continuous-batching`)."""
     port = port or free_port()
     cmd = [sys.executable, "-c", "from transformers.cli.transformers import main; main()",
-           "serve", str(model), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+           "serve", str(model), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
+           *extra_args]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115
