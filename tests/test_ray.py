@@ -71,9 +71,11 @@ def _wait_gone(pids: dict[int, str], timeout: float = 30.0) -> dict[int, str]:
     return alive
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_session() -> Iterator[None]:
-    """A local Ray with 2 CPUs for the whole session; afterwards none of its processes lives."""
+    """A local Ray with 2 CPUs for this module; afterwards none of its processes lives.
+    (Not for the whole pytest session: a Ray left connected in the pytest process exits it
+    with code 1, no summary, when another test stops a Ray on this machine.)"""
     before = set(_ray_processes())
     ray.init(num_cpus=WORKERS, include_dashboard=False, object_store_memory=400 * 1024**2,
              logging_level="WARNING")
@@ -239,7 +241,7 @@ STAGES = ["ingest0", "ingest1", "eval", "dedup", "similar", "decontam", "reward"
 WORKER_WRITTEN = {"ingest0", "ingest1", "eval", "dedup", "similar", "decontam", "reward"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def raw(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Two raw sources, and an eval set that copies 40 of the first source's rows."""
     import pyarrow.parquet as pq
@@ -249,13 +251,13 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return paths
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_run(raw: list[Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return run_pipeline(get_engine("local", workers=WORKERS), raw,
                         tmp_path_factory.mktemp("local"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_run(ray_session: None, raw: list[Path],
             tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return run_pipeline(get_engine("ray", workers=WORKERS), raw, tmp_path_factory.mktemp("ray"))

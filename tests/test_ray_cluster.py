@@ -85,12 +85,26 @@ def head() -> Iterator[dict]:
     assert res.returncode == 0, res.stderr
     yield {"base": base, "port": port, "token": token, "ingested": ingested,
            "local": base / "local" / "dedup"}
-    subprocess.run([str(ray_bin), "stop", "--force"], env=env, capture_output=True, timeout=120)
+    _stop_head(base, proc.pid)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _stop_head(base: Path, pgid: int) -> None:
+    """Stop this test's head only: its process group and every process whose command line
+    names its folder. Never `ray stop`, which stops every Ray on the machine, a pytest
+    process's own Ray too (which then exits pytest with code 1 a minute later)."""
+    import psutil
+
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    shutil.rmtree(base, ignore_errors=True)
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        if p.info["pid"] != os.getpid() and str(base) in " ".join(p.info["cmdline"] or []):
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
 
 
 def _engine(folder: Path) -> dict:
