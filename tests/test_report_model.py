@@ -72,17 +72,19 @@ def test_filter_facts_read_defensively(demo_root: Path, tmp_path: Path) -> None:
     n = sum(f["scored_pairs"] for f in folds)
     assert pooled_oof(folds) == (n, pytest.approx(
         sum(f["scored_pairs"] * f["oof_accuracy"] for f in folds) / n))
-    # facts under any of the accepted key names are shown with the key they came from
-    labels = {label: keys for label, keys in FILTER_FACT_KEYS}
-    manifest["reward"][labels["estimated noise rate"][-1]] = 0.125
-    manifest["reward"][labels["abstained (too unreliable to filter)"][0]] = False
-    (reward / "manifest.json").write_text(json.dumps(manifest))
-    (f,) = filter_facts(load_run([copy]))
+    # the filter's quality record (curate.scoring.gate) is shown fact by fact, with its key
+    quality = manifest["reward"]["quality"]
+    f = next(x for x in filter_facts(load_run([copy])) if x.folder == reward.name)
     facts = {label: (key, value) for label, key, value in f.facts}
-    assert facts["estimated noise rate"] == (labels["estimated noise rate"][-1], 0.125)
-    assert facts["abstained (too unreliable to filter)"][1] is False
+    labels = {label: keys[0] for label, keys in FILTER_FACT_KEYS}
+    for label, key in labels.items():
+        if quality.get(key) is not None:
+            assert facts[label] == (key, quality[key])
+    assert facts["abstained (too unreliable to filter)"][1] is quality["abstained"]
+    quality["estimated_noise_rate"] = 0.125
+    (reward / "manifest.json").write_text(json.dumps(manifest))
     html = build_report([copy], tmp_path / "r.html").read_text()
-    assert "12.5%" in html and labels["estimated noise rate"][-1] in html
+    assert "12.5%" in html and "estimated_noise_rate" in html
 
 
 def test_composition_equals_the_shard_manifest(demo_root: Path, run) -> None:

@@ -23,19 +23,17 @@ from curate.report.pipeline import Run
 # The reward stage's filter facts, as (label, manifest keys tried in order) under the
 # manifest's `reward` section (or the manifest's top level). Helper 17 adds these facts;
 # align the key names here when that branch is merged.
-FILTER_FACT_KEYS: list[tuple[str, tuple[str, ...]]] = [
-    ("surrogate out-of-fold accuracy", ("oof_accuracy", "surrogate_oof_accuracy",
-                                        "surrogate_accuracy")),
-    ("out-of-fold accuracy, 95% interval", ("oof_accuracy_ci95", "surrogate_oof_accuracy_ci95",
-                                            "oof_accuracy_interval")),
-    ("estimated noise rate", ("noise_rate", "estimated_noise_rate", "label_noise_rate")),
-    ("noise rate, 95% interval", ("noise_rate_ci95", "estimated_noise_rate_ci95")),
-    ("expected precision of the filter", ("expected_precision", "precision",
-                                          "estimated_precision", "filter_precision")),
-    ("precision, 95% interval", ("expected_precision_ci95", "precision_ci95")),
-    ("abstained (too unreliable to filter)", ("abstained", "abstain")),
+FILTER_FACT_KEYS: list[tuple[str, tuple[str, ...]]] = [  # keys of reward.quality (gate.py)
+    ("surrogate agreement with the labels (out of fold)", ("oof_accuracy",)),
+    ("agreement, 95% interval", ("oof_accuracy_ci95",)),
+    ("better than chance", ("better_than_chance",)),
+    ("estimated label-noise rate (confident learning)", ("estimated_noise_rate",)),
+    ("pairs the rules mark", ("marked_by_rules",)),
+    ("pairs rejected (or flagged)", ("rejected",)),
+    ("expected precision of the rejections", ("expected_precision",)),
+    ("abstained (too unreliable to filter)", ("abstained",)),
+    ("why it abstained", ("abstain_reason",)),
 ]
-FILTER_SECTIONS = ("reward", "filter", "quality")  # manifest sections searched, in order
 
 
 @dataclass
@@ -216,8 +214,8 @@ def filter_facts(run: Run) -> list[FilterFacts]:
     for step in run.lineage:
         if step.stage != "reward":
             continue
-        places = [step.manifest.get(s) for s in FILTER_SECTIONS] + [step.manifest]
-        places = [p for p in places if isinstance(p, dict)]
+        quality = (step.manifest.get("reward") or {}).get("quality")
+        places = [quality] if isinstance(quality, dict) else []
         facts = []
         for label, keys in FILTER_FACT_KEYS:
             for key in keys:

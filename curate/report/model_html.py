@@ -87,6 +87,8 @@ def _fact_value(v: Any) -> str:
         return "yes" if v else "no"
     if isinstance(v, list | tuple) and len(v) == 2 and all(_num(x) is not None for x in v):
         return interval((float(v[0]), float(v[1])))
+    if isinstance(v, int):  # a count (bool is handled above)
+        return f"{v:,}"
     if _num(v) is not None and 0 <= float(v) <= 1:
         return pct(float(v))
     return e(v)
