@@ -124,9 +124,11 @@ def _without_key(obj: Any, key: str) -> Any:
 
 
 def _without_timings(obj: Any) -> Any:
-    """`obj` without the keys that hold timings (`seconds`, `embed_seconds`, ...)."""
+    """`obj` without the keys that hold timings (`seconds`, `embed_seconds`, ...) or rates
+    (`tokens_per_second`, ...)."""
     if isinstance(obj, dict):
-        return {k: _without_timings(v) for k, v in obj.items() if not k.endswith("seconds")}
+        return {k: _without_timings(v) for k, v in obj.items()
+                if not k.endswith(("seconds", "_per_second"))}
     if isinstance(obj, list):
         return [_without_timings(v) for v in obj]
     return obj

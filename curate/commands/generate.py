@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from curate.commands.common import UsageFailure, handle_errors, print_summary
+from curate.commands.common import UsageFailure, handle_errors, make_engine, print_summary
 from curate.commands.options import (
     MODEL_BATCH,
     DeviceOpt,
+    EngineOpt,
     ForceOpt,
+    GpusPerWorkerOpt,
     InputsArg,
     ModelBatchOpt,
     OutOpt,
     QuietOpt,
+    RayAddressOpt,
     SeedOpt,
+    WorkersOpt,
     model_aliases,
 )
 
@@ -42,8 +46,9 @@ def generate(
     )] = 1024,
     seed: SeedOpt = None,
     backend: Annotated[str, typer.Option(
-        help="transformers: the model in this process (bf16 on a GPU); openai: any "
-        "OpenAI-compatible server at --endpoint (vLLM, SGLang, TGI, transformers serve)."
+        help="transformers: the model in this process (bf16 on a GPU), or in Ray actors "
+        "with --engine ray (one model copy per actor, --gpus-per-worker GPUs each); openai: "
+        "any OpenAI-compatible server at --endpoint (vLLM, SGLang, TGI, transformers serve)."
     )] = "transformers",
     endpoint: Annotated[str | None, typer.Option(
         help="--backend openai: the server's base URL, e.g. http://127.0.0.1:8000/v1."
@@ -84,6 +89,10 @@ def generate(
         help="Generation cache folder: finished samples, so a killed run resumes (default "
         "$CURATE_CACHE/generate or ~/.cache/curate/generate)."
     )] = None,
+    engine: EngineOpt = "local",
+    workers: WorkersOpt = None,
+    ray_address: RayAddressOpt = None,
+    gpus_per_worker: GpusPerWorkerOpt = 0.0,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -97,9 +106,15 @@ def generate(
     --seed: sample i of a prompt uses a seed derived from it, the prompt and i, so the
     same seed gives the same responses whatever the batching. --batch-size and --device
     go with --backend transformers (sequences per generate call; bf16 on a GPU).
+    --engine ray (--backend transformers): each chunk of prompts is generated in a pool
+    of Ray actors, each holding its own copy of the model (--gpus-per-worker GPUs each:
+    one actor per that many GPUs; else --workers actors); this process still plans,
+    caches and writes, so the output is the same as --engine local's.
 
     Example:
         curate generate work/reward --where flagged --model tiny-qwen2.5-vl --out work/regen
+        curate generate work/reward --model Qwen/Qwen2.5-VL-7B-Instruct --engine ray \
+            --gpus-per-worker 1 --out work/regen
         vllm serve Qwen/Qwen2.5-VL-72B-Instruct --tensor-parallel-size 8
         curate generate work/reward --where flagged --backend openai \\
             --endpoint http://localhost:8000/v1 --model Qwen/Qwen2.5-VL-72B-Instruct \\
@@ -113,6 +128,16 @@ def generate(
     sampling = SamplingParams(n=n, temperature=temperature, top_p=top_p,
                               max_new_tokens=max_new_tokens, seed=seed or 0)
     selection = Selection(where=where, reasons=tuple(reason or ()))
+    from curate.engine import ENGINES
+
+    if engine not in ENGINES:
+        raise UsageFailure(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "ray" and backend == "openai":
+        raise UsageFailure("--engine ray goes with --backend transformers: with --backend "
+                           "openai the server does the parallel work (raise --concurrency)")
+    if engine == "local" and (workers is not None or gpus_per_worker):
+        raise UsageFailure("--workers and --gpus-per-worker go with --engine ray (--engine "
+                           "local runs one model in this process)")
     if backend == "openai":
         from curate.generation.openai_api import OpenAIBackend, check_reachable
 
@@ -122,18 +147,23 @@ def generate(
         if device or batch_size:
             raise UsageFailure("--device and --batch-size go with --backend transformers "
                                "(the server places and batches its model)")
-        engine = OpenAIBackend(endpoint, model, api_key_env=api_key_env,
-                               concurrency=concurrency, timeout=timeout, retries=retries)
-        check_reachable(engine)
+        policy: Any = OpenAIBackend(endpoint, model, api_key_env=api_key_env,
+                                    concurrency=concurrency, timeout=timeout, retries=retries)
+        check_reachable(policy)
     else:
         if endpoint or api_key_env:
             raise UsageFailure("--endpoint and --api-key-env go with --backend openai")
         from curate.generation.hf import TransformersBackend
 
-        engine = TransformersBackend(model, batch_size=batch_size or MODEL_BATCH,
+        policy = TransformersBackend(model, batch_size=batch_size or MODEL_BATCH,
                                      max_model_len=max_model_len, device=device)
-    manifest = run_generate(inputs, out, backend=engine, sampling=sampling, selection=selection,
-                            cache=cache, keep_truncated=keep_truncated, force=force)
+    runner = make_engine(engine, workers, ray_address, gpus_per_worker)
+    try:
+        manifest = run_generate(inputs, out, backend=policy, sampling=sampling,
+                                selection=selection, cache=cache,
+                                keep_truncated=keep_truncated, force=force, engine=runner)
+    finally:
+        runner.close()
     if not quiet:
         print_summary(manifest, out)
         _print_generate(manifest)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,22 @@ class _RowSampler:
         return out.scatter(-1, picks, 0.0)
 
 
+@dataclass(frozen=True)
+class TransformersSpec:
+    """A picklable description of a `TransformersBackend`: what an engine worker (a Ray
+    actor under `curate generate --engine ray`) builds its own copy from. The dtype
+    follows the device as in the backend: bf16 on a GPU, fp32 on a CPU."""
+
+    model: str
+    batch_size: int = 16
+    max_model_len: int | None = None
+    device: str | None = None
+
+    def build(self) -> TransformersBackend:
+        return TransformersBackend(self.model, batch_size=self.batch_size,
+                                   max_model_len=self.max_model_len, device=self.device)
+
+
 class TransformersBackend:
     """`generate(jobs, sampling) -> samples` with a model loaded on first use."""
 
@@ -152,6 +169,11 @@ class TransformersBackend:
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.model_ref, "fingerprint": self.fingerprint,
                 "max_model_len": self._max_model_len_given}
+
+    def spec(self) -> TransformersSpec:
+        """What an engine worker builds the same backend from (the model is not shipped)."""
+        return TransformersSpec(self.model_ref, self.batch_size, self._max_model_len_given,
+                                self._device)
 
     def _load(self) -> tuple[Any, Any, Any]:
         if self._loaded is None:

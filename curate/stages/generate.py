@@ -18,14 +18,24 @@ response (empty, or cut at --max-new-tokens unless --keep-truncated) is rejected
 
 Resume: each finished sample goes to the generation cache (`curate.generation.cache`)
 as it finishes, so a killed run redoes only what it had not finished.
+
+Engines: by default the backend runs in this process. With an engine that has
+workers of its own (`curate generate --engine ray`), the driver still plans, reads
+and writes the cache and writes the output; only the backend's `generate` of each
+chunk's cache misses runs in the engine's actors (`engine.map_actors`), each building
+the backend once from its picklable `spec()` (a model load per actor, with
+--gpus-per-worker GPUs). Results come back in chunk order and every sample has its
+own seed, so the output is the same as this process's. A chunk's samples are cached
+when the chunk comes back (in this process: as each batch finishes).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -65,6 +75,23 @@ class Backend(Protocol):
 
     def generate(self, jobs: Sequence[Job], sampling: SamplingParams,
                  on_sample: OnSample | None = None) -> list[Sample]: ...
+
+
+def engine_runs_workers(engine: Any) -> bool:
+    """Whether `engine` runs the backend in workers of its own (Ray's actors) rather than
+    in this process (no engine, or the local engine: one backend here)."""
+    return engine is not None and getattr(engine, "name", "local") != "local"
+
+
+def _worker_setup(spec: Any, sampling: SamplingParams) -> Callable[[list[Job]], list[Sample]]:
+    """Run once per engine worker: its own backend, built from `spec` (loaded on first
+    use, so a run whose samples are all cached loads nothing); returns jobs -> samples."""
+    backend = spec.build()
+
+    def run(jobs: list[Job]) -> list[Sample]:
+        return backend.generate(jobs, sampling) if jobs else []
+
+    return run
 
 
 @dataclass
@@ -159,12 +186,15 @@ def generate(
     keep_truncated: bool = False,
     requests_per_chunk: int = 32,
     force: bool = False,
+    engine: Any = None,
 ) -> dict[str, Any]:
     """Sample responses for the prompts of `inputs` into the candidates folder `out`.
 
     `cache`: the generation cache folder (default `default_generation_cache()`);
-    `requests_per_chunk`: requests handed to the backend at once (and written together).
-    Returns the manifest."""
+    `requests_per_chunk`: requests handed to the backend at once (and written together);
+    `engine`: None or a local engine: `backend` generates in this process; a Ray engine:
+    each chunk's cache misses are generated in its actors, each with a backend built from
+    `backend.spec()` (see the module docstring). Returns the manifest."""
     from curate.progress import bar
     from curate.stage import StageRun, input_record
 
@@ -174,9 +204,14 @@ def generate(
     check_selectable(datasets, selection)
     config = {"backend": backend.describe(), "sampling": sampling.to_dict(),
               "selection": selection.to_dict(), "keep_truncated": keep_truncated}
+    in_workers = engine_runs_workers(engine)
+    if in_workers and not callable(getattr(backend, "spec", None)):
+        raise ValueError(f"the {backend.name} backend cannot run in engine workers (its "
+                         "server does the parallel work): use the local engine")
+    engine_info = ({**engine.describe(), "backend": backend.name} if in_workers
+                   else {"engine": "local", "workers": 1, "backend": backend.name})
     run = StageRun("generate", out, config, [input_record(d) for d in datasets], force=force,
-                   base_schema=S.CANDIDATES_SCHEMA,
-                   engine={"engine": "local", "workers": 1, "backend": backend.name})
+                   base_schema=S.CANDIDATES_SCHEMA, engine=engine_info)
     with run:
         if run.skipped:
             return run.manifest
@@ -190,9 +225,14 @@ def generate(
         per_prompt: Counter[int] = Counter()
         left_out = 0
         try:
+            chunks = _chunks(iter_requests(datasets, plan), requests_per_chunk)
+            if in_workers:
+                done = _generate_in_workers(chunks, sampling, backend, store, totals, engine)
+            else:
+                done = ((c, _generate_chunk(c, sampling, backend, store, totals))
+                        for c in chunks)
             with bar("generate", len(plan.first), unit="prompts") as b:
-                for chunk in _chunks(iter_requests(datasets, plan), requests_per_chunk):
-                    results = _generate_chunk(chunk, sampling, backend, store, totals)
+                for chunk, results in done:
                     kept, rejected, reasons, details = [], [], [], []
                     used_kept = used_rejected = 0
                     for request, jobs, samples in results:
@@ -232,51 +272,97 @@ def generate(
     return run.manifest
 
 
+ChunkResults = list[tuple[Request, list[Job], list[Sample]]]
+
+
+class _Lookup:
+    """One chunk's jobs per request, the samples the cache has, and the jobs it lacks."""
+
+    def __init__(self, chunk: list[Request], sampling: SamplingParams, store: GenerationCache,
+                 totals: Totals) -> None:
+        self.chunk = chunk
+        self.per_request = [(r, jobs_for(r, sampling)) for r in chunk]
+        self.found: dict[tuple[str, int], Sample] = {}
+        self.todo: list[Job] = []
+        for _, jobs in self.per_request:
+            for job in jobs:
+                hit = store.get(job)
+                if hit is None:
+                    self.todo.append(job)
+                else:
+                    self.found[(job.request.key, job.index)] = hit
+        totals.samples_cached += len(self.found)
+        self.reported: set[int] = set()
+
+    def record(self, i: int, s: Sample, store: GenerationCache, totals: Totals) -> None:
+        """Sample `s` of `todo[i]` finished: cached and counted (once)."""
+        if i in self.reported:
+            return
+        self.reported.add(i)
+        job = self.todo[i]
+        store.add(job, s)
+        self.found[(job.request.key, job.index)] = s
+        if s.error is None:
+            totals.samples_generated += 1
+            totals.prompt_tokens += s.prompt_tokens
+            totals.completion_tokens += s.completion_tokens
+            assert totals.finish is not None
+            totals.finish[s.finish_reason] += 1
+        else:
+            totals.samples_failed += 1
+
+    def finish(self, samples: list[Sample], backend_name: str, store: GenerationCache,
+               totals: Totals) -> ChunkResults:
+        if len(samples) != len(self.todo):
+            raise RuntimeError(f"the {backend_name} backend returned {len(samples)} samples "
+                               f"for {len(self.todo)} jobs")
+        for i, s in enumerate(samples):
+            self.record(i, s, store, totals)
+        store.flush()
+        return [(r, jobs, [self.found[(r.key, j.index)] for j in jobs])
+                for r, jobs in self.per_request]
+
+
 def _generate_chunk(chunk: list[Request], sampling: SamplingParams, backend: Backend,
-                    store: GenerationCache, totals: Totals
-                    ) -> list[tuple[Request, list[Job], list[Sample]]]:
+                    store: GenerationCache, totals: Totals) -> ChunkResults:
     """Every sample of `chunk`'s requests: from the cache, else from the backend (whose
     finished samples are cached before anything else happens)."""
-    per_request = [(r, jobs_for(r, sampling)) for r in chunk]
-    found: dict[tuple[str, int], Sample] = {}
-    todo: list[Job] = []
-    for _, jobs in per_request:
-        for job in jobs:
-            hit = store.get(job)
-            if hit is None:
-                todo.append(job)
-            else:
-                found[(job.request.key, job.index)] = hit
-    totals.samples_cached += len(found)
-    if todo:
-        reported: set[int] = set()
-
-        def on_sample(i: int, s: Sample) -> None:  # cached the moment it finishes
-            if i in reported:
-                return
-            reported.add(i)
-            job = todo[i]
-            store.add(job, s)
-            found[(job.request.key, job.index)] = s
-            if s.error is None:
-                totals.samples_generated += 1
-                totals.prompt_tokens += s.prompt_tokens
-                totals.completion_tokens += s.completion_tokens
-                assert totals.finish is not None
-                totals.finish[s.finish_reason] += 1
-            else:
-                totals.samples_failed += 1
-
+    look = _Lookup(chunk, sampling, store, totals)
+    samples: list[Sample] = []
+    if look.todo:
         t = time.perf_counter()
         try:
-            samples = backend.generate(todo, sampling, on_sample)
+            samples = backend.generate(look.todo, sampling,
+                                       lambda i, s: look.record(i, s, store, totals))
         finally:
             store.flush()
         totals.generate_seconds += time.perf_counter() - t
-        if len(samples) != len(todo):
-            raise RuntimeError(f"the {backend.name} backend returned {len(samples)} samples "
-                               f"for {len(todo)} jobs")
-        for i, s in enumerate(samples):
-            on_sample(i, s)
-        store.flush()
-    return [(r, jobs, [found[(r.key, j.index)] for j in jobs]) for r, jobs in per_request]
+    return look.finish(samples, backend.name, store, totals)
+
+
+def _generate_in_workers(chunks: Iterable[list[Request]], sampling: SamplingParams,
+                         backend: Backend, store: GenerationCache, totals: Totals, engine: Any
+                         ) -> Iterator[tuple[list[Request], ChunkResults]]:
+    """(chunk, its samples) in chunk order, the cache misses generated by `engine`'s
+    actors (a few chunks in flight per actor). `generate_seconds` counts the time this
+    process waits for them, so tokens/s is the pool's throughput."""
+    setup = functools.partial(_worker_setup, backend.spec(), sampling)  # type: ignore[attr-defined]
+    pending: deque[_Lookup] = deque()
+
+    def items() -> Iterator[list[Job]]:
+        for chunk in chunks:
+            look = _Lookup(chunk, sampling, store, totals)
+            pending.append(look)
+            yield look.todo
+
+    results = iter(engine.map_actors(setup, items()))
+    while True:
+        t = time.perf_counter()
+        try:
+            samples = next(results)
+        except StopIteration:
+            break
+        finally:
+            totals.generate_seconds += time.perf_counter() - t
+        look = pending.popleft()
+        yield look.chunk, look.finish(samples, backend.name, store, totals)
