@@ -6,18 +6,22 @@ from typing import Annotated, Any
 
 import typer
 
-from curate.commands.common import handle_errors, print_summary
+from curate.commands.common import UsageFailure, handle_errors, make_engine, print_summary
 from curate.commands.options import (
     CHECKPOINT_HELP,
     MODEL_BATCH,
     DeviceOpt,
+    EngineOpt,
     ForceOpt,
+    GpusPerWorkerOpt,
     InputsArg,
     MinMarginOpt,
     ModelBatchOpt,
     OutOpt,
     QuietOpt,
+    RayAddressOpt,
     ScoreCacheOpt,
+    WorkersOpt,
 )
 
 
@@ -43,6 +47,10 @@ def pairs(
     score_cache: ScoreCacheOpt = None,
     batch_size: ModelBatchOpt = None,
     device: DeviceOpt = None,
+    engine: EngineOpt = "local",
+    workers: WorkersOpt = None,
+    ray_address: RayAddressOpt = None,
+    gpus_per_worker: GpusPerWorkerOpt = 0.0,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -53,19 +61,35 @@ def pairs(
     a rerun with another strategy or margin scores nothing) and writes canonical pairs
     with chosen_score / rejected_score and source pairs:<policy model>. A prompt with no
     pair is rejected: too_few_candidates, near_identical_candidates or ambiguous.
+    --engine ray: the uncached responses of each batch are scored in a pool of Ray
+    actors, each holding its own copy of the reward model (--gpus-per-worker GPUs each:
+    one actor per that many GPUs; else --workers actors); this process still plans,
+    caches and writes, so the output is the same as --engine local's.
 
     Example:
         curate pairs work/cands --model work/rm --out work/pairs --min-margin 0.5
         curate pairs work/cands --model work/rm --out work/pairs-tb --strategy top-bottom --k 2
+        curate pairs work/cands --model work/rm --out work/pairs --engine ray \
+            --gpus-per-worker 1
     """
+    from curate.engine import ENGINES
     from curate.stages.pairs import PairsConfig, make_scorer
     from curate.stages.pairs import pairs as run_pairs
 
+    if engine not in ENGINES:
+        raise UsageFailure(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "local" and (workers is not None or gpus_per_worker):
+        raise UsageFailure("--workers and --gpus-per-worker go with --engine ray (--engine "
+                           "local runs one model in this process)")
     cfg = PairsConfig(strategy=strategy, k=k, min_margin=min_margin or 0.0,
                       near_identical=near_identical)
     scorer = make_scorer(model, batch_size or MODEL_BATCH, device=device)
-    manifest = run_pairs(inputs, out, scorer=scorer, config=cfg,
-                         score_cache=score_cache, force=force)
+    runner = make_engine(engine, workers, ray_address, gpus_per_worker)
+    try:
+        manifest = run_pairs(inputs, out, scorer=scorer, config=cfg,
+                             score_cache=score_cache, force=force, engine=runner)
+    finally:
+        runner.close()
     if not quiet:
         print_summary(manifest, out)
         _print_pairs(manifest)

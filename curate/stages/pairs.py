@@ -15,10 +15,19 @@ decontam and shard apply unchanged. A prompt that yields no pair is one rejected
 (best and worst response, their scores, every score in `meta`) with the reason
 `too_few_candidates`, `near_identical_candidates` or `ambiguous`. Conservation counts
 prompts: prompts in = prompts with pairs + prompts rejected.
+
+Engines: by default the scorer runs in this process. With an engine that has workers
+of its own (`curate pairs --engine ray`) the driver still plans, reads and writes the
+score cache and writes the output; only each batch's uncached responses are scored in
+the engine's actors, each with a scorer built once from the picklable
+`CheckpointScorer.spec()` (a model load per actor, with --gpus-per-worker GPUs). Each
+batch is one scorer call with the same responses either way and results come back in
+batch order, so the output is the same as this process's.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -26,8 +35,8 @@ import os
 import re
 import time
 import unicodedata
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from difflib import SequenceMatcher
 from pathlib import Path
@@ -180,7 +189,26 @@ class ResponseScorer(Protocol):
 class CheckpointScorer(RewardModelScorer):
     """A `curate train` checkpoint as a ResponseScorer: `RewardModel.score_batch`, batched by
     length, through the feature cache when the head sits on a frozen base model. The model
-    loads on the first call, so a run whose scores are all cached never loads it."""
+    loads on the first call, so a run whose scores are all cached never loads it.
+
+    `feature_root`: the feature cache's root folder (None: `$CURATE_CACHE/features` or
+    `~/.cache/curate/features`, read where the model loads). `spec()` fixes it, so an
+    engine worker uses the driver's cache whatever its own environment says."""
+
+    def __init__(self, ckpt: str | os.PathLike[str], batch_size: int = 16,
+                 feature_cache: Any = "auto", device: str | None = None,
+                 bf16: bool | None = None, feature_root: str | None = None) -> None:
+        super().__init__(ckpt, batch_size=batch_size, feature_cache=feature_cache,
+                         device=device, bf16=bf16)
+        self.feature_root = feature_root
+
+    def _cache(self, rm: Any) -> Any:
+        use = self.feature_cache
+        if self.feature_root is not None and (use is True or use == "auto"):
+            if use == "auto" and rm.reward_config.backbone_saved:
+                return None
+            return rm.feature_cache(self.feature_root)
+        return super()._cache(rm)
 
     def score_responses(self, items: Sequence[Item]) -> np.ndarray:
         rm = self.model()
@@ -188,6 +216,61 @@ class CheckpointScorer(RewardModelScorer):
                                 feature_cache=self._cache(rm))
         self.rows_scored += len(items)
         return np.asarray(scores, dtype=np.float64)
+
+    def spec(self) -> CheckpointSpec:
+        """What an engine worker builds the same scorer from (the model is not shipped)."""
+        root = self.feature_root
+        if root is None and (self.feature_cache is True or self.feature_cache == "auto"):
+            from curate.models.feature_cache import default_cache_root
+
+            root = str(default_cache_root())
+        if not (self.feature_cache in (None, False, True, "auto")
+                or isinstance(self.feature_cache, str | os.PathLike)):
+            raise ValueError("a scorer with a FeatureCache object cannot run in engine "
+                             "workers: give its root folder")
+        return CheckpointSpec(str(self.ckpt), self.batch_size, self.device, self.bf16,
+                              self.feature_cache if not isinstance(self.feature_cache,
+                                                                   os.PathLike)
+                              else str(self.feature_cache), root)
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """A picklable description of a `CheckpointScorer`: what an engine worker (a Ray actor
+    under `curate pairs --engine ray`) builds its own copy from: checkpoint folder, batch
+    size, device (None: a GPU where the worker has one), bf16 autocast (None: as trained),
+    the feature-cache setting and root folder."""
+
+    ckpt: str
+    batch_size: int = 16
+    device: str | None = None
+    bf16: bool | None = None
+    feature_cache: Any = "auto"
+    feature_root: str | None = None
+
+    def build(self) -> CheckpointScorer:
+        return CheckpointScorer(self.ckpt, batch_size=self.batch_size,
+                                feature_cache=self.feature_cache, device=self.device,
+                                bf16=self.bf16, feature_root=self.feature_root)
+
+
+def engine_runs_workers(engine: Any) -> bool:
+    """Whether `engine` scores in workers of its own (Ray's actors) rather than in this
+    process (no engine, or the local engine: one scorer here)."""
+    return engine is not None and getattr(engine, "name", "local") != "local"
+
+
+def _worker_setup(spec: Any) -> Callable[[list[Item]], np.ndarray]:
+    """Run once per engine worker: its own scorer, built from `spec` (the model loads on
+    first use); returns items -> scores."""
+    scorer = spec.build()
+
+    def run(items: list[Item]) -> np.ndarray:
+        if not items:
+            return np.zeros(0, dtype=np.float64)
+        return scorer.score_responses(items)
+
+    return run
 
 
 class FunctionScorer:
@@ -233,6 +316,18 @@ def response_key(digest: bytes, response: str) -> str:
     return hashlib.sha256(digest + b"\0" + response.encode("utf-8")).hexdigest()[:32]
 
 
+@dataclass
+class PendingScores:
+    """A `ResponseScores.lookup`: the keys, which the cache had (`found`, their scores in
+    `out`), and the keys to score now ({key: first position}) with their items."""
+
+    keys: list[str]
+    found: np.ndarray
+    out: np.ndarray
+    todo: dict[str, int]
+    items: list[Item]
+
+
 class ResponseScores:
     """Scores by (scorer fingerprint, response key), kept in a `curate reward` ScoreCache.
 
@@ -243,33 +338,48 @@ class ResponseScores:
         self.scorer = scorer
         self.cache = ScoreCache(scorer.fingerprint, folder=folder)
         self._run: dict[str, float] = {}
+        self._asked: set[str] = set()  # looked up to be scored, not filled yet
         self.cached = 0
         self.computed = 0
 
     def get(self, keys: list[str], items: list[Item]) -> np.ndarray:
+        """Scores of `items` (keyed by `keys`): cached, else scored in one scorer call."""
+        pending = self.lookup(keys, items)
+        scores = self.scorer.score_responses(pending.items) if pending.todo else None
+        return self.fill(pending, scores)
+
+    def lookup(self, keys: list[str], items: list[Item]) -> PendingScores:
+        """Phase one of `get`: what the cache and this run have, and the items (one per
+        key) nobody scored yet. A key scored by an earlier lookup whose `fill` has not
+        come yet is not asked for again: fills come in lookup order."""
         found, got = self.cache.lookup(pa.array(keys, pa.string()))
-        out = got[:, 0].copy()
         todo: dict[str, int] = {}
         for i in np.flatnonzero(~found).tolist():
-            if keys[i] in self._run:
-                out[i] = self._run[keys[i]]
-            else:
+            if keys[i] not in self._run and keys[i] not in self._asked:
                 todo.setdefault(keys[i], i)
+        self._asked.update(todo)
         self.cached += len(keys) - len(todo)
+        return PendingScores(keys, found, got[:, 0].copy(), todo,
+                             [items[i] for i in todo.values()])
+
+    def fill(self, pending: PendingScores, scores: np.ndarray | None) -> np.ndarray:
+        """Phase two of `get`: `scores` of `pending.items` (None when there are none)
+        cached, and every score of the lookup's keys."""
+        todo = pending.todo
         if todo:
-            idx = list(todo.values())
-            scores = self.scorer.score_responses([items[i] for i in idx])
-            if scores.shape != (len(idx),):
-                raise ValueError(f"the scorer returned {scores.shape} scores for {len(idx)} "
+            scores = np.asarray(scores, dtype=np.float64)
+            if scores.shape != (len(todo),):
+                raise ValueError(f"the scorer returned {scores.shape} scores for {len(todo)} "
                                  "responses")
             if not np.all(np.isfinite(scores)):
                 raise ValueError("the scorer returned a score that is NaN or infinite")
             self.cache.add(pa.array(list(todo), pa.string()), scores, scores)
             self._run.update(zip(todo, scores.tolist(), strict=True))
-            self.computed += len(idx)
-            for i, key in enumerate(keys):
-                if not found[i] and key in todo:
-                    out[i] = self._run[key]
+            self._asked.difference_update(todo)
+            self.computed += len(todo)
+        out = pending.out
+        for i in np.flatnonzero(~pending.found).tolist():
+            out[i] = self._run[pending.keys[i]]
         return out
 
     def save(self) -> None:
@@ -402,18 +512,30 @@ def pairs(
     score_cache: str | os.PathLike[str] | None = None,
     force: bool = False,
     prompts_per_batch: int = 128,
+    engine: Any = None,
 ) -> dict[str, Any]:
     """Build pairs from the candidates folders `inputs` into `out`; returns the manifest.
 
-    `score_cache`: the folder of cached scores (default `default_score_cache()`)."""
+    `score_cache`: the folder of cached scores (default `default_score_cache()`).
+    `engine`: None or a local engine: `scorer` scores in this process; an engine with
+    workers of its own (Ray): each batch's uncached responses are scored in its actors
+    (`engine.map_actors`), each with a scorer built once from `scorer.spec()`, while this
+    process plans, reads and writes the score cache and writes the output. Every batch
+    goes to one scorer call either way, with the same responses in the same order, and
+    the results come back in batch order, so the output is the same."""
     from curate.progress import bar
     from curate.stage import StageRun, input_record
 
     cfg = config or PairsConfig()
     datasets = open_candidates(inputs)
     stage_config = {**cfg.to_dict(), "scorer": scorer.describe()}
+    in_workers = engine_runs_workers(engine)
+    if in_workers and not callable(getattr(scorer, "spec", None)):
+        raise ValueError(f"the {scorer.describe().get('kind')} scorer cannot run in engine "
+                         "workers: use the local engine")
     run = StageRun("pairs", out, stage_config, [input_record(d) for d in datasets], force=force,
-                   engine={"engine": "local", "workers": 1})
+                   engine=engine.describe() if in_workers else {"engine": "local",
+                                                                "workers": 1})
     with run:
         if run.skipped:
             return run.manifest
@@ -426,25 +548,30 @@ def pairs(
         t0 = time.perf_counter()
         try:
             with bar("pairs", sum(d.count() for d in datasets), unit="prompts") as b:
-                for d in datasets:
-                    for batch in d.iter_batches(D.KEPT, S.CANDIDATES_SCHEMA.names,
-                                                prompts_per_batch):
-                        results = _pairs_batch(batch, cfg, scores, stats)
-                        run.add_in(batch.num_rows)
-                        kept = [p for r in results for p in r.pairs]
-                        rejected = [r for r in results if r.rejected is not None]
-                        run.keep(pa.Table.from_pylist(kept, schema=PAIRS_SCHEMA),
-                                 consumed=len(results) - len(rejected))
-                        run.reject(pa.Table.from_pylist([r.rejected for r in rejected],
-                                                        schema=PAIRS_SCHEMA),
-                                   [r.reason for r in rejected], [r.detail for r in rejected])
-                        for r in results:
-                            if r.pairs:
-                                per_prompt[len(r.pairs)] += 1
-                            margins += [p["chosen_score"] - p["rejected_score"] for p in r.pairs]
-                            if r.best_worst is not None:
-                                best_worst.append(r.best_worst)
-                        b.advance(batch.num_rows)
+                batches = (batch for d in datasets
+                           for batch in d.iter_batches(D.KEPT, S.CANDIDATES_SCHEMA.names,
+                                                       prompts_per_batch))
+                if in_workers:
+                    done = _score_in_workers(batches, cfg, scores, stats, engine)
+                else:
+                    done = _score_here(batches, cfg, scores, stats)
+                for batch, plans in done:
+                    results = [decide_prompt(p, cfg, scorer.fingerprint) for p in plans]
+                    run.add_in(batch.num_rows)
+                    kept = [p for r in results for p in r.pairs]
+                    rejected = [r for r in results if r.rejected is not None]
+                    run.keep(pa.Table.from_pylist(kept, schema=PAIRS_SCHEMA),
+                             consumed=len(results) - len(rejected))
+                    run.reject(pa.Table.from_pylist([r.rejected for r in rejected],
+                                                    schema=PAIRS_SCHEMA),
+                               [r.reason for r in rejected], [r.detail for r in rejected])
+                    for r in results:
+                        if r.pairs:
+                            per_prompt[len(r.pairs)] += 1
+                        margins += [p["chosen_score"] - p["rejected_score"] for p in r.pairs]
+                        if r.best_worst is not None:
+                            best_worst.append(r.best_worst)
+                    b.advance(batch.num_rows)
         finally:
             scores.save()  # scores computed before a failure are still good
         run.steps["pairs"] = time.perf_counter() - t0
@@ -464,9 +591,12 @@ def pairs(
     return run.manifest
 
 
-def _pairs_batch(batch: pa.RecordBatch, cfg: PairsConfig, scores: ResponseScores,
-                 stats: Counter[str]) -> list[PromptResult]:
-    """Plan, score (one scorer call for the batch's uncached responses) and decide."""
+Planned = tuple[pa.RecordBatch, list[PromptPlan]]
+
+
+def _plan_batch(batch: pa.RecordBatch, cfg: PairsConfig, stats: Counter[str]
+                ) -> tuple[list[PromptPlan], list[str], list[Item]]:
+    """A batch's plans and the keys and items of the responses it scores."""
     plans = [plan_prompt(row, cfg) for row in batch.to_pylist()]
     keys: list[str] = []
     items: list[Item] = []
@@ -476,12 +606,45 @@ def _pairs_batch(batch: pa.RecordBatch, cfg: PairsConfig, scores: ResponseScores
         keys += p.keys
         items += [(p.row["prompt"], p.row["responses"][i], p.row["images"]) for i in
                   (p.keep if p.keys else [])]
-    got = scores.get(keys, items).tolist() if keys else []
+    return plans, keys, items
+
+
+def _set_scores(plans: list[PromptPlan], got: list[float]) -> list[PromptPlan]:
     start = 0
     for p in plans:
         p.scores = got[start:start + len(p.keys)]
         start += len(p.keys)
-    return [decide_prompt(p, cfg, scores.scorer.fingerprint) for p in plans]
+    return plans
+
+
+def _score_here(batches: Iterable[pa.RecordBatch], cfg: PairsConfig, scores: ResponseScores,
+                stats: Counter[str]) -> Iterator[Planned]:
+    """(batch, its scored plans): one scorer call in this process per batch's uncached
+    responses."""
+    for batch in batches:
+        plans, keys, items = _plan_batch(batch, cfg, stats)
+        got = scores.get(keys, items).tolist() if keys else []
+        yield batch, _set_scores(plans, got)
+
+
+def _score_in_workers(batches: Iterable[pa.RecordBatch], cfg: PairsConfig,
+                      scores: ResponseScores, stats: Counter[str], engine: Any
+                      ) -> Iterator[Planned]:
+    """(batch, its scored plans) in batch order, each batch's uncached responses scored
+    by one call in one of `engine`'s actors (a few batches in flight per actor)."""
+    setup = functools.partial(_worker_setup, scores.scorer.spec())  # type: ignore[attr-defined]
+    pending: deque[tuple[pa.RecordBatch, list[PromptPlan], PendingScores | None]] = deque()
+
+    def items() -> Iterator[list[Item]]:
+        for batch in batches:
+            plans, keys, todo = _plan_batch(batch, cfg, stats)
+            look = scores.lookup(keys, todo) if keys else None
+            pending.append((batch, plans, look))
+            yield look.items if look is not None else []
+
+    for got in engine.map_actors(setup, items()):
+        batch, plans, look = pending.popleft()
+        yield batch, _set_scores(plans, scores.fill(look, got).tolist() if look else [])
 
 
 def make_scorer(model: str | os.PathLike[str], batch_size: int = 16,
