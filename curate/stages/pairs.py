@@ -219,19 +219,19 @@ class CheckpointScorer(RewardModelScorer):
 
     def spec(self) -> CheckpointSpec:
         """What an engine worker builds the same scorer from (the model is not shipped)."""
+        use = self.feature_cache
+        if isinstance(use, os.PathLike):
+            use = str(use)
+        if not (use is None or isinstance(use, bool | str)):
+            raise ValueError("a scorer with a FeatureCache object cannot run in engine "
+                             "workers: give its root folder")
         root = self.feature_root
-        if root is None and (self.feature_cache is True or self.feature_cache == "auto"):
+        if root is None and (use is True or use == "auto"):
             from curate.models.feature_cache import default_cache_root
 
             root = str(default_cache_root())
-        if not (self.feature_cache in (None, False, True, "auto")
-                or isinstance(self.feature_cache, str | os.PathLike)):
-            raise ValueError("a scorer with a FeatureCache object cannot run in engine "
-                             "workers: give its root folder")
-        return CheckpointSpec(str(self.ckpt), self.batch_size, self.device, self.bf16,
-                              self.feature_cache if not isinstance(self.feature_cache,
-                                                                   os.PathLike)
-                              else str(self.feature_cache), root)
+        return CheckpointSpec(str(self.ckpt), self.batch_size, self.device, self.bf16, use,
+                              root)
 
 
 @dataclass(frozen=True)
