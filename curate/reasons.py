@@ -48,10 +48,13 @@ REASONS: dict[str, Reason] = {
                        "why"),
     "duplicate_pair_id": Reason(_I, "a second row with the same content hash", "the first "
                                 "row's `source_id`"),
+    "duplicate_prompt_id": Reason(_I, "a second candidates row with the same source, id "
+                                  "and content", "`same source, id and content as ID`"),
     "no_responses": Reason(_I + ("generate",), "a candidates row (or a generation) with no "
                            "usable response", "why"),
     # ingest: the row's images
-    "corrupt_image": Reason(_I, "an image that does not decode fully",
+    "corrupt_image": Reason(_I + ("dedup",), "an image that does not decode fully (dedup "
+                            "decodes again: a folder not made by ingest may hold one)",
                             "`image N: the decoder's error`"),
     "unsupported_image_format": Reason(_I, "not JPEG, PNG, WEBP, GIF, BMP or TIFF (never "
                                        "decoded)", "the format found"),

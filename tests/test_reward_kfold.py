@@ -204,7 +204,8 @@ def test_kfold_disagree_recovers_flipped_hh_rlhf_labels(tmp_path, run_cli) -> No
     cfg = train_config(tmp_path / "rm.json", tmp_path / "features", max_length=256,
                        head_epochs=30, head_lr=1e-3, weight_decay=30.0)
     run_cli("reward", tmp_path / "noisy", "--out", tmp_path / "out", "--model", minilm(),
-            "--kfold", "5", "--train-config", cfg, "--freeze", "backbone", "--disagree")
+            "--kfold", "5", "--train-config", cfg, "--freeze", "backbone", "--disagree",
+            "--min-precision", "0")  # the plain rule's signal (the guard: test_reward.py)
     seconds = time.perf_counter() - t0
     m = assert_conserved(tmp_path / "out")
     n = m["rows_in"]

@@ -296,7 +296,7 @@ def test_cli_shard(inputs, tmp_path: Path, run_cli) -> None:
     m = assert_conserved(out)
     assert m["config"] == {"rows_per_shard": None, "shards": 3, "eval_fraction": 0.2,
                            "seed": 1, "formats": ["llamafactory"], "only": None,
-                           "absolute_paths": True}
+                           "absolute_paths": False}  # only mpo writes paths
     assert (out / "llamafactory" / "train.json").is_file()
     assert not (out / "trl").exists()
     bad = run_cli("shard", *inputs, "--out", tmp_path / "x", "--shards", "2",

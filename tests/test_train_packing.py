@@ -143,6 +143,8 @@ def test_packing_modes_resolve_and_refuse_what_cannot_pack(tiny):
             return input_ids
 
     assert P.resolve_packing("auto", tiny.backbone, "vl") is True
+    assert P.resolve_packing("auto", tiny.backbone, "vl", varlen=False) is False  # CPU: pads
+    assert P.resolve_packing("on", tiny.backbone, "vl", varlen=False) is True
     assert P.resolve_packing("off", tiny.backbone, "vl") is False
     assert P.resolve_packing("auto", NoPositions(), "causal") is False
     with pytest.raises(ValueError, match="cannot take packed sequences"):

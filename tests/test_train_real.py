@@ -84,12 +84,15 @@ def test_frozen_minilm_with_shuffled_labels_stays_at_chance(hh, record_property)
 def test_fine_tuned_minilm_learns_the_real_preferences(hh, record_property):
     m = _run(hh, "full", FULL, False, record_property)
     assert m["eval"]["accuracy"] >= 0.58
-    # trained packed (packing: auto): no padding computed, and the accuracy stays within
-    # the 95% interval of the padded run before packing (0.631 on 461 pairs: 0.586-0.674)
+    # packing: auto pads on a CPU (no varlen kernels: a packed row's block-masked attention
+    # is quadratic in its whole length); packed and padded forwards agree to 1e-6
+    # (test_train_packing.py) and packed batches compute no padding
+    # (test_train_packing_real.py). The accuracy stays within the 95% interval of the run
+    # recorded before packing existed (0.631 on 461 pairs: 0.586-0.674).
     record_property("full-throughput", {k: m[k] for k in (
         "packing", "attention", "token_efficiency", "real_tokens", "computed_tokens",
         "pairs_per_second", "tokens_per_second")})
-    assert m["packing"] is True and m["token_efficiency"] >= 0.95
+    assert m["packing"] is False and 0 < m["token_efficiency"] < 1
     assert m["eval"]["accuracy"] >= 0.586
     probe = [h for h in m["history"] if h["stage"] == "probe"]
     assert probe and m["history"][-1]["stage"] == "all"

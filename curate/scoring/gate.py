@@ -65,7 +65,7 @@ def gate(hits: dict[str, np.ndarray], margin: np.ndarray, gap: np.ndarray | None
                 hits[name] = np.zeros(n, dtype=bool) if reason else \
                     hits[name] & (np.nan_to_num(p, nan=-1.0) >= min_precision)
     if max_reject_fraction is not None:
-        _cap(hits, p, max_reject_fraction, n, q)
+        _cap(hits, p, margin, max_reject_fraction, n, q)
     kept_marks = _union(hits)
     q["abstained"] = reason is not None
     q["abstain_reason"] = reason
@@ -107,17 +107,17 @@ def _abstain_reason(q: dict[str, Any], p: np.ndarray, marked: np.ndarray,
     return None
 
 
-def _cap(hits: dict[str, np.ndarray], p: np.ndarray, fraction: float, n: int,
-         q: dict[str, Any]) -> None:
+def _cap(hits: dict[str, np.ndarray], p: np.ndarray, margin: np.ndarray, fraction: float,
+         n: int, q: dict[str, Any]) -> None:
     marked = _union(hits)
     limit = math.floor(fraction * n + 1e-9)
     q["capped"] = bool(marked.sum() > limit)
     if not q["capped"]:
         return
     idx = np.flatnonzero(marked)
-    # most probably mislabelled first; without probabilities, the lowest margins are not
-    # known here, so the order is the input order (stable)
-    order = idx[np.argsort(-np.nan_to_num(p[idx], nan=-1.0), kind="stable")]
+    # most probably mislabelled first; among equal probabilities (or none), lowest margin
+    order = idx[np.lexsort((np.nan_to_num(margin[idx], nan=np.inf),
+                            -np.nan_to_num(p[idx], nan=-1.0)))]
     allowed = np.zeros(n, dtype=bool)
     allowed[order[:limit]] = True
     for name in GATED:

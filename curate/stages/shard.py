@@ -341,7 +341,7 @@ def shard(
     if absolute_paths and not local:
         raise ValueError(f"--absolute-paths: {D.redact(str(out))} is not a local folder; "
                          "use --no-absolute-paths (paths relative to the export's folder)")
-    absolute = local if absolute_paths is None else absolute_paths
+    absolute = (local if absolute_paths is None else absolute_paths) and "mpo" in formats
     cfg = ShardConfig(rows_per_shard, shards, eval_fraction, seed, tuple(formats), only,
                       absolute)
     options = ExportOptions(only, Path(out).resolve() if absolute else None)
