@@ -86,7 +86,7 @@ def test_training_numbers_equal_the_metrics(page: Chromium, demo) -> None:
     stages = [r[0] for r in rows(page, "table.stages")]
     assert stages == [s["name"] for s in metrics["stages"]]
     facts = page.evaluate("document.querySelector('table.filter-facts').textContent")
-    assert "out-of-fold accuracy" in facts
+    assert "agreement with the labels (out of fold)" in facts and "oof_accuracy" in facts
 
 
 def test_training_mix_equals_the_shard_manifest(page: Chromium, demo) -> None:
