@@ -45,3 +45,17 @@ def run_cli():
         return result
 
     return _run
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray with 2 CPUs in this process for one test module, shut down at its end:
+    never for the whole session (a Ray left connected exits pytest with code 1 when another
+    test stops the Ray processes on this machine)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2,
+             logging_level="WARNING")
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

@@ -16,8 +16,6 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from curate import dataset as D
 from curate.generation.hf import TransformersBackend, TransformersSpec
 from curate.stages.generate import generate
@@ -105,19 +103,8 @@ def test_openai_backend_refuses_the_ray_engine(tmp_path: Path, run_cli) -> None:
     assert not (tmp_path / "o").exists()
 
 
-@pytest.fixture(scope="module")
-def ray_session() -> Iterator[Any]:
-    """A local Ray with 2 CPUs for this module only, shut down at its end."""
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2,
-             logging_level="WARNING")
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
 
-
-def test_cli_engine_ray_gives_the_local_output(ray_session: Any, tmp_path: Path,
+def test_cli_engine_ray_gives_the_local_output(local_ray: Any, tmp_path: Path,
                                                run_cli) -> None:
     src = _dataset(tmp_path, run_cli, long_prompt=True)
     common = ["--model", TINY, "--n", "3", "--max-new-tokens", "8", "--seed", "7",
@@ -135,4 +122,4 @@ def test_cli_engine_ray_gives_the_local_output(ray_session: Any, tmp_path: Path,
     assert m["engine"]["backend"] == "transformers"
     assert m["rejected_by_reason"] == {"prompt_too_long": 1}
     assert_conserved(tmp_path / "ray")
-    assert ray_session.is_initialized(), "an engine that joined a running Ray leaves it running"
+    assert local_ray.is_initialized(), "an engine that joined a running Ray leaves it running"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,19 +116,8 @@ def test_engine_options_usage_errors(cands: Path, tmp_path: Path, tiny_rm: Path,
     assert not out.exists()
 
 
-@pytest.fixture(scope="module")
-def ray_session() -> Iterator[Any]:
-    """A local Ray with 2 CPUs for this module only, shut down at its end."""
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2,
-             logging_level="WARNING")
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
 
-
-def test_cli_engine_ray_gives_the_local_output(ray_session: Any, cands: Path, tmp_path: Path,
+def test_cli_engine_ray_gives_the_local_output(local_ray: Any, cands: Path, tmp_path: Path,
                                                tiny_rm: Path, run_cli,  # noqa: F811
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     common = ["--model", tiny_rm, "--strategy", "all", "--batch-size", "4", "--quiet"]
@@ -144,4 +132,4 @@ def test_cli_engine_ray_gives_the_local_output(ray_session: Any, cands: Path, tm
     assert m["pairs"]["scores"] == {"computed": 24, "cached": 3}
     assert any((tmp_path / "c2" / "features").rglob("*.safetensors"))  # the driver's root
     assert_conserved(tmp_path / "ray")
-    assert ray_session.is_initialized(), "an engine that joined a running Ray leaves it running"
+    assert local_ray.is_initialized(), "an engine that joined a running Ray leaves it running"
