@@ -114,6 +114,18 @@ def guard_output(kwargs: dict[str, Any]) -> None:
     check_output(out, [str(i) for i in reads if not str(i).startswith("hf://")])
 
 
+def check_model_engine(engine: str, workers: int | None, gpus_per_worker: float) -> None:
+    """The engine options of a command whose local engine is one model in this process
+    (generate, pairs): --workers and --gpus-per-worker only mean something on Ray."""
+    from curate.engine import ENGINES
+
+    if engine not in ENGINES:
+        raise UsageFailure(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "local" and (workers is not None or gpus_per_worker):
+        raise UsageFailure("--workers and --gpus-per-worker go with --engine ray (--engine "
+                           "local runs one model in this process)")
+
+
 def make_engine(name: str, workers: int | None, ray_address: str | None = None,
                 gpus_per_worker: float = 0.0) -> Any:
     """The engine a command's --engine/--workers/--ray-address/--gpus-per-worker name."""

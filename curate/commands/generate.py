@@ -7,7 +7,13 @@ from typing import Annotated, Any
 
 import typer
 
-from curate.commands.common import UsageFailure, handle_errors, make_engine, print_summary
+from curate.commands.common import (
+    UsageFailure,
+    check_model_engine,
+    handle_errors,
+    make_engine,
+    print_summary,
+)
 from curate.commands.options import (
     MODEL_BATCH,
     DeviceOpt,
@@ -128,16 +134,10 @@ def generate(
     sampling = SamplingParams(n=n, temperature=temperature, top_p=top_p,
                               max_new_tokens=max_new_tokens, seed=seed or 0)
     selection = Selection(where=where, reasons=tuple(reason or ()))
-    from curate.engine import ENGINES
-
-    if engine not in ENGINES:
-        raise UsageFailure(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    check_model_engine(engine, workers, gpus_per_worker)
     if engine == "ray" and backend == "openai":
         raise UsageFailure("--engine ray goes with --backend transformers: with --backend "
                            "openai the server does the parallel work (raise --concurrency)")
-    if engine == "local" and (workers is not None or gpus_per_worker):
-        raise UsageFailure("--workers and --gpus-per-worker go with --engine ray (--engine "
-                           "local runs one model in this process)")
     if backend == "openai":
         from curate.generation.openai_api import OpenAIBackend, check_reachable
 

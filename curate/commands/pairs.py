@@ -6,7 +6,12 @@ from typing import Annotated, Any
 
 import typer
 
-from curate.commands.common import UsageFailure, handle_errors, make_engine, print_summary
+from curate.commands.common import (
+    check_model_engine,
+    handle_errors,
+    make_engine,
+    print_summary,
+)
 from curate.commands.options import (
     CHECKPOINT_HELP,
     MODEL_BATCH,
@@ -72,15 +77,10 @@ def pairs(
         curate pairs work/cands --model work/rm --out work/pairs --engine ray \
             --gpus-per-worker 1
     """
-    from curate.engine import ENGINES
     from curate.stages.pairs import PairsConfig, make_scorer
     from curate.stages.pairs import pairs as run_pairs
 
-    if engine not in ENGINES:
-        raise UsageFailure(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    if engine == "local" and (workers is not None or gpus_per_worker):
-        raise UsageFailure("--workers and --gpus-per-worker go with --engine ray (--engine "
-                           "local runs one model in this process)")
+    check_model_engine(engine, workers, gpus_per_worker)
     cfg = PairsConfig(strategy=strategy, k=k, min_margin=min_margin or 0.0,
                       near_identical=near_identical)
     scorer = make_scorer(model, batch_size or MODEL_BATCH, device=device)

@@ -166,8 +166,7 @@ def setup_packing(rm: Any, mode: str, device: torch.device) -> str:
     impl = getattr(rm.backbone.config, "_attn_implementation", None) or "eager"
     if not rm.packing:
         return f"padded, {impl}"
-    if kind != "encoder" and device.type == "cuda" and flash_varlen_available() \
-            and impl != "flash_attention_2":
+    if varlen and impl != "flash_attention_2":
         try:
             rm.backbone.set_attn_implementation("flash_attention_2")
             impl = "flash_attention_2"
