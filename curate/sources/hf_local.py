@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from curate.sources.records import InputError, Record
+
 SAVED_MARKERS = ("state.json", "dataset_dict.json")
 
 
@@ -32,8 +34,6 @@ class SavedDataset:
 def read_saved(spec: SavedDataset) -> Iterator[Any]:
     """The records of a `save_to_disk` folder, in order."""
     import datasets
-
-    from curate.sources.readers import InputError, Record
 
     try:
         ds = datasets.load_from_disk(spec.path)
@@ -56,8 +56,6 @@ def read_saved(spec: SavedDataset) -> Iterator[Any]:
 def read_arrow(path: str) -> Iterator[Any]:
     """The records of an Arrow IPC stream (as `datasets` writes) or IPC file."""
     import pyarrow as pa
-
-    from curate.sources.readers import InputError, Record
 
     try:
         source = pa.memory_map(path)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from curate.sources.records import InputError, Record
+
 OFFLINE_CACHE = "auto"  # what `datasets` answers for a dataset read from its offline cache
 
 
@@ -43,8 +45,6 @@ def resolve_revision(spec: HubSpec) -> str:
     A local folder standing in for a hub dataset (`load_dataset` reads a relative path that
     exists before asking the hub) is identified by its files' contents instead; a dataset
     read from the offline cache by `OFFLINE_CACHE` (the hub was not asked)."""
-    from curate.sources.readers import InputError
-
     if os.path.isdir(spec.name):
         return _folder_fingerprint(Path(spec.name))
     try:
@@ -90,8 +90,6 @@ def undecoded(feature: Any) -> Any:
 def read_hub(spec: HubSpec, revision: str | None = None) -> Iterator[Any]:
     """Stream the records of a hub dataset at `revision` (a resolved sha), images undecoded."""
     import datasets
-
-    from curate.sources.readers import InputError, Record
 
     pinned = revision if revision and revision != OFFLINE_CACHE and not revision.startswith(
         "local:") else spec.revision

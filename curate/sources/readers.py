@@ -21,32 +21,9 @@ from typing import Any
 from curate.dataset import open_parquet
 from curate.sources.hf_local import SavedDataset, is_saved_dataset, read_arrow, read_saved
 from curate.sources.hub import HubSpec, read_hub, resolve_revision
+from curate.sources.records import InputError, Record
 
 SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".ndjson", ".arrow")
-
-
-class InputError(Exception):
-    """A file that cannot be read at all; the CLI turns it into exit code 2."""
-
-
-@dataclass(frozen=True)
-class Record:
-    """One raw row and where it came from (`where` is 'file:line' or 'file:row').
-
-    `problem` says why a row the file holds cannot be a record (a JSON line that is not
-    an object, or nested too deep to parse): the adapter boundary rejects it
-    (`malformed_row`) and `data` keeps what could be kept of it.
-    """
-
-    data: dict[str, Any]
-    file: str
-    index: int  # 1-based line (json lines) or 0-based row (others)
-    problem: str | None = None
-
-    @property
-    def where(self) -> str:
-        # a file name that is not UTF-8 holds surrogates (surrogateescape): shown escaped
-        return f"{self.file}:{self.index}".encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _strip_gz(name: str) -> str:
