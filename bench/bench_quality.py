@@ -130,13 +130,18 @@ def kept_stats(folder: Path, flipped: set[str], n_clean: int) -> dict[str, Any]:
     noisy_kept = sum(1 for i in kept if i in flipped)
     info = ds.manifest["reward"]
     q = info.get("quality", {})
+    rejected = ds.manifest["rows_in"] - len(kept)
     return {"kept": len(kept), "kept_noise": noisy_kept / max(1, len(kept)),
             "clean_kept": (len(kept) - noisy_kept) / n_clean,
-            "rejected": ds.manifest["rows_in"] - len(kept),
+            "rejected": rejected,
+            "real_precision": (len(flipped) - noisy_kept) / rejected if rejected else None,
             "abstained": q.get("abstained"), "abstain_reason": q.get("abstain_reason"),
             "oof_accuracy": q.get("oof_accuracy"), "oof_accuracy_ci95": q.get("oof_accuracy_ci95"),
             "estimated_noise_rate": q.get("estimated_noise_rate"),
+            "estimated_noise_rate_ci95": q.get("estimated_noise_rate_ci95"),
             "expected_precision": q.get("expected_precision"),
+            "expected_precision_lower": q.get("expected_precision_lower"),
+            "marked_by_rules": q.get("marked_by_rules"), "warnings": q.get("warnings", []),
             "validation": q.get("validation")}
 
 
@@ -154,7 +159,8 @@ def run_level(work: Path, train: Path, test: Path, noise: float, surrogate: str,
     n = D.Dataset.open(noisy).count()
     n_clean = n - len(flipped)
     cfg = surrogate_config(work, surrogate, max_length, cache)
-    row: dict[str, Any] = {"noise": noise, "surrogate": surrogate, "pairs": n}
+    row: dict[str, Any] = {"noise": noise, "surrogate": surrogate, "pairs": n,
+                           "flipped": len(flipped)}
     t0 = time.perf_counter()
     scored = work / f"{tag}-{surrogate}-default"
     scores = work / "score-cache"  # the second run reuses the first one's scores
@@ -178,9 +184,9 @@ def fmt_acc(a: dict[str, Any]) -> str:
 
 def print_table(clean: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     print(f"clean train -> held-out accuracy {fmt_acc(clean)} on {clean['pairs']} pairs")
-    head = ("| noise | surrogate | rule | surrogate OOF acc | est. noise | exp. precision | "
-            "rejected | kept-set noise | clean kept | held-out acc (noisy raw) | "
-            "held-out acc (curated) |")
+    head = ("| noise | surrogate | rule | surrogate OOF acc | est. noise [95% CI] | "
+            "exp. precision (lower bound) | real precision | rejected | kept-set noise | "
+            "clean kept | held-out acc (noisy raw) | held-out acc (curated) |")
     print(head)
     print("|" + "|".join(["---"] * (head.count("|") - 1)) + "|")
     for r in rows:
@@ -190,14 +196,19 @@ def print_table(clean: dict[str, Any], rows: list[dict[str, Any]]) -> None:
             ci = s["oof_accuracy_ci95"] or [math.nan, math.nan]
             oof = f"{s['oof_accuracy']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" \
                 if s["oof_accuracy"] is not None else "-"
-            est = f"{s['estimated_noise_rate']:.3f}" \
-                if s["estimated_noise_rate"] is not None else "-"
-            prec = f"{s['expected_precision']:.3f}" \
-                if s["expected_precision"] is not None else "-"
+            nci = s["estimated_noise_rate_ci95"]
+            est = f"{_num(s['estimated_noise_rate'])} [{nci[0]:.3f}, {nci[1]:.3f}]" \
+                if nci else "-"
+            prec = f"{_num(s['expected_precision'])} ({_num(s['expected_precision_lower'])})"
             rule_s = rule + (" (abstained)" if s["abstained"] else "")
             print(f"| {r['noise']:.0%} | {r['surrogate']} | {rule_s} | {oof} | {est} | {prec} "
+                  f"| {_num(s['real_precision'])} "
                   f"| {s['rejected']} | {s['kept_noise']:.3f} (was {r['noise']:.3f}) | "
                   f"{s['clean_kept']:.1%} | {fmt_acc(r['acc_noisy'])} | {fmt_acc(r[acc])} |")
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
 
 def main(argv: list[str]) -> None:

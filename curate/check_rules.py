@@ -349,8 +349,9 @@ def max_reject_fraction(ctx: Context, max: float, reasons: list[str] | None,
                           "may have"))
 def reward_precision(ctx: Context, min_precision: float) -> Finding:
     """No `curate reward` folder abstained (its surrogate could not tell the noise apart),
-    and none rejected pairs with an expected precision below `min_precision` (the manifest's
-    reward.quality)."""
+    and none rejected pairs with an expected precision (its 95% lower bound) below
+    `min_precision` (the manifest's reward.quality). A folder that only flagged pairs
+    (`--action flag`) removed nothing and passes."""
     c = _Collector(ctx.limit)
     seen = 0
     for s in ctx.folders:
@@ -358,7 +359,9 @@ def reward_precision(ctx: Context, min_precision: float) -> Finding:
         if not q:  # not a `curate reward` folder, or no margin rule ran
             continue
         seen += 1
-        prec = q.get("expected_precision")
+        prec = q.get("expected_precision_lower", q.get("expected_precision"))
+        if (s.manifest.get("reward") or {}).get("action") == "flag":
+            continue  # flagging removes nothing: no precision to keep
         if q.get("abstained"):
             c.add(f"{s.name}: abstained: {q.get('abstain_reason')}")
         elif q.get("rejected") and (prec is None or prec < min_precision):

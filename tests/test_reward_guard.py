@@ -17,6 +17,8 @@ import pyarrow as pa
 import pytest
 
 from curate import dataset as D
+from curate.scoring.calibration import fit_calibration
+from curate.scoring.gate import validation_veto
 from curate.scoring.rules import RewardRules, apply_rules
 from curate.scoring.scorer import FunctionScorer
 from curate.stages.reward import reward
@@ -52,6 +54,65 @@ def test_an_informative_surrogate_rejects_mostly_the_flipped_pairs() -> None:
     assert precision >= 0.8 and q["expected_precision"] >= 0.6
     assert abs(q["expected_precision"] - precision) < 0.15
     assert 0.1 < q["estimated_noise_rate"] < 0.3
+
+
+@pytest.mark.parametrize("noise", [0.05, 0.1, 0.3])
+def test_a_sharp_surrogate_pins_the_noise_rate_down(noise: float) -> None:
+    margin, flipped = _margins(signal=True, noise=noise, seed=1)
+    cal = fit_calibration(margin)
+    lo, hi = cal.noise_rate_ci95
+    assert cal.identified and lo <= flipped.mean() <= hi
+    assert abs(cal.noise_rate - flipped.mean()) < 0.03
+    # the lower bound the guard decides on is below the estimate, pair by pair
+    assert np.all(cal.p_mislabelled_lower <= cal.p_mislabelled + 1e-12)
+
+
+def test_a_blunt_surrogate_cannot_tell_noise_from_its_errors_and_says_so() -> None:
+    """Margins that separate clean from flipped pairs only a little (a surrogate about 58%
+    right, like frozen MiniLM on hh-rlhf): many noise rates fit, so no point estimate,
+    no rejection, and the reason names it. Confident learning read this as ~45% noise."""
+    rng = np.random.default_rng(3)
+    flipped = rng.random(4 * N) < 0.3
+    margin = np.where(flipped, -0.2, 0.2) + rng.normal(0, 1, 4 * N)
+    cal = fit_calibration(margin)
+    lo, hi = cal.noise_rate_ci95
+    assert not cal.identified and lo <= flipped.mean() <= hi and lo == 0
+    res = apply_rules(_keys(margin), RewardRules(disagree=True), out_of_fold=True)
+    q = res.summary["quality"]
+    assert q["better_than_chance"] and q["abstained"] and not any(res.reasons)
+    assert "consistent with no label noise" in q["abstain_reason"]
+    assert "cannot tell label noise from its own errors" in q["abstain_reason"]
+    assert q["estimated_noise_rate"] is None and q["estimated_noise_rate_ci95"] == [lo, hi]
+    plain = apply_rules(_keys(margin), RewardRules(disagree=True, min_precision=0),
+                        out_of_fold=True).summary["quality"]
+    assert plain["rejected"] == int((margin < 0).sum())
+    assert plain["expected_precision"] is None and plain["expected_precision_lower"] == 0
+    assert any("cannot rule out" in w for w in plain["warnings"])
+
+
+def test_the_expected_precision_bound_holds_on_what_is_rejected() -> None:
+    for seed in range(5):
+        margin, flipped = _margins(signal=True, noise=0.2, seed=seed)
+        res = apply_rules(_keys(margin), RewardRules(disagree=True, min_precision=0.8),
+                          out_of_fold=True)
+        q = res.summary["quality"]
+        rejected = np.array([r == "rm_disagrees" for r in res.reasons])
+        assert q["expected_precision_lower"] >= 0.8
+        assert flipped[rejected].mean() >= q["expected_precision_lower"] - 0.05
+
+
+@pytest.mark.parametrize(("gain_ci", "vetoed"), [
+    ((-0.03, -0.01), True), ((-0.003, 0.026), True), ((0.0, 0.02), True),
+    ((0.004, 0.03), False)])
+def test_retraining_must_show_a_significant_gain(gain_ci: tuple[float, float],
+                                                 vetoed: bool) -> None:
+    check = {"gain_ci95": list(gain_ci), "gain": sum(gain_ci) / 2,
+             "dropped_from_training": 40, "accuracy_raw": 0.57, "accuracy_filtered": 0.58}
+    reason = validation_veto(check)
+    assert (reason is not None) == vetoed
+    if vetoed:
+        assert "no sign that the filter helps" in reason and "40 pairs" in reason
+    assert validation_veto(None) is None
 
 
 def test_a_surrogate_at_chance_rejects_nothing_and_says_why() -> None:
@@ -120,3 +181,16 @@ def test_action_flag_marks_every_matching_pair(chance_folder: Path, tmp_path: Pa
     assert m["rows_rejected"] == 0 and len(kept) == 200
     assert len(flagged) == sum(r["reward_margin"] < 0 for r in kept) > 0
     assert not rows(out, D.REJECTED)
+
+
+def test_check_passes_a_folder_that_only_flagged(chance_folder: Path, tmp_path: Path,
+                                                 run_cli) -> None:
+    """`reward_precision` judges what a filter removed; flagging removed nothing."""
+    scorer = FunctionScorer(_hash_rewards, "hash-v1", name="hash")
+    out = tmp_path / "flagged"
+    reward([chance_folder], out, scorer=scorer, rules=RewardRules(disagree=True),
+           action="flag")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - conservation\n  - reward_precision\n")
+    res = run_cli("check", out, "--rules", rules, "--format", "json")
+    assert json.loads(res.output)["failed"] == []

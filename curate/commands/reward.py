@@ -69,12 +69,13 @@ def reward(
         "--disagree", help="Margin below 0 (the model prefers the rejected): rm_disagrees."
     )] = False,
     min_precision: Annotated[float, typer.Option(
-        help="--disagree, --min-margin, --min-chosen reject only pairs whose calibrated "
-        "probability of being mislabelled (from the out-of-fold margins and the noise "
-        "rate confident learning estimates) is at least P; and nothing at all, with a "
-        "warning, when the surrogate is not significantly better than chance or no pair "
-        "reaches P. 0: the plain rules. With --action flag the rules mark every pair they "
-        "match (nothing is removed; the quality figures are still reported)."
+        help="--disagree, --min-margin, --min-chosen reject only pairs whose probability "
+        "of being mislabelled is at least P even at the low end of what the out-of-fold "
+        "margins allow (the label-noise rate's 95% interval); and nothing at all, with a "
+        "warning, when the surrogate is not significantly better than chance, cannot tell "
+        "label noise from its own errors (the interval reaches 0), or no pair reaches P. "
+        "0: the plain rules. With --action flag the rules mark every pair they match "
+        "(nothing is removed; the quality figures are still reported)."
     )] = 0.6,
     max_reject_fraction: Annotated[float | None, typer.Option(
         help="Those rules reject at most this fraction of the pairs (the most probably "
@@ -82,7 +83,8 @@ def reward(
     )] = None,
     validate: Annotated[bool, typer.Option(
         "--validate/--no-validate", help="--kfold: retrain the surrogates without the pairs "
-        "the guard would reject and abstain unless their out-of-fold agreement rises (a "
+        "the guard would reject and abstain unless their out-of-fold agreement rises "
+        "significantly (the 95% interval of the gain above 0; a "
         "second k-fold round: seconds on a frozen backbone, as long as the first otherwise)."
     )] = True,
     source_scores: Annotated[bool, typer.Option(
@@ -113,14 +115,16 @@ def reward(
     """Score chosen and rejected of every pair with a reward model and act on the scores.
 
     Every row, kept or rejected, gets chosen_reward, rejected_reward and reward_margin
-    (and, for the margin rules, p_mislabelled and cleanlab's label_issue). The
-    manifest's reward.quality says how good the surrogate is: its out-of-fold
-    agreement with the labels and 95% interval, the estimated noise rate, and the
-    expected precision and fraction of the rejections; when it cannot help it abstains.
+    (and, for the margin rules, p_mislabelled: its 95% lower bound, and cleanlab's
+    label_issue). The manifest's reward.quality says how good the surrogate is: its
+    out-of-fold agreement with the labels and 95% interval, the label-noise rate's
+    estimate and 95% interval (no estimate where the surrogate cannot tell noise from
+    its own errors), and the expected precision (with its lower bound) and fraction of
+    the rejections; when it cannot help it abstains. See docs/quality.md.
     Scores are cached by (model fingerprint, pair_id) in the output folder, so a rerun
     with other thresholds scores nothing. A pair several rules match is rejected with
     the first of ambiguous, rm_disagrees, low_margin, low_chosen_score, not_top_margin.
-    --seed: the --kfold fold split and the calibration's orientation.
+    --seed: the --kfold fold split and cleanlab's orientation of the pairs.
 
     Example:
         curate reward work/decontam --out work/reward --model work/rm --min-margin 0.5
@@ -200,12 +204,17 @@ def _print_quality(q: dict[str, Any]) -> None:
     t.add_row("surrogate agreement with the labels" + (" (out of fold)" if q["out_of_fold"]
               else ""), f"{num(q['oof_accuracy'])} [95% CI {lo:.3f}, {hi:.3f}]"
               + ("" if q["better_than_chance"] else "  NOT above chance"))
-    t.add_row("estimated label-noise rate (confident learning)", num(q["estimated_noise_rate"]))
-    t.add_row("pairs the rules mark / their expected precision",
-              f"{q['marked_by_rules']} / {num(q['marked_expected_precision'])}")
+    ci = q.get("estimated_noise_rate_ci95")
+    t.add_row("estimated label-noise rate", (num(q["estimated_noise_rate"]) if ci is None else
+              f"{num(q['estimated_noise_rate'])} [95% CI {ci[0]:.3f}, {ci[1]:.3f}]")
+              + ("" if q.get("noise_rate_identified") else
+                 "  NOT identified: noise and the surrogate's errors look alike"))
+    t.add_row("pairs the rules mark / their expected precision (at least)",
+              f"{q['marked_by_rules']} / {_precision(q, 'marked_expected_precision')}")
     t.add_row(f"rejected with --min-precision {q['min_precision']:g}",
               f"{q['rejected']} ({q['rejected_fraction']:.1%})")
-    t.add_row("expected precision of the rejections", num(q["expected_precision"]))
+    t.add_row("expected precision of the rejections (at least)",
+              _precision(q, "expected_precision"))
     v = q.get("validation")
     if v:
         lo_, hi_ = v["gain_ci95"]
@@ -215,6 +224,14 @@ def _print_quality(q: dict[str, Any]) -> None:
     if q["abstained"]:
         t.add_row("[bold red]ABSTAINED[/]", f"[bold red]{q['abstain_reason']}[/]")
     console().print(t)
+
+
+def _precision(q: dict[str, Any], key: str) -> str:
+    """An expected precision and its 95% lower bound, as `0.812 (0.640)`."""
+    est, low = q.get(key), q.get(key + "_lower")
+    if low is None:
+        return "-" if est is None else f"{est:.3f}"
+    return ("unknown" if est is None else f"{est:.3f}") + f" (at least {low:.3f})"
 
 
 def register(app: typer.Typer) -> None:

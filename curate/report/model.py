@@ -21,16 +21,17 @@ from typing import Any
 from curate.report.pipeline import Run
 
 # The reward stage's filter facts, as (label, manifest keys tried in order) under the
-# manifest's `reward` section (or the manifest's top level). Helper 17 adds these facts;
-# align the key names here when that branch is merged.
+# manifest's `reward` section (or the manifest's top level).
 FILTER_FACT_KEYS: list[tuple[str, tuple[str, ...]]] = [  # keys of reward.quality (gate.py)
     ("surrogate agreement with the labels (out of fold)", ("oof_accuracy",)),
     ("agreement, 95% interval", ("oof_accuracy_ci95",)),
     ("better than chance", ("better_than_chance",)),
-    ("estimated label-noise rate (confident learning)", ("estimated_noise_rate",)),
+    ("estimated label-noise rate", ("estimated_noise_rate",)),
+    ("label-noise rate, 95% interval", ("estimated_noise_rate_ci95",)),
     ("pairs the rules mark", ("marked_by_rules",)),
     ("pairs rejected (or flagged)", ("rejected",)),
     ("expected precision of the rejections", ("expected_precision",)),
+    ("expected precision, 95% lower bound", ("expected_precision_lower",)),
     ("abstained (too unreliable to filter)", ("abstained",)),
     ("why it abstained", ("abstain_reason",)),
 ]

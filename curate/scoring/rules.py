@@ -114,9 +114,10 @@ class RuleResult:
 
 
 def apply_rules(keys: pa.Table, rules: RewardRules, *, out_of_fold: bool = False,
-                veto: str | None = None) -> RuleResult:
+                veto: str | None = None, flagging: bool = False) -> RuleResult:
     """`out_of_fold`: the scores come from k-fold surrogates (recorded, and warned of
-    when not). `veto`: the precision guard abstains for this reason."""
+    when not). `veto`: the precision guard abstains for this reason. `flagging`: the
+    marked pairs are flagged, not removed (what the warnings say)."""
     n = keys.num_rows
     c, r = _col(keys, "chosen_reward"), _col(keys, "rejected_reward")
     margin = c - r
@@ -156,10 +157,10 @@ def apply_rules(keys: pa.Table, rules: RewardRules, *, out_of_fold: bool = False
         p, issue, summary["quality"] = gate(
             hits, margin, gap, min_precision=rules.min_precision,
             max_reject_fraction=rules.max_reject_fraction, out_of_fold=out_of_fold,
-            seed=rules.seed, veto=veto)
+            seed=rules.seed, veto=veto, verb="flagged" if flagging else "rejected")
         for name in ("rm_disagrees", "low_margin", "low_chosen_score"):
             if name in notes and rules.min_precision > 0:  # 0: the plain rules' details
-                notes[name] = [f"{t}; P(mislabelled) {v:.2f}" if np.isfinite(v) else t
+                notes[name] = [f"{t}; P(mislabelled) >= {v:.2f}" if np.isfinite(v) else t
                                for t, v in zip(notes[name], p, strict=True)]
     reasons: list[str | None] = [None] * n
     details: list[str | None] = [None] * n

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 
 from curate import dataset as D
 from curate.scoring.cache import ScoreCache
+from curate.scoring.gate import validation_veto
 from curate.scoring.rules import RewardRules, apply_rules
 from curate.scoring.scorer import SCORE_COLUMNS, Scorer
 from curate.stage import Decisions, run_filter_stage
@@ -143,14 +144,12 @@ def reward(
             cache.add(new["pair_id"].combine_chunks(), new["chosen_reward"].to_numpy(),
                       new["rejected_reward"].to_numpy())
         out_of_fold = _is_kfold(scorer) or (cache is not None and "kfold" in cache.previous_info)
-        result = apply_rules(keys, rules, out_of_fold=out_of_fold)
+        result = apply_rules(keys, rules, out_of_fold=out_of_fold, flagging=action == "flag")
         check = _validate(scorer, rules, keys, result)
-        if check is not None and check["gain"] < 0:
-            result = apply_rules(keys, rules, out_of_fold=out_of_fold, veto=(
-                f"retrained without the {check['dropped_from_training']} pairs it would "
-                f"reject, the surrogates agree with the labels less "
-                f"({check['accuracy_filtered']:.3f} vs {check['accuracy_raw']:.3f} out of "
-                "fold): the filter would hurt"))
+        veto = validation_veto(check)
+        if veto is not None:
+            result = apply_rules(keys, rules, out_of_fold=out_of_fold, veto=veto,
+                                 flagging=action == "flag")
         if check is not None:
             result.summary["quality"]["validation"] = check
         n = keys.num_rows
