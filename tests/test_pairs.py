@@ -15,10 +15,10 @@ from curate.stages.pairs import (
     choose_pairs,
     distinct,
     near_identical,
-    normalise,
     pairs,
     similarity,
 )
+from curate.text import normalise_text as normalise
 from tests.helpers import assert_conserved, rows, write_jsonl
 
 LONG = ("To solve the equation we first subtract three from both sides, then divide both "

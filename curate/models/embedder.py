@@ -244,6 +244,16 @@ def _hashes_to_arrow(hashes: np.ndarray) -> pa.Array:
                                                 [None, pa.py_buffer(raw)])
 
 
+def hashes_to_numpy(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A binary(16) column as a numpy 'S16' array (sortable, searchable)."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if col.null_count:
+        raise ValueError("null text hash")
+    buf = col.buffers()[1]
+    return np.frombuffer(buf, dtype="S16", count=len(col) + col.offset)[col.offset:]
+
+
 def _arrow_to_vectors(col: pa.Array, dim: int) -> np.ndarray:
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
@@ -276,8 +286,6 @@ def _lookup_file(path: Path, want: pa.Array, dim: int) -> tuple[np.ndarray, np.n
     if not pc.any(mask).as_py():
         return np.empty(0, dtype="S16"), np.zeros((0, dim), dtype=STORE_DTYPE)
     table = pf.read().filter(mask)
-    from curate.stages.keys import hashes_to_numpy
-
     return hashes_to_numpy(table["text_hash"]), _arrow_to_vectors(table["embedding"], dim)
 
 

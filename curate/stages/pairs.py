@@ -34,7 +34,6 @@ import math
 import os
 import re
 import time
-import unicodedata
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -49,6 +48,7 @@ from curate import dataset as D
 from curate import schema as S
 from curate.scoring.cache import ScoreCache
 from curate.scoring.scorer import RewardModelScorer
+from curate.text import normalise_text
 
 STRATEGIES = ("best-worst", "top-bottom", "all")
 DEFAULT_NEAR_IDENTICAL = 0.95
@@ -61,15 +61,9 @@ Item = tuple[Sequence[dict[str, Any]], str, Sequence[dict[str, Any]] | None]
 
 
 # -- near-identical responses ----------------------------------------------------------
-_WS = re.compile(r"\s+")
 # CJK characters count one token each (they are not space separated), other words whole,
 # punctuation marks one token each
 _TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|\w+|[^\w\s]")
-
-
-def normalise(text: str) -> str:
-    """NFKC, case-folded, whitespace runs as one space, stripped."""
-    return _WS.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
 def similarity(a: str, b: str) -> float:
@@ -103,7 +97,7 @@ def distinct(responses: Sequence[str], threshold: float) -> tuple[list[int], dic
     and which one stays does not depend on any score."""
     keep: list[int] = []
     same_as: dict[int, int] = {}
-    norms = [normalise(r) for r in responses]
+    norms = [normalise_text(r) for r in responses]
     for i, text in enumerate(norms):
         for j in keep:
             if near_identical(text, norms[j], threshold):
