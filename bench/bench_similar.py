@@ -140,7 +140,7 @@ def main(argv: list[str]) -> None:
         m = _end_to_end(tmp, args.n, args.repeat)
         import pyarrow.parquet as pq
 
-        from curate.stages.keys import hashes_to_numpy
+        from curate.models.embedder import hashes_to_numpy
 
         emb = pq.read_table(tmp / "out" / m["embeddings"]["file"])
         dim = int(json.loads(emb.schema.metadata[b"curate.embeddings"])["dim"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +19,9 @@ import pyarrow.parquet as pq
 
 from curate import dataset as D
 from curate import schema as S
-from curate.report.pipeline import Run, Step, iter_rows, load_run, user_text
+from curate import text as T
+from curate.report.pipeline import Run, Step, iter_rows, load_run
+from curate.stages.decontam import DEFAULT_CONTAIN_MIN, DEFAULT_NGRAM
 
 
 @dataclass
@@ -67,7 +68,6 @@ class RuleSpec:
 
 
 RULES: dict[str, RuleSpec] = {}
-IMAGE_TOKEN = re.compile(r"<image>", re.IGNORECASE)
 
 
 def rule(name: str, **params: Param) -> Callable[[Callable[..., Finding]], Callable[..., Finding]]:
@@ -197,12 +197,10 @@ def _image_ids(images: list[dict[str, Any]] | None) -> list[str]:
 def no_exact_duplicates(ctx: Context) -> Finding:
     """No two kept rows share the normalised prompt, the decoded images and both responses
     (dedup's definition of an exact duplicate)."""
-    from curate.stages.dedup import normalise_prompt
-
     c = _Collector(ctx.limit)
     first: dict[bytes, str] = {}
     for r in _kept_rows(ctx, ["pair_id", "prompt", "chosen", "rejected", "images"]):
-        key = json.dumps([normalise_prompt(r["prompt"]), _image_ids(r["images"]), r["chosen"],
+        key = json.dumps([T.normalise_prompt(r["prompt"]), _image_ids(r["images"]), r["chosen"],
                           r["rejected"]], ensure_ascii=False).encode()
         digest = hashlib.blake2b(key, digest_size=16).digest()
         if digest in first:
@@ -258,34 +256,58 @@ def images_decodable(ctx: Context, max_pixels: int) -> Finding:
 
 
 @rule("no_contamination",
-      eval=Param(list, required=True, help="eval dataset folders (their kept rows)"),
-      min_chars=Param(int, 0, help="ignore prompts shorter than this (normalised)"))
-def no_contamination(ctx: Context, eval: list[str], min_chars: int) -> Finding:
-    """No kept row asks an eval set's question: the same normalised last user message, and
-    for an eval row with images, at least one of the same images (by decoded pixels).
+      eval=Param(list, required=True, help="eval dataset folders (kept and rejected rows)"),
+      min_chars=Param(int, 0, help="ignore eval prompts shorter than this (normalised)"),
+      ngram=Param(int, DEFAULT_NGRAM,
+                  help="decontam's --ngram: eval prompts of fewer words are short"),
+      contain_min=Param(int, DEFAULT_CONTAIN_MIN,
+                        help="decontam's --contain-min: a row containing a short eval prompt "
+                        "of at least this many words asks it"))
+def no_contamination(ctx: Context, eval: list[str], min_chars: int, ngram: int,
+                     contain_min: int) -> Finding:
+    """No kept row asks an eval set's question: what `curate decontam` rejects as an `exact`
+    match, on the same definition (`curate.text.prompt_keys`).
 
-    Normalised: `<image>` placeholders removed, NFKC, case-folded, whitespace collapsed."""
-    from curate.stages.dedup import normalise_text
-
-    def question(prompt: Any) -> str:
-        return normalise_text(IMAGE_TOKEN.sub(" ", user_text(prompt)))
-
-    bench: dict[str, list[set[str]]] = {}
+    A row asks an eval row's question when they share a prompt key (the words of the whole
+    prompt or of its last user message: case, punctuation, whitespace and `<image>`
+    placeholders aside), or when its words hold a short eval prompt (`contain_min` to
+    `ngram`-1 words) as a run. A short eval prompt is weak evidence against a row with
+    images ("Describe this image."), so such a row also needs one of that eval row's images
+    (same decoded pixels). Eval rows their own stages rejected are still eval content."""
+    short: list[bool] = []  # per eval row
+    eval_images: list[set[str]] = []
+    by_key: dict[str, list[int]] = {}  # prompt key -> eval rows
+    by_run: dict[int, dict[str, list[int]]] = {}  # word count -> short prompt -> eval rows
     for folder in eval:
         for s in load_run([folder]).steps:
-            for r in iter_rows(s, D.KEPT, ["pair_id", "prompt", "images"]):
-                text = question(r["prompt"])
-                if len(text) >= max(min_chars, 1):
-                    bench.setdefault(text, []).append(set(_image_ids(r["images"])))
+            for part in (D.KEPT, D.REJECTED):
+                for r in iter_rows(s, part, ["prompt", "images"]):
+                    words = T.normalise_words(T.prompt_text(r["prompt"]))
+                    if not words:
+                        continue
+                    e = len(short)
+                    short.append(len(words) < ngram)
+                    eval_images.append(set(_image_ids(r["images"])))
+                    for key in T.prompt_keys(r["prompt"]):
+                        if len(key) >= min_chars:
+                            by_key.setdefault(key, []).append(e)
+                    whole = " ".join(words)
+                    if contain_min <= len(words) < ngram and len(whole) >= min_chars:
+                        by_run.setdefault(len(words), {}).setdefault(whole, []).append(e)
     c = _Collector(ctx.limit)
     n = 0
     for r in _kept_rows(ctx, ["pair_id", "prompt", "images"]):
         n += 1
-        text = question(r["prompt"])
+        matches = [(key, e) for key in T.prompt_keys(r["prompt"]) for e in by_key.get(key, [])]
+        words = T.normalise_words(T.prompt_text(r["prompt"]))
+        matches += [(run, e) for k, runs in by_run.items() for run in T.word_runs(words, k)
+                    for e in runs.get(run, [])]
         images = set(_image_ids(r["images"]))
-        if any(not ids or ids & images for ids in bench.get(text, [])):
-            c.add(f"{r['pair_id']} ({text[:60]!r})")
-    return c.finding(f"{n} kept rows against {sum(map(len, bench.values()))} eval prompts",
+        hit = next((key for key, e in matches
+                    if not images or not short[e] or images & eval_images[e]), None)
+        if hit is not None:
+            c.add(f"{r['pair_id']} ({hit[:60]!r})")
+    return c.finding(f"{n} kept rows against {len(short)} eval prompts",
                      "{n} kept row(s) appear in an eval set")
 
 

@@ -37,6 +37,10 @@ DEFAULT_ROWS_PER_FILE = 50_000
 DEFAULT_BYTES_PER_FILE = 256 * 1024 * 1024
 
 
+class ConservationError(AssertionError):
+    """rows in != rows kept + rows rejected: a stage lost or invented rows."""
+
+
 class DatasetError(RuntimeError):
     """A folder is not a usable dataset folder."""
 

@@ -22,15 +22,15 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-Item = tuple[Sequence[dict[str, str]], str, Sequence[dict[str, Any]] | None]
-Scorer = Callable[[Sequence[Item]], Sequence[float]]
+from curate.models.encoding import Item
+from curate.scoring.scorer import ScoreFn
 
 VLRB_GROUPS: dict[str, tuple[str, ...]] = {
     "general": ("vlfeedback", "wildvision"),
@@ -89,7 +89,7 @@ def chosen_first(pair_ids: Sequence[str], seed: int) -> np.ndarray:
                      for p in pair_ids], dtype=bool)
 
 
-def score_benchmark(table: pa.Table, scorer: Scorer, seed: int = 0) -> pa.Table:
+def score_benchmark(table: pa.Table, scorer: ScoreFn, seed: int = 0) -> pa.Table:
     """Score both responses of every pair, each pair presented in a seeded order.
 
     `scorer` gets all first-shown responses, then all second-shown ones, as
@@ -229,8 +229,8 @@ def length_scorer(items: Sequence[Item]) -> list[float]:
     return [float(len(response)) for _, response, _ in items]
 
 
-def model_scorer(model: Any, batch_size: int = 16, feature_cache: Any = None) -> Scorer:
-    """A RewardModel's batched scoring as a Scorer."""
+def model_scorer(model: Any, batch_size: int = 16, feature_cache: Any = None) -> ScoreFn:
+    """A RewardModel's batched scoring as a ScoreFn."""
     def score(items: Sequence[Item]) -> list[float]:
         return model.score_batch(items, batch_size=batch_size, feature_cache=feature_cache)
 
@@ -292,7 +292,7 @@ def label_reports(result: dict[str, Any], benchmarks: Sequence[Any],
     return result
 
 
-def evaluate(benchmarks: Sequence[Any], scorer: Scorer, seed: int = 0
+def evaluate(benchmarks: Sequence[Any], scorer: ScoreFn, seed: int = 0
              ) -> tuple[dict[str, Any], pa.Table]:
     """(report, per-pair scores) for ingested benchmark folders (or tables).
 

@@ -22,10 +22,9 @@ import pyarrow.compute as pc
 from curate import dataset as D
 from curate import schema as S
 from curate.engine.fragments import Fragment, read_fragment
-from curate.stage import ConservationError, with_reject_columns
 
 
-class DecisionsOutOfOrder(ConservationError):
+class DecisionsOutOfOrder(D.ConservationError):
     """A fragment's rows are not the ones its slice of decisions was made for."""
 
 
@@ -82,7 +81,7 @@ def apply_decisions(
     is_rej = pc.is_valid(dec["reject_reason"])
     kept = tbl.filter(pc.invert(is_rej))
     rej = tbl.filter(is_rej)
-    rejected = with_reject_columns(
+    rejected = S.reject_rows(
         rej, dec["reject_reason"].filter(is_rej).combine_chunks(),
         dec["reject_detail"].filter(is_rej).combine_chunks(), stage)
     return kept, rejected

@@ -113,3 +113,25 @@ def with_reject_columns(schema: pa.Schema) -> pa.Schema:
         if schema.get_field_index(field.name) < 0:
             schema = schema.append(field)
     return schema
+
+
+def reject_rows(
+    batch: pa.RecordBatch | pa.Table,
+    reasons: Sequence[str] | pa.Array,
+    details: Sequence[str | None] | pa.Array | None,
+    stage: str,
+) -> pa.Table:
+    """`batch` as rejected rows: with `reject_stage`, `reject_reason` and `reject_detail`
+    (replacing any)."""
+    n = batch.num_rows
+    reasons_arr = pa.array(reasons, type=pa.string())
+    details_arr = pa.array(details if details is not None else [None] * n, type=pa.string())
+    if len(reasons_arr) != n or len(details_arr) != n:
+        raise ValueError("one reason and one detail per rejected row")
+    if reasons_arr.null_count:
+        raise ValueError("every rejected row needs a reason")
+    tbl = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+    tbl = tbl.drop_columns([c for c in REJECT_COLUMNS if c in tbl.column_names])
+    tbl = tbl.append_column("reject_stage", pa.array([stage] * n, type=pa.string()))
+    tbl = tbl.append_column("reject_reason", reasons_arr)
+    return tbl.append_column("reject_detail", details_arr)

@@ -33,10 +33,6 @@ if TYPE_CHECKING:
     from curate.fragment_writes import WriteTarget, WrittenPart
 
 
-class ConservationError(AssertionError):
-    """rows in != rows kept + rows rejected: a stage lost or invented rows."""
-
-
 @dataclass
 class StageRun:
     """One run of a stage writing one dataset folder.
@@ -189,7 +185,7 @@ class StageRun:
         n = batch.num_rows
         if n == 0:
             return
-        tbl = with_reject_columns(batch, reasons, details, stage or self.stage)
+        tbl = S.reject_rows(batch, reasons, details, stage or self.stage)
         self._rejected.write(tbl)
         self.consumed_by_rejected += n if consumed is None else consumed
         self.reasons.update(tbl["reject_reason"].to_pylist())
@@ -271,7 +267,7 @@ class StageRun:
         rows_kept = self._kept.rows + self._worker_rows[D.KEPT]
         rows_rejected = self._rejected.rows + self._worker_rows[D.REJECTED]
         if self.rows_in != self.consumed_by_kept + self.consumed_by_rejected:
-            raise ConservationError(
+            raise D.ConservationError(
                 f"{self.stage}: rows in {self.rows_in} != kept {self.consumed_by_kept} "
                 f"+ rejected {self.consumed_by_rejected}"
             )
@@ -317,27 +313,6 @@ class StageRun:
         else:
             D.commit(self._tmp, self.out)
         self._tmp = None
-
-
-def with_reject_columns(
-    batch: pa.RecordBatch | pa.Table,
-    reasons: Sequence[str] | pa.Array,
-    details: Sequence[str | None] | pa.Array | None,
-    stage: str,
-) -> pa.Table:
-    """`batch` with `reject_stage`, `reject_reason` and `reject_detail` (replacing any)."""
-    n = batch.num_rows
-    reasons_arr = pa.array(reasons, type=pa.string())
-    details_arr = pa.array(details if details is not None else [None] * n, type=pa.string())
-    if len(reasons_arr) != n or len(details_arr) != n:
-        raise ValueError("one reason and one detail per rejected row")
-    if reasons_arr.null_count:
-        raise ValueError("every rejected row needs a reason")
-    tbl = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-    tbl = tbl.drop_columns([c for c in S.REJECT_COLUMNS if c in tbl.column_names])
-    tbl = tbl.append_column("reject_stage", pa.array([stage] * n, type=pa.string()))
-    tbl = tbl.append_column("reject_reason", reasons_arr)
-    return tbl.append_column("reject_detail", details_arr)
 
 
 def input_record(ds: D.Dataset) -> dict[str, Any]:
@@ -398,7 +373,7 @@ def run_filter_stage(
         run.steps["decide"] = time.perf_counter() - t
         table = decisions.table
         if table.num_rows != total:
-            raise ConservationError(f"{stage}: decide returned {table.num_rows} rows for {total}")
+            raise D.ConservationError(f"{stage}: decide returned {table.num_rows} rows for {total}")
         attach = [c for c in table.column_names if c not in ("pair_id", *S.REJECT_COLUMNS)]
         schema = D.unified_schema(datasets)
         for c in attach:

@@ -15,7 +15,8 @@ import pytest
 from curate import dataset as D
 from curate.engine import get_engine
 from curate.stages import dedup as dedup_mod
-from curate.stages.dedup import DEFAULT_MAX_DISTANCE, dedup, normalise_text
+from curate.stages.dedup import DEFAULT_MAX_DISTANCE, dedup
+from curate.text import normalise_text
 from tests.dedup_support import (
     encode,
     make_source,

@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 
 from curate import dataset as D
-from curate.sources.candidates import ingest as ingest_candidates
+from curate.scoring.scorer import ResponseFunctionScorer
+from curate.stages.ingest_candidates import ingest as ingest_candidates
 from curate.stages.pairs import (
-    FunctionScorer,
     PairsConfig,
     choose_pairs,
     distinct,
     near_identical,
-    normalise,
     pairs,
     similarity,
 )
+from curate.text import normalise_text as normalise
 from tests.helpers import assert_conserved, rows, write_jsonl
 
 LONG = ("To solve the equation we first subtract three from both sides, then divide both "
@@ -46,8 +46,8 @@ def score_items(items):
     return [SCORES[r] for _, r, _ in items]
 
 
-def make_scorer(fp: str = "dict-v1") -> FunctionScorer:
-    return FunctionScorer(score_items, fp, "dict")
+def make_scorer(fp: str = "dict-v1") -> ResponseFunctionScorer:
+    return ResponseFunctionScorer(score_items, fp, "dict")
 
 
 @pytest.fixture
@@ -180,11 +180,11 @@ def test_same_input_and_config_give_the_same_bytes(cands, tmp_path: Path,
 
 
 def test_a_scorer_returning_the_wrong_count_fails_and_leaves_no_output(cands, tmp_path) -> None:
-    bad = FunctionScorer(lambda items: [1.0], "bad-v1")
+    bad = ResponseFunctionScorer(lambda items: [1.0], "bad-v1")
     with pytest.raises(ValueError, match="scores for"):
         pairs([cands], tmp_path / "out", scorer=bad)
     assert not (tmp_path / "out").exists()
-    nan = FunctionScorer(lambda items: [float("nan")] * len(items), "nan-v1")
+    nan = ResponseFunctionScorer(lambda items: [float("nan")] * len(items), "nan-v1")
     with pytest.raises(ValueError, match="NaN"):
         pairs([cands], tmp_path / "out", scorer=nan)
 

@@ -2,7 +2,7 @@
 
 The driver plans, reads and writes the score cache and writes the output; only each
 batch's uncached responses are scored in the engine's actors, each with its own scorer
-built from `CheckpointScorer.spec()`. The reward model is the tiny random Qwen2.5-VL
+built from `RewardModelScorer.spec()`. The reward model is the tiny random Qwen2.5-VL
 with a value head that tests/test_pairs_cli.py uses (images go through its vision
 tower). The fast tests run the actor path on an in-process engine (the setup pickled as
 Ray would ship it); the last on a real local Ray with two actors, against
@@ -20,14 +20,8 @@ from typing import Any
 import pytest
 
 from curate import dataset as D
-from curate.stages.pairs import (
-    CheckpointScorer,
-    CheckpointSpec,
-    FunctionScorer,
-    PairsConfig,
-    make_scorer,
-    pairs,
-)
+from curate.scoring.scorer import CheckpointSpec, ResponseFunctionScorer, RewardModelScorer
+from curate.stages.pairs import PairsConfig, make_scorer, pairs
 from tests.helpers import assert_conserved, assert_same_output
 from tests.test_generate import one_thread as one_thread  # noqa: F401 (autouse fixture)
 from tests.test_generate_engine import InProcessActors
@@ -53,7 +47,7 @@ def _same_rows(a: Path, b: Path, counts: bool = True) -> None:
 def test_spec_rebuilds_the_same_scorer(tiny_rm: Path, tmp_path: Path,  # noqa: F811
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
-    s = CheckpointScorer(tiny_rm, batch_size=3, device="cpu", bf16=False)
+    s = RewardModelScorer(tiny_rm, batch_size=3, device="cpu", bf16=False)
     spec = pickle.loads(pickle.dumps(s.spec()))
     assert spec == CheckpointSpec(str(tiny_rm), 3, "cpu", False, "auto",
                                   str(tmp_path / "cache" / "features"))
@@ -95,7 +89,7 @@ def test_actor_path_gives_the_in_process_output(cands: Path, tmp_path: Path,
 
 
 def test_a_scorer_without_a_spec_refuses_engine_workers(cands: Path, tmp_path: Path) -> None:
-    scorer = FunctionScorer(lambda items: [0.0] * len(items), "f-v1")
+    scorer = ResponseFunctionScorer(lambda items: [0.0] * len(items), "f-v1")
     with pytest.raises(ValueError, match="cannot run in engine workers"):
         pairs([cands], tmp_path / "o", scorer=scorer, score_cache=tmp_path / "s",
               engine=InProcessActors())

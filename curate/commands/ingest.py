@@ -99,8 +99,8 @@ def ingest(
     extra: dict = {"revision": revision, "data_dir": data_dir, "min_score_gap": min_score_gap}
     fields = mapping_fields(kind)
     if kind == "candidates":  # its own schema and stage, same signature
-        from curate.sources.candidates import FIELDS as fields
-        from curate.sources.candidates import ingest as run_ingest
+        from curate.stages.ingest_candidates import FIELDS as fields
+        from curate.stages.ingest_candidates import ingest as run_ingest
         extra = {}
     if mapping and fields is None:
         raise UsageFailure(f"--map does not apply to {kind!r}; it is for generic, trl and "

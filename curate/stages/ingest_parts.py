@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate import dataset as D
+from curate import schema as S
 from curate.engine.fragments import row_group_runs
 from curate.fragment_writes import WriteTarget, WrittenPart
 from curate.sources.base import Adapter
@@ -102,7 +103,6 @@ def plan_parts(inputs: list[str], adapter: Adapter, opts: Any, target: WriteTarg
 
 def ingest_part(job: IngestPart) -> IngestedPart:
     """A worker's task: read, validate and write one part of the input."""
-    from curate.stage import with_reject_columns
     from curate.stages.ingest import build_chunk, chunked
 
     def records() -> Any:
@@ -118,7 +118,7 @@ def ingest_part(job: IngestPart) -> IngestedPart:
         writers[D.KEPT].write(res.kept)
         if res.rejected.num_rows:
             writers[D.REJECTED].write(
-                with_reject_columns(res.rejected, res.reasons, res.details, STAGE))
+                S.reject_rows(res.rejected, res.reasons, res.details, STAGE))
         out.rows_in += res.rows_in
         out.kept += res.kept.num_rows
         out.rejected += res.rejected.num_rows
@@ -133,8 +133,6 @@ def ingest_part(job: IngestPart) -> IngestedPart:
 def move_duplicates(job: MoveDuplicates) -> WrittenPart:
     """Rewrite part `job.index`'s kept files without the repeated rows and write those
     rows to its own rejected file; returns the change (negative kept counts)."""
-    from curate.stage import with_reject_columns
-
     fs, root = job.target.filesystem, job.target.root
     moved: list[pa.Table] = []
     change = WrittenPart()
@@ -151,7 +149,7 @@ def move_duplicates(job: MoveDuplicates) -> WrittenPart:
         change.files.update(_rewrite(table.filter(pc.invert(mask)), path, rel, fs))
     rows = pa.concat_tables(moved)
     k = rows.num_rows
-    rejected = with_reject_columns(rows, ["duplicate_pair_id"] * k, list(job.details), STAGE)
+    rejected = S.reject_rows(rows, ["duplicate_pair_id"] * k, list(job.details), STAGE)
     w = D.PartWriter(f"{root}/{D.REJECTED}", rejected.schema,
                      prefix=f"part-{job.index:05d}-d", filesystem=fs, hash_files=True)
     w.write(rejected)
@@ -197,8 +195,6 @@ def ingest_in_workers(run: Any, inputs: list[str], adapter: Adapter, opts: Any, 
 # -- writing ------------------------------------------------------------------------------
 def _writers(index: int, target: WriteTarget) -> dict[str, D.PartWriter]:
     """Part `index`'s kept and rejected writers, each file hashed as it is written."""
-    from curate import schema as S
-
     schemas = {D.KEPT: S.PAIR_SCHEMA, D.REJECTED: S.with_reject_columns(S.PAIR_SCHEMA)}
     return {part: D.PartWriter(f"{target.root}/{part}", schema, prefix=f"part-{index:05d}-",
                                filesystem=target.filesystem, hash_files=True)

@@ -1,5 +1,6 @@
-"""Compact per-row keys shared by `similar` and `decontam`: text hashes, normalised
-words and their n-gram hashes, and the perceptual hashes of a row's images.
+"""Compact per-row keys shared by `similar` and `decontam`: text hashes, hashes of
+normalised words and of their n-grams (the words themselves: `curate.text`), and the
+perceptual hashes of a row's images.
 
 Everything here is pure and cheap, so it runs in the engine's per-batch step; the
 stages' global steps see only these keys, never the texts or image bytes.
@@ -7,8 +8,6 @@ stages' global steps see only these keys, never the texts or image bytes.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,8 +17,6 @@ import xxhash
 
 TEXT_HASH = pa.binary(16)  # xxh3-128 of the UTF-8 text: the embedding cache key
 PHASH_COLUMN = "image_phash"  # written by `curate dedup`; reused here when present
-_WORD = re.compile(r"\w+")
-_IMAGE_TOKEN = re.compile(r"<image>", re.IGNORECASE)
 _WORD_MEMO: dict[str, int] = {}
 _WORD_MEMO_LIMIT = 1_000_000
 _MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier of the rolling n-gram hash
@@ -28,11 +25,6 @@ _MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier of the rolling n-
 def text_hash(text: str) -> bytes:
     """The 16-byte key of a text (exact text, not normalised)."""
     return xxhash.xxh3_128_digest(text.encode("utf-8"))
-
-
-def prompt_text(prompt: Sequence[dict[str, Any]] | None) -> str:
-    """All messages' contents, one after another: the text `similar` compares."""
-    return "\n".join((m.get("content") or "") for m in prompt or [])
 
 
 def prompt_view(prompt: Sequence[dict[str, Any]] | None) -> str:
@@ -47,20 +39,6 @@ def prompt_view(prompt: Sequence[dict[str, Any]] | None) -> str:
     return "\n".join((msgs[i].get("content") or "") for i in order)
 
 
-def last_user_text(prompt: Sequence[dict[str, Any]] | None) -> str:
-    """The last user message (the question being answered); `decontam` embeds this."""
-    for m in reversed(list(prompt or [])):
-        if m.get("role") == "user":
-            return m.get("content") or ""
-    return prompt_text(prompt)
-
-
-def normalise_words(text: str) -> list[str]:
-    """NFKC, case-folded words without punctuation or `<image>` placeholders."""
-    text = _IMAGE_TOKEN.sub(" ", unicodedata.normalize("NFKC", text).casefold())
-    return _WORD.findall(text)
-
-
 def _word_hash(word: str) -> int:
     h = _WORD_MEMO.get(word)
     if h is None:
@@ -70,9 +48,9 @@ def _word_hash(word: str) -> int:
     return h
 
 
-def words_key(words: Sequence[str]) -> int:
-    """A 64-bit key of a whole normalised word sequence (for whole-prompt matches)."""
-    return xxhash.xxh3_64_intdigest(" ".join(words).encode("utf-8"))
+def words_key(key: str) -> int:
+    """A 64-bit key of one of `curate.text.prompt_keys` (for whole-prompt matches)."""
+    return xxhash.xxh3_64_intdigest(key.encode("utf-8"))
 
 
 def ngram_hashes(words: Sequence[str], n: int) -> np.ndarray:
@@ -116,13 +94,3 @@ def row_phashes(batch: pa.RecordBatch) -> list[list[int] | None]:
 def image_columns(schema: pa.Schema) -> list[str]:
     """The columns `row_phashes` needs from an input with this schema."""
     return [PHASH_COLUMN] if schema.get_field_index(PHASH_COLUMN) >= 0 else ["images"]
-
-
-def hashes_to_numpy(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A binary(16) column as a numpy 'S16' array (sortable, searchable)."""
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks()
-    if col.null_count:
-        raise ValueError("null text hash")
-    buf = col.buffers()[1]
-    return np.frombuffer(buf, dtype="S16", count=len(col) + col.offset)[col.offset:]

@@ -20,7 +20,7 @@ Engines: by default the scorer runs in this process. With an engine that has wor
 of its own (`curate pairs --engine ray`) the driver still plans, reads and writes the
 score cache and writes the output; only each batch's uncached responses are scored in
 the engine's actors, each with a scorer built once from the picklable
-`CheckpointScorer.spec()` (a model load per actor, with --gpus-per-worker GPUs). Each
+`RewardModelScorer.spec()` (a model load per actor, with --gpus-per-worker GPUs). Each
 batch is one scorer call with the same responses either way and results come back in
 batch order, so the output is the same as this process's.
 """
@@ -34,21 +34,22 @@ import math
 import os
 import re
 import time
-import unicodedata
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from difflib import SequenceMatcher
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from curate import dataset as D
 from curate import schema as S
+from curate.models.encoding import Item
 from curate.scoring.cache import ScoreCache
-from curate.scoring.scorer import RewardModelScorer
+from curate.scoring.scorer import ResponseScorer, RewardModelScorer
+from curate.text import normalise_text
 
 STRATEGIES = ("best-worst", "top-bottom", "all")
 DEFAULT_NEAR_IDENTICAL = 0.95
@@ -56,20 +57,10 @@ DEFAULT_TOP_BOTTOM_K = 2
 PAIRS_SCHEMA = pa.schema([*S.PAIR_FIELDS, pa.field("prompt_id", pa.string())])
 HISTOGRAM_BINS = 10
 
-# (prompt messages, response, images): what a reward model scores
-Item = tuple[Sequence[dict[str, Any]], str, Sequence[dict[str, Any]] | None]
-
-
 # -- near-identical responses ----------------------------------------------------------
-_WS = re.compile(r"\s+")
 # CJK characters count one token each (they are not space separated), other words whole,
 # punctuation marks one token each
 _TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|\w+|[^\w\s]")
-
-
-def normalise(text: str) -> str:
-    """NFKC, case-folded, whitespace runs as one space, stripped."""
-    return _WS.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
 def similarity(a: str, b: str) -> float:
@@ -103,7 +94,7 @@ def distinct(responses: Sequence[str], threshold: float) -> tuple[list[int], dic
     and which one stays does not depend on any score."""
     keep: list[int] = []
     same_as: dict[int, int] = {}
-    norms = [normalise(r) for r in responses]
+    norms = [normalise_text(r) for r in responses]
     for i, text in enumerate(norms):
         for j in keep:
             if near_identical(text, norms[j], threshold):
@@ -175,85 +166,6 @@ def choose_pairs(scores: Sequence[float], cfg: PairsConfig) -> list[tuple[int, i
 
 
 # -- scoring -------------------------------------------------------------------------------
-class ResponseScorer(Protocol):
-    """Scores single responses; `fingerprint` names the scores (same fingerprint, same scores)."""
-
-    @property
-    def fingerprint(self) -> str: ...
-
-    def score_responses(self, items: Sequence[Item]) -> np.ndarray: ...
-
-    def describe(self) -> dict[str, Any]: ...
-
-
-class CheckpointScorer(RewardModelScorer):
-    """A `curate train` checkpoint as a ResponseScorer: `RewardModel.score_batch`, batched by
-    length, through the feature cache when the head sits on a frozen base model. The model
-    loads on the first call, so a run whose scores are all cached never loads it.
-
-    `feature_root`: the feature cache's root folder (None: `$CURATE_CACHE/features` or
-    `~/.cache/curate/features`, read where the model loads). `spec()` fixes it, so an
-    engine worker uses the driver's cache whatever its own environment says."""
-
-    def __init__(self, ckpt: str | os.PathLike[str], batch_size: int = 16,
-                 feature_cache: Any = "auto", device: str | None = None,
-                 bf16: bool | None = None, feature_root: str | None = None) -> None:
-        super().__init__(ckpt, batch_size=batch_size, feature_cache=feature_cache,
-                         device=device, bf16=bf16)
-        self.feature_root = feature_root
-
-    def _cache(self, rm: Any) -> Any:
-        use = self.feature_cache
-        if self.feature_root is not None and (use is True or use == "auto"):
-            if use == "auto" and rm.reward_config.backbone_saved:
-                return None
-            return rm.feature_cache(self.feature_root)
-        return super()._cache(rm)
-
-    def score_responses(self, items: Sequence[Item]) -> np.ndarray:
-        rm = self.model()
-        scores = rm.score_batch(list(items), batch_size=self.batch_size,
-                                feature_cache=self._cache(rm))
-        self.rows_scored += len(items)
-        return np.asarray(scores, dtype=np.float64)
-
-    def spec(self) -> CheckpointSpec:
-        """What an engine worker builds the same scorer from (the model is not shipped)."""
-        use = self.feature_cache
-        if isinstance(use, os.PathLike):
-            use = str(use)
-        if not (use is None or isinstance(use, bool | str)):
-            raise ValueError("a scorer with a FeatureCache object cannot run in engine "
-                             "workers: give its root folder")
-        root = self.feature_root
-        if root is None and (use is True or use == "auto"):
-            from curate.models.feature_cache import default_cache_root
-
-            root = str(default_cache_root())
-        return CheckpointSpec(str(self.ckpt), self.batch_size, self.device, self.bf16, use,
-                              root)
-
-
-@dataclass(frozen=True)
-class CheckpointSpec:
-    """A picklable description of a `CheckpointScorer`: what an engine worker (a Ray actor
-    under `curate pairs --engine ray`) builds its own copy from: checkpoint folder, batch
-    size, device (None: a GPU where the worker has one), bf16 autocast (None: as trained),
-    the feature-cache setting and root folder."""
-
-    ckpt: str
-    batch_size: int = 16
-    device: str | None = None
-    bf16: bool | None = None
-    feature_cache: Any = "auto"
-    feature_root: str | None = None
-
-    def build(self) -> CheckpointScorer:
-        return CheckpointScorer(self.ckpt, batch_size=self.batch_size,
-                                feature_cache=self.feature_cache, device=self.device,
-                                bf16=self.bf16, feature_root=self.feature_root)
-
-
 def engine_runs_workers(engine: Any) -> bool:
     """Whether `engine` scores in workers of its own (Ray's actors) rather than in this
     process (no engine, or the local engine: one scorer here)."""
@@ -271,28 +183,6 @@ def _worker_setup(spec: Any) -> Callable[[list[Item]], np.ndarray]:
         return scorer.score_responses(items)
 
     return run
-
-
-class FunctionScorer:
-    """A plain function `items -> scores` as a ResponseScorer (tests, heuristics, APIs)."""
-
-    def __init__(self, fn: Callable[[list[Item]], Sequence[float]], fingerprint: str,
-                 name: str = "function") -> None:
-        self.fn, self._fingerprint, self.name = fn, fingerprint, name
-        self.calls = 0
-        self.rows_scored = 0
-
-    @property
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    def score_responses(self, items: Sequence[Item]) -> np.ndarray:
-        self.calls += 1
-        self.rows_scored += len(items)
-        return np.asarray(self.fn(list(items)), dtype=np.float64)
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.name, "fingerprint": self.fingerprint}
 
 
 def default_score_cache() -> Path:
@@ -648,7 +538,7 @@ def _score_in_workers(batches: Iterable[pa.RecordBatch], cfg: PairsConfig,
 
 
 def make_scorer(model: str | os.PathLike[str], batch_size: int = 16,
-                device: str | None = None) -> CheckpointScorer:
+                device: str | None = None) -> RewardModelScorer:
     """The ResponseScorer for `--model CKPT` (a `curate train` checkpoint folder), on
     `device` (None: a GPU where there is one)."""
-    return CheckpointScorer(model, batch_size=batch_size, device=device)
+    return RewardModelScorer(model, batch_size=batch_size, device=device)

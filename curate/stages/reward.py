@@ -31,7 +31,7 @@ from curate import dataset as D
 from curate.scoring.cache import ScoreCache
 from curate.scoring.gate import validation_veto
 from curate.scoring.rules import RewardRules, apply_rules
-from curate.scoring.scorer import SCORE_COLUMNS, Scorer
+from curate.scoring.scorer import SCORE_COLUMNS, PairScorer
 from curate.stage import Decisions, run_filter_stage
 
 ACTIONS = ("drop", "flag", "relabel")
@@ -52,7 +52,7 @@ def make_scorer(
     quiet: bool = True,
     ensemble: int = 1,
     device: str | None = None,
-) -> Scorer | None:
+) -> PairScorer | None:
     """The scorer for CLI-style options: `kfold` trains surrogates from the base `model`
     (default minilm; they score in the precision they trained in, `bf16` overriding the
     training config's); otherwise `model` is a checkpoint folder (`bf16`: force bf16
@@ -76,7 +76,7 @@ def reward(
     inputs: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     *,
-    scorer: Scorer | None = None,
+    scorer: PairScorer | None = None,
     rules: RewardRules | None = None,
     action: str = "drop",
     score_cache: str | os.PathLike[str] | None = None,

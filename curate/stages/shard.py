@@ -46,23 +46,22 @@ import pyarrow.parquet as pq
 from curate import dataset as D
 from curate.export.base import ExportOptions, make_exporters
 from curate.progress import bar
+from curate.splits import shuffle_rank
 from curate.stage import StageRun, input_record
-from curate.stages.shard_shuffle import tag
+from curate.stages.shard_shuffle import (
+    SHARD_COLUMNS,
+    SHARD_FIELDS,
+    shard_write_options,
+    tag,
+)
 
 SPLITS = ("train", "eval")
-SHARD_FIELDS = [
-    pa.field("split", pa.string()),  # train | eval
-    pa.field("stage", pa.string()),  # multimodal (the pair has images) | text
-    pa.field("est_tokens", pa.int64()),  # see estimate_tokens
-]
-SHARD_COLUMNS = [f.name for f in SHARD_FIELDS]
 # the key pass reads image sizes only, never the image bytes (nested parquet projection)
 KEY_COLUMNS = ["pair_id", "source", "prompt", "chosen", "rejected",
                "images.list.element.width", "images.list.element.height"]
 CHARS_PER_TOKEN = 4
 PIXELS_PER_IMAGE_TOKEN = 28 * 28  # Qwen2-VL / Qwen2.5-VL: a 14px patch, 2x2 merged
 IMAGE_TOKENS_MIN, IMAGE_TOKENS_MAX = 4, 16384
-SHARD_ROW_GROUP = 1024
 
 
 @dataclass(frozen=True)
@@ -156,16 +155,6 @@ class ShardPlan:
         """Input indices of a shard's rows, in the order they are written."""
         idx = np.flatnonzero(self.shard == shard)
         return idx[np.argsort(self.position[idx], kind="stable")]
-
-
-def shuffle_rank(pair_ids: pa.Array | pa.ChunkedArray, seed: int) -> np.ndarray:
-    """Each row's place in a seeded shuffle that depends on the ids, not the input order."""
-    n = len(pair_ids)
-    order = pc.sort_indices(pair_ids).to_numpy()
-    perm = order[np.random.default_rng(seed).permutation(n)]
-    rank = np.empty(n, dtype=np.int64)
-    rank[perm] = np.arange(n)
-    return rank
 
 
 def stratified_eval(sources: Sequence[str], rank: np.ndarray, fraction: float) -> np.ndarray:
@@ -286,12 +275,6 @@ class ShardWriter:
             self._spill = None
         for e in self.exporters:
             e.abort()
-
-
-def shard_write_options(schema: pa.Schema) -> dict[str, Any]:
-    """How a shard is written (`pq.write_table` options): the same bytes on every engine."""
-    return {"compression": "zstd", "row_group_size": SHARD_ROW_GROUP,
-            "use_dictionary": D.dictionary_columns(schema)}
 
 
 def shard_record(plan: ShardPlan, s: int, rows: int, sha256: str) -> dict[str, Any]:

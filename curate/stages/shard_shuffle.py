@@ -12,6 +12,9 @@ so instead:
   byte for byte.
 The driver holds the plan (a few integers per row) and what the reducers report.
 Export formats (`--format`) are then written on the driver from the shard files.
+
+What both engines' shards share lives here too, below `curate.stages.shard`: the shard
+columns (`tag`) and the writer options.
 """
 
 from __future__ import annotations
@@ -28,6 +31,13 @@ from curate.engine.fragments import Fragment, fragments, read_fragment
 from curate.fragment_writes import WriteTarget, WrittenPart
 
 POSITION = "__position"
+SHARD_FIELDS = [
+    pa.field("split", pa.string()),  # train | eval
+    pa.field("stage", pa.string()),  # multimodal (the pair has images) | text
+    pa.field("est_tokens", pa.int64()),  # see curate.stages.shard.estimate_tokens
+]
+SHARD_COLUMNS = [f.name for f in SHARD_FIELDS]
+SHARD_ROW_GROUP = 1024
 
 
 @dataclass(frozen=True)
@@ -56,12 +66,16 @@ class ShardReduce:
 def tag(table: pa.Table, is_eval: np.ndarray, multimodal: np.ndarray,
         est_tokens: np.ndarray) -> pa.Table:
     """`table` with the shard columns (split, stage, est_tokens) replaced by the plan's."""
-    from curate.stages.shard import SHARD_COLUMNS
-
     table = table.drop_columns([c for c in SHARD_COLUMNS if c in table.column_names])
     table = table.append_column("split", pa.array(np.where(is_eval, "eval", "train")))
     table = table.append_column("stage", pa.array(np.where(multimodal, "multimodal", "text")))
     return table.append_column("est_tokens", pa.array(est_tokens, pa.int64()))
+
+
+def shard_write_options(schema: pa.Schema) -> dict[str, Any]:
+    """How a shard is written (`pq.write_table` options): the same bytes on every engine."""
+    return {"compression": "zstd", "row_group_size": SHARD_ROW_GROUP,
+            "use_dictionary": D.dictionary_columns(schema)}
 
 
 def split_fragment(job: ShardMap) -> list[pa.Table]:
@@ -80,8 +94,6 @@ def split_fragment(job: ShardMap) -> list[pa.Table]:
 
 def write_shard(job: ShardReduce, blocks: list[pa.Table]) -> tuple[int, str, int]:
     """The reduce task: gather, order and write one shard; (rows, sha256, size in bytes)."""
-    from curate.stages.shard import shard_write_options
-
     table = pa.concat_tables(blocks)
     order = np.argsort(table[POSITION].to_numpy(), kind="stable")
     table = table.take(pa.array(order, pa.int64())).drop_columns([POSITION])

@@ -33,7 +33,12 @@ import pyarrow as pa
 
 from curate import dataset as D
 from curate.index import dense
-from curate.models.embedder import EmbeddingTable, EmbedSettings, ensure_embeddings
+from curate.models.embedder import (
+    EmbeddingTable,
+    EmbedSettings,
+    ensure_embeddings,
+    hashes_to_numpy,
+)
 from curate.stage import Decisions, run_filter_stage
 from curate.stages import keys as K
 
@@ -198,10 +203,10 @@ def decide(keys: pa.Table, cfg: SimilarConfig, embed: EmbedSettings,
     if n == 0:
         return Decisions(empty_decisions(SCORE_FIELDS))
     pair_ids = keys["pair_id"].to_pylist()
-    ph = K.hashes_to_numpy(keys["prompt_hash"])
+    ph = hashes_to_numpy(keys["prompt_hash"])
     with_resp = cfg.response_threshold <= 1.0
-    ch = K.hashes_to_numpy(keys["chosen_hash"]) if with_resp else np.empty(0, "S16")
-    rh = K.hashes_to_numpy(keys["rejected_hash"]) if with_resp else np.empty(0, "S16")
+    ch = hashes_to_numpy(keys["chosen_hash"]) if with_resp else np.empty(0, "S16")
+    rh = hashes_to_numpy(keys["rejected_hash"]) if with_resp else np.empty(0, "S16")
     phashes = keys["phashes"].to_pylist()
     folders = _embedding_folders(datasets, out)
     table, key = ensure_embeddings(np.concatenate([ph, ch, rh]),

@@ -325,11 +325,11 @@ class Trainer:
             return True
         if mode in ("never", False, "false"):
             return False
-        from curate.models.reward_model import MINILM_NAME
+        from curate.models.packaged import MINILM_NAMES
         from curate.models.tiny import TINY_NAME
 
         ref = str(self.rm.reward_config.base_model)
-        by_name = ref in (MINILM_NAME, TINY_NAME) or Path(ref).is_dir()
+        by_name = ref in (*MINILM_NAMES, TINY_NAME) or Path(ref).is_dir()
         return not (self.cfg.freeze == "backbone" and self.pristine_base and by_name)
 
     # -- head only, on cached features ------------------------------------------------

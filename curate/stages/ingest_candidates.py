@@ -1,4 +1,5 @@
-"""Candidates: a prompt, optional images, and N responses sampled from a policy model.
+"""`curate ingest candidates`: a prompt, optional images, and N responses sampled from a
+policy model (the ingest stage for candidates rows, on ingest's row checks).
 
     curate ingest candidates samples.jsonl --out work/cands \\
         --map prompt=question,responses=samples,image=image,model=policy
@@ -220,7 +221,7 @@ def ingest(
     (kept/, rejected/, manifest; conservation counts rows, one per prompt), with the
     candidates schema."""
     if kind != KIND:
-        raise ValueError(f"curate.sources.candidates ingests {KIND!r} rows, not {kind!r}")
+        raise ValueError(f"curate.stages.ingest_candidates ingests {KIND!r} rows, not {kind!r}")
     from curate.engine import get_engine
     from curate.progress import bar
     from curate.sources.readers import iter_records
