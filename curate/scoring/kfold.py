@@ -14,6 +14,12 @@ not see it), and averages the members' calibrated log-odds: each member's centre
 rewards are scaled by its temperature (the logistic fit of its out-of-fold margins,
 curate.scoring.calibration.temperature) before the mean, so a member with sharper
 margins does not outvote a better-calibrated one.
+
+Each fold is one pure job (`fit_fold(FoldJob)`: train, score the held-out fold, centre),
+so the folds run one after another here or in parallel on an engine's workers
+(`curate reward --engine ray`: an actor per fold with --gpus-per-worker GPUs), with
+the same split, seeds and scores: bit for bit where torch runs on as many threads (a
+Ray actor holding one CPU runs one; other counts sum floats in another order).
 """
 
 from __future__ import annotations
