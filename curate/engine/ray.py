@@ -21,7 +21,7 @@ import functools
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from curate.engine.local import default_workers
@@ -244,9 +244,14 @@ class RayEngine:
         workers: int | None = None,
     ) -> Iterator[R]:
         """`setup()` once per actor (with `gpus_per_worker` GPUs), its function over
-        `items` in order; each actor has at most two items in flight."""
+        `items` in order; each actor has at most two items in flight. A sized `items`
+        (a list) gets no more actors than items: none waits for resources it never needs."""
         self._start()
         n = workers or self._actor_count()
+        if isinstance(items, Sized):
+            n = min(n, len(items))
+            if n == 0:
+                return
         actor_cls = _remote_actor().options(
             num_cpus=1, num_gpus=self.gpus_per_worker,
             max_restarts=self.retries, max_task_retries=self.retries,

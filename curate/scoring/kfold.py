@@ -14,17 +14,25 @@ not see it), and averages the members' calibrated log-odds: each member's centre
 rewards are scaled by its temperature (the logistic fit of its out-of-fold margins,
 curate.scoring.calibration.temperature) before the mean, so a member with sharper
 margins does not outvote a better-calibrated one.
+
+Each fold is one pure job (`fit_fold(FoldJob)`: train, score the held-out fold, centre),
+so the folds run one after another here or in parallel on an engine's workers
+(`curate reward --engine ray`: an actor per fold with --gpus-per-worker GPUs), with
+the same split, seeds and scores: bit for bit where torch runs on as many threads (a
+Ray actor holding one CPU runs one; other counts sum floats in another order).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
-import shutil
+import socket
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +41,9 @@ import pyarrow.compute as pc
 from curate import dataset as D
 from curate.scoring.scorer import RewardModelScorer, Scores, _table
 from curate.splits import shuffle_rank
+
+if TYPE_CHECKING:
+    from curate.train.config import TrainConfig
 
 # settings that change where files go or what is logged, not the trained model
 _NOT_IN_KEY = ("feature_cache", "eval_every", "save_every", "keep_state", "num_workers",
@@ -52,12 +63,143 @@ def assign_folds(pair_ids: pa.Array | pa.ChunkedArray, sources: Sequence[str], k
     return folds
 
 
+@dataclasses.dataclass(frozen=True)
+class FoldJob:
+    """One surrogate's training run: fold `fold` of the split seeded `split_seed` is held
+    out and scored; the model trains on the other folds, less the `exclude` pairs.
+
+    Small and picklable, so an engine worker runs it from the dataset folders (`data`:
+    absolute paths or URIs; `fingerprints`: what they held when the split was made)."""
+
+    data: tuple[str, ...]
+    fingerprints: tuple[str, ...]
+    model: str
+    k: int
+    fold: int
+    split_seed: int
+    cfg: TrainConfig  # the training seed already shifted for the ensemble member
+    batch_size: int = 16
+    device: str | None = None
+    checkpoint: str | None = None  # kept there; None: a temporary folder, removed
+    exclude: frozenset[str] = frozenset()
+    label: str = ""  # for progress lines: "member 1/2, fold 1/5"
+
+
+class FoldResult(NamedTuple):
+    """A fold's out-of-fold rewards, centred on their mean, and its record."""
+
+    pair_ids: list[str]
+    chosen: np.ndarray
+    rejected: np.ndarray
+    record: dict[str, Any]
+
+
+def read_pairs(data: Sequence[str], fingerprints: Sequence[str] | None = None) -> pa.Table:
+    """The kept rows of the dataset folders `data`, in order (checked against
+    `fingerprints` where given: a worker must split the rows the driver split)."""
+    datasets = [D.Dataset.open(p) for p in data]
+    if fingerprints is not None:
+        for d, fp in zip(datasets, fingerprints, strict=True):
+            if d.fingerprint != fp:
+                raise ValueError(f"{d.location} changed while its k-fold surrogates trained")
+    return pa.concat_tables([d.read() for d in datasets], promote_options="default")
+
+
+def fit_fold(job: FoldJob, table: pa.Table | None = None, folds: np.ndarray | None = None,
+             log: Callable[[str], None] | None = None) -> FoldResult:
+    """Train `job`'s surrogate and score its held-out fold.
+
+    `table` and `folds` (its rows' folds, `assign_folds`): what the local loop read and
+    split once for all folds; None: read and split here (an engine worker)."""
+    import torch
+
+    from curate.train import train_reward_model
+
+    t0 = time.perf_counter()
+    if table is None:
+        table = read_pairs(job.data, job.fingerprints)
+    if folds is None:
+        folds = assign_folds(table["pair_id"], table["source"].to_pylist(), job.k,
+                             job.split_seed)
+    held = pa.array(folds == job.fold)
+    train_mask = pc.invert(held)
+    if job.exclude:
+        dropped = pc.is_in(table["pair_id"], value_set=pa.array(sorted(job.exclude), pa.string()))
+        train_mask = pc.and_(train_mask, pc.invert(dropped))
+    train_t, eval_t = table.filter(train_mask), table.filter(held)
+    if log is not None:
+        log(f"{job.label}: training on {train_t.num_rows} pairs, scoring {eval_t.num_rows}")
+    with _checkpoint_folder(job.checkpoint) as ckpt:
+        metrics = train_reward_model(train_t, job.model, ckpt, job.cfg, eval_data=eval_t,
+                                     quiet=True, device=job.device)
+        # a frozen backbone: the trainer cached every feature, held-out fold included
+        frozen = job.cfg.freeze == "backbone"
+        scorer = RewardModelScorer(
+            ckpt, job.batch_size, feature_cache=(job.cfg.feature_cache or True) if frozen else None,
+            device=job.device,
+            bf16=bool(metrics.get("bf16")))  # the precision it was trained in
+        c, r = scorer.score(eval_t) if eval_t.num_rows else (np.zeros(0), np.zeros(0))
+        del scorer
+    offset = float(np.mean(np.concatenate([c, r]))) if len(c) else 0.0
+    c, r = c - offset, r - offset
+    record: dict[str, Any] = {
+        "fold": job.fold, "train_pairs": train_t.num_rows, "scored_pairs": eval_t.num_rows,
+        "oof_accuracy": float(np.mean(c > r)) if len(c) else None,
+        "train_accuracy": _last(metrics, "train_accuracy"),
+        "offset": round(offset, 6), "seconds": round(time.perf_counter() - t0, 3),
+        "checkpoint": job.checkpoint, "host": socket.gethostname(), "pid": os.getpid(),
+        "threads": torch.get_num_threads()}  # torch's intra-op threads: they set float order
+    return FoldResult(eval_t["pair_id"].to_pylist(), c, r, record)
+
+
+def _fold_worker() -> Callable[[FoldJob], FoldResult]:
+    """`map_actors` setup: each fold trains its own model, so there is nothing to load."""
+    return fit_fold
+
+
+@contextlib.contextmanager
+def _checkpoint_folder(path: str | None) -> Iterator[Path]:
+    if path is not None:
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="curate-fold-") as tmp:
+        yield Path(tmp)
+
+
+def _for_workers(job: FoldJob) -> FoldJob:
+    """`job` with the driver's feature-cache folder, absolute: a worker's own environment
+    ($CURATE_CACHE, home, working directory) must not choose another cache."""
+    from curate.models.feature_cache import default_cache_root
+
+    if not _uses_features(job.cfg):
+        return job
+    root = str(Path(job.cfg.feature_cache or default_cache_root()).resolve())
+    return dataclasses.replace(job, cfg=dataclasses.replace(job.cfg, feature_cache=root))
+
+
+def _uses_features(cfg: TrainConfig) -> bool:
+    """Whether training reads (and fills) the pooled-feature cache."""
+    return cfg.freeze == "backbone" or bool(cfg.probe_head)
+
+
+def _parallel(engine: Any) -> bool:
+    """Whether `engine` runs folds in workers of their own (Ray); the local engine runs
+    them one after another in this process, its torch threads using every core."""
+    return engine is not None and getattr(engine, "name", "local") != "local"
+
+
 class KFoldScorer:
     """Trains K surrogates on first use, then answers every pair from their OOF scores.
 
     `data`: the dataset folders whose kept rows are scored (all of them: out-of-fold
     scores need the whole set). `surrogates`: where fold checkpoints go (kept); None:
-    a temporary folder, removed after scoring.
+    temporary folders, removed after scoring.
+
+    `fit(engine)` with a Ray engine trains every fold (and ensemble member) in an actor
+    of its own (`--gpus-per-worker` GPUs); each worker reads the dataset folders itself.
+    With the feature cache in use, the first fold runs alone first and fills the cache
+    for every pair, so the others read the very features the sequential run reads (and
+    no two workers compute them at once): the scores are those of the local run.
     """
 
     def __init__(self, data: Sequence[str | os.PathLike[str]], model: str, k: int,
@@ -99,7 +241,7 @@ class KFoldScorer:
 
     def score(self, pairs: pa.Table | pa.RecordBatch) -> Scores:
         if self._scores is None:
-            self._fit()
+            self.fit()
         assert self._scores is not None
         ids = _table(pairs)["pair_id"].to_pylist()
         missing = [p for p in ids if p not in self._scores]
@@ -110,116 +252,108 @@ class KFoldScorer:
         got = np.array([self._scores[p] for p in ids], dtype=np.float64).reshape(-1, 2)
         return got[:, 0], got[:, 1]
 
-    def _fit(self) -> None:
+    def fit(self, engine: Any = None) -> None:
+        """Train the surrogates and compute every pair's score (once; later calls do
+        nothing). `engine`: a Ray engine runs the folds in parallel; None or the local
+        engine, one after another here."""
         from curate.scoring.calibration import temperature
 
-        table = pa.concat_tables([d.read() for d in self.datasets], promote_options="default")
-        work = self.surrogates or Path(tempfile.mkdtemp(prefix="curate-kfold-"))
+        if self._scores is not None:
+            return
+        table = self._read(engine)
         ids = table["pair_id"].to_pylist()
+        jobs = [self._job(e, f) for e in range(self.ensemble) for f in range(self.k)]
+        results = self._run(jobs, table, engine)
         total = np.zeros((len(ids), 2))
-        try:
-            for e in range(self.ensemble):
-                folder = work if self.ensemble == 1 else work / f"member-{e}"
-                scores = self._fit_member(table, folder, e)
-                got = np.array([scores[p] for p in ids], dtype=np.float64).reshape(-1, 2)
+        for e in range(self.ensemble):
+            member = results[e * self.k:(e + 1) * self.k]
+            scores = {p: (c, r) for res in member
+                      for p, c, r in zip(res.pair_ids, res.chosen.tolist(), res.rejected.tolist(),
+                                         strict=True)}
+            got = np.array([scores[p] for p in ids], dtype=np.float64).reshape(-1, 2)
+            for res in member:
                 if self.ensemble > 1:
-                    t = temperature(got[:, 0] - got[:, 1])
-                    for f in self.folds[-self.k:]:
-                        f["temperature"] = round(t, 6)
-                    got = got * t
-                total += got / self.ensemble
-        finally:
-            if self.surrogates is None:
-                shutil.rmtree(work, ignore_errors=True)
+                    res.record["member"] = e
+                self.folds.append(res.record)
+            if self.ensemble > 1:
+                t = temperature(got[:, 0] - got[:, 1])
+                for res in member:
+                    res.record["temperature"] = round(t, 6)
+                got = got * t
+            total += got / self.ensemble
         self._scores = {p: (float(c), float(r)) for p, (c, r) in zip(ids, total, strict=True)}
 
-    def validate(self, drop: set[str], margins: dict[str, float]) -> dict[str, Any]:
+    def validate(self, drop: set[str], margins: dict[str, float], engine: Any = None
+                 ) -> dict[str, Any]:
         """Would training without `drop` make a better model? Retrains each fold's
         surrogate (member 0's split) without the `drop` pairs and scores its held-out
         fold, all of it, against the given labels; `margins`: the unfiltered out-of-fold
         margins by pair_id. Under label noise independent of content, agreement with
         the noisy labels rises and falls with accuracy on the true ones, so a filter
-        that lowers it would hurt."""
-        from curate.train import train_reward_model
-
-        table = pa.concat_tables([d.read() for d in self.datasets], promote_options="default")
-        folds = assign_folds(table["pair_id"], table["source"].to_pylist(), self.k, self.seed)
-        ids = np.asarray(table["pair_id"].to_pylist(), dtype=object)
-        dropped = np.isin(ids, list(drop))
-        before, after = [], []
-        work = Path(tempfile.mkdtemp(prefix="curate-validate-"))
+        that lowers it would hurt. `engine`: as in `fit`."""
         t0 = time.perf_counter()
-        try:
-            for f in range(self.k):
-                held = folds == f
-                train_t = table.filter(pa.array(~held & ~dropped))
-                eval_t = table.filter(pa.array(held))
-                ckpt = work / f"fold-{f}"
-                metrics = train_reward_model(train_t, self.model, ckpt, self.cfg,
-                                             eval_data=eval_t, quiet=True,
-                                             device=self.device)
-                frozen = self.cfg.freeze == "backbone"
-                scorer = RewardModelScorer(
-                    ckpt, self.batch_size,
-                    feature_cache=(self.cfg.feature_cache or True) if frozen else None,
-                    device=self.device, bf16=bool(metrics.get("bf16")))
-                c, r = scorer.score(eval_t)
-                after.append(c - r > 0)
-                before.append(np.array([margins[p] > 0 for p in ids[held]]))
-                del scorer
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        table = self._read(engine)
+        jobs = [self._job(0, f, exclude=frozenset(drop), keep=False) for f in range(self.k)]
+        results = self._run(jobs, table, engine)
+        before = [np.array([margins[p] > 0 for p in res.pair_ids], dtype=bool)
+                  for res in results]
+        after = [res.chosen - res.rejected > 0 for res in results]  # centring keeps margins
         out = paired_gain(np.concatenate(before), np.concatenate(after))
-        out["dropped_from_training"] = int(dropped.sum())
+        ids = table["pair_id"].to_pylist()
+        out["dropped_from_training"] = sum(p in drop for p in ids)
         out["seconds"] = round(time.perf_counter() - t0, 3)
         return out
 
-    def _fit_member(self, table: pa.Table, work: Path, member: int
-                    ) -> dict[str, tuple[float, float]]:
-        import dataclasses
+    def _read(self, engine: Any) -> pa.Table:
+        """Every input row, or only the columns the split needs where workers read the rest."""
+        if not _parallel(engine):
+            return pa.concat_tables([d.read() for d in self.datasets], promote_options="default")
+        return pa.concat_tables([d.read(columns=["pair_id", "source"]) for d in self.datasets],
+                                promote_options="default")
 
-        from curate.progress import console
-        from curate.train import train_reward_model
+    def _job(self, member: int, fold: int, exclude: frozenset[str] = frozenset(),
+             keep: bool = True) -> FoldJob:
+        """Member `member`'s fold `fold`: fold split and training seed shifted by the member."""
+        ckpt = None
+        if keep and self.surrogates is not None:
+            folder = self.surrogates if self.ensemble == 1 else self.surrogates / f"member-{member}"
+            ckpt = str(folder / f"fold-{fold}")
+        who = f"member {member + 1}/{self.ensemble}, " if self.ensemble > 1 else ""
+        return FoldJob(
+            data=tuple(d.uri or str(d.path.resolve()) for d in self.datasets),
+            fingerprints=tuple(d.fingerprint for d in self.datasets), model=self.model,
+            k=self.k, fold=fold, split_seed=self.seed + member,
+            cfg=dataclasses.replace(self.cfg, seed=self.cfg.seed + member),
+            batch_size=self.batch_size, device=self.device, checkpoint=ckpt,
+            exclude=exclude, label=f"{who}fold {fold + 1}/{self.k}")
 
-        folds = assign_folds(table["pair_id"], table["source"].to_pylist(), self.k,
-                             self.seed + member)
-        cfg = dataclasses.replace(self.cfg, seed=self.cfg.seed + member)
-        scores: dict[str, tuple[float, float]] = {}
-        for f in range(self.k):
-            t0 = time.perf_counter()
-            held = pc.equal(pa.array(folds), f)
-            train_t, eval_t = table.filter(pc.invert(held)), table.filter(held)
-            if not self.quiet:
-                who = f"member {member + 1}/{self.ensemble}, " if self.ensemble > 1 else ""
-                console().print(f"{who}fold {f + 1}/{self.k}: training on {train_t.num_rows} "
-                                f"pairs, scoring {eval_t.num_rows}", highlight=False)
-            ckpt = work / f"fold-{f}"
-            metrics = train_reward_model(train_t, self.model, ckpt, cfg,
-                                         eval_data=eval_t, quiet=True, device=self.device)
-            # a frozen backbone: the trainer cached every feature, held-out fold included
-            frozen = cfg.freeze == "backbone"
-            scorer = RewardModelScorer(
-                ckpt, self.batch_size,
-                feature_cache=(cfg.feature_cache or True) if frozen else None,
-                device=self.device,
-                bf16=bool(metrics.get("bf16")))  # the precision it was trained in
-            c, r = scorer.score(eval_t) if eval_t.num_rows else (np.zeros(0), np.zeros(0))
-            offset = float(np.mean(np.concatenate([c, r]))) if len(c) else 0.0
-            c, r = c - offset, r - offset
-            for pid, cv, rv in zip(eval_t["pair_id"].to_pylist(), c.tolist(), r.tolist(),
-                                   strict=True):
-                scores[pid] = (cv, rv)
-            record: dict[str, Any] = {
-                "fold": f, "train_pairs": train_t.num_rows, "scored_pairs": eval_t.num_rows,
-                "oof_accuracy": float(np.mean(c > r)) if len(c) else None,
-                "train_accuracy": _last(metrics, "train_accuracy"),
-                "offset": round(offset, 6), "seconds": round(time.perf_counter() - t0, 3),
-                "checkpoint": str(ckpt) if self.surrogates else None}
-            if self.ensemble > 1:
-                record["member"] = member
-            self.folds.append(record)
-            del scorer
-        return scores
+    def _run(self, jobs: list[FoldJob], table: pa.Table, engine: Any) -> list[FoldResult]:
+        """`fit_fold` over `jobs`, results in order: here one after another, or on the
+        engine's actors (the first alone first where it fills the feature cache)."""
+        log = None if self.quiet else _print
+        if not _parallel(engine):
+            splits: dict[int, np.ndarray] = {}  # one split per member, as the jobs share them
+            out = []
+            for job in jobs:
+                if job.split_seed not in splits:
+                    splits[job.split_seed] = assign_folds(
+                        table["pair_id"], table["source"].to_pylist(), self.k, job.split_seed)
+                out.append(fit_fold(job, table, splits[job.split_seed], log))
+            return out
+        jobs = [_for_workers(j) for j in jobs]
+        waves = [jobs[:1], jobs[1:]] if _uses_features(self.cfg) else [jobs]
+        out = []
+        for wave in waves:
+            if log is not None and wave:
+                log(f"{', '.join(j.label for j in wave)}: training on the {engine.name} engine")
+            for job, res in zip(wave, engine.map_actors(_fold_worker, wave), strict=True):
+                if log is not None:
+                    rec = res.record
+                    log(f"{job.label}: trained on {rec['train_pairs']} pairs, scored "
+                        f"{rec['scored_pairs']} ({rec['seconds']:.1f}s, pid {rec['pid']} "
+                        f"on {rec['host']})")
+                out.append(res)
+        return out
 
 
 def paired_gain(before: np.ndarray, after: np.ndarray) -> dict[str, Any]:
@@ -239,3 +373,9 @@ def _last(metrics: dict[str, Any], key: str) -> float | None:
         if key in point:
             return float(point[key])
     return None
+
+
+def _print(msg: str) -> None:
+    from curate.progress import console
+
+    console().print(msg, highlight=False)

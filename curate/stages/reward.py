@@ -89,7 +89,8 @@ def reward(
     `score_cache`: a folder shared across runs and outputs, besides the previous `out`.
     `batch_size`: rows per scoring call (the model batches inside it).
     `engine`: scoring runs in its `map_inputs_actors` workers, the scorer's model loaded
-    once per worker (Ray: actors with --gpus-per-worker GPUs; local: this process)."""
+    once per worker (Ray: actors with --gpus-per-worker GPUs; local: this process);
+    k-fold surrogates train there too, one actor per fold (`KFoldScorer.fit`)."""
     from curate.engine import get_engine
 
     rules = rules or RewardRules()
@@ -102,6 +103,7 @@ def reward(
     if scorer is None and rules.needs_scores:
         raise ValueError("these rules need reward scores: give --model CKPT or --kfold K")
     datasets = [D.Dataset.open(p) for p in inputs]
+    engine = engine or get_engine("local", workers=1)
     cache = ScoreCache(scorer.fingerprint, previous=out, folder=score_cache) \
         if scorer is not None else None
     config = {"scorer": scorer.describe() if scorer is not None else None,
@@ -112,10 +114,8 @@ def reward(
                                type=pa.string())
         if not cache.covers(ids):  # read prompts, responses and images only to score
             columns += [c for c in SCORE_COLUMNS if c not in columns]
-            from curate.scoring.kfold import KFoldScorer
-
-            if isinstance(scorer, KFoldScorer):  # its training is a global step: here, once
-                scorer.score(pa.table({"pair_id": pa.array([], pa.string())}))
+            if _is_kfold(scorer):  # its training is a global step: here, once (on Ray,
+                scorer.fit(engine)  # the folds in parallel, an actor each)
 
     def annotate(batch: pa.RecordBatch) -> pa.RecordBatch:
         n = batch.num_rows
@@ -145,7 +145,7 @@ def reward(
                       new["rejected_reward"].to_numpy())
         out_of_fold = _is_kfold(scorer) or (cache is not None and "kfold" in cache.previous_info)
         result = apply_rules(keys, rules, out_of_fold=out_of_fold, flagging=action == "flag")
-        check = _validate(scorer, rules, keys, result)
+        check = _validate(scorer, rules, keys, result, engine)
         veto = validation_veto(check)
         if veto is not None:
             result = apply_rules(keys, rules, out_of_fold=out_of_fold, veto=veto,
@@ -197,17 +197,18 @@ def reward(
 
     manifest = run_filter_stage(
         "reward", inputs, out, config, annotate=None, annotate_setup=lambda: annotate,
-        annotate_columns=columns, decide=decide, engine=engine or get_engine("local", workers=1),
+        annotate_columns=columns, decide=decide, engine=engine,
         force=force, batch_size=batch_size)
     if cache is not None:
         cache.save()
     return manifest
 
 
-def _validate(scorer: Any, rules: RewardRules, keys: pa.Table, result: Any
+def _validate(scorer: Any, rules: RewardRules, keys: pa.Table, result: Any, engine: Any
               ) -> dict[str, Any] | None:
     """The retraining check (KFoldScorer.validate) of what the guard would reject, where
-    it applies: k-fold surrogates, the guard on, and something to reject."""
+    it applies: k-fold surrogates, the guard on, and something to reject; its folds
+    retrain on `engine` as the first training did."""
     q = result.summary.get("quality")
     if not (rules.validate and _is_kfold(scorer) and q and rules.min_precision > 0
             and not q["abstained"] and q["rejected"]):
@@ -218,7 +219,7 @@ def _validate(scorer: Any, rules: RewardRules, keys: pa.Table, result: Any
     drop = {p for p, x in zip(ids, result.reasons, strict=True) if x in GATED}
     c = keys["chosen_reward"].to_numpy(zero_copy_only=False)
     r = keys["rejected_reward"].to_numpy(zero_copy_only=False)
-    return scorer.validate(drop, dict(zip(ids, (c - r).tolist(), strict=True)))
+    return scorer.validate(drop, dict(zip(ids, (c - r).tolist(), strict=True)), engine=engine)
 
 
 def _is_kfold(scorer: Any) -> bool:
