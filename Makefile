@@ -38,6 +38,7 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check curate tests bench
+	$(BIN)/mypy
 
 clean:
-	rm -rf $(OUT) .pytest_cache .ruff_cache
+	rm -rf $(OUT) .pytest_cache .ruff_cache .mypy_cache

@@ -71,7 +71,7 @@ def _check_param(where: str, key: str, value: Any, p: Param) -> Any:
     if isinstance(value, bool) or not isinstance(value, kinds):
         names = " or ".join(k.__name__ for k in kinds)
         raise RulesError(f"{where}: {key} must be {names}, got {value!r}")
-    if p.fraction and not 0 <= value <= 1:
+    if p.fraction and not (isinstance(value, int | float) and 0 <= value <= 1):
         raise RulesError(f"{where}: {key} is a fraction in [0, 1], got {value!r}")
     if isinstance(value, list) and not all(isinstance(v, str) for v in value):
         raise RulesError(f"{where}: {key} must be a list of strings, got {value!r}")

@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -96,7 +96,7 @@ def redact(text: str) -> str:
     return _URI_CREDENTIALS.sub(r"\1***@", text)
 
 
-def is_uri(location: str | os.PathLike[str]) -> bool:
+def is_uri(location: str | os.PathLike[str]) -> TypeGuard[str]:
     """True for a filesystem URI such as `s3://bucket/x` or `file:///data/x`."""
     return isinstance(location, str) and "://" in location
 
@@ -733,7 +733,7 @@ def stale_temp_folders(target: Path) -> list[Path]:
     return sorted(target.parent.glob(f".{target.name}.tmp-*"))
 
 
-def read_manifest(target: Path | str) -> dict[str, Any] | None:
+def read_manifest(target: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The manifest of the complete folder at `target` (path or URI), else None."""
     if is_uri(target):
         fs, inner = _resolve(str(target))
@@ -874,7 +874,7 @@ def recover_interrupted_commit(target: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def temp_folder_for(target: Path | str) -> Path:
+def temp_folder_for(target: str | os.PathLike[str]) -> Path:
     """A fresh folder to build `target` in: beside it, or for a URI a local staging folder."""
     if is_uri(target):
         return Path(tempfile.mkdtemp(prefix="curate-staging-"))
@@ -903,7 +903,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def commit(tmp: Path, target: Path | str,
+def commit(tmp: Path, target: str | os.PathLike[str],
            staged: tuple[str, list[str]] | None = None) -> None:
     """Move a finished temporary folder into place, replacing any older version.
 

@@ -13,6 +13,7 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -40,7 +41,7 @@ def console() -> Console:
 
 
 class _Bar:
-    def __init__(self, progress: Progress | None, task: int | None) -> None:
+    def __init__(self, progress: Progress | None, task: TaskID | None) -> None:
         self._progress = progress
         self._task = task
 
@@ -80,7 +81,7 @@ def bar(description: str, total: int | None = None, unit: str = "rows") -> Itera
 
 
 class _RateBar(_Bar):
-    def __init__(self, progress: Progress, task: int, unit: str) -> None:
+    def __init__(self, progress: Progress, task: TaskID, unit: str) -> None:
         super().__init__(progress, task)
         self._unit = unit
         self._rows = 0

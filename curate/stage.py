@@ -44,7 +44,9 @@ class StageRun:
     """
 
     stage: str
-    out: Path | str  # a path, or a filesystem URI (see curate.dataset)
+    # a path, or a filesystem URI (see curate.dataset): `__post_init__` makes it a Path, or
+    # keeps a URI as text
+    out: str | os.PathLike[str]
     config: dict[str, Any]
     inputs: list[dict[str, Any]]
     force: bool = False
@@ -336,8 +338,8 @@ class Decisions:
 
 def run_filter_stage(
     stage: str,
-    inputs: Sequence[str | Path],
-    out: str | Path,
+    inputs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
     config: dict[str, Any],
     *,
     annotate: Callable[[pa.RecordBatch], pa.RecordBatch] | None,

@@ -82,10 +82,11 @@ def eval_(
         if baseline is not None:
             if baseline not in BASELINES:
                 raise UsageFailure(f"--baseline must be one of {', '.join(BASELINES)}")
-            scorer = E.length_scorer
+            scorer: E.ScoreFn = E.length_scorer
         else:
             from curate.models.reward_model import load_reward_model
 
+            assert model is not None  # exactly one of --model, --scores, --baseline (above)
             rm = load_reward_model(model, device=device or _default_device())
             scorer = E.model_scorer(rm, batch_size=batch_size or MODEL_BATCH)
         result, per_pair = E.evaluate(benchmarks, scorer, seed=seed or 0)

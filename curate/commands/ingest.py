@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -94,14 +95,17 @@ def ingest(
     """
     from curate.sources import mapping_fields
     from curate.sources.generic import parse_mapping
-    from curate.stages.ingest import ingest as run_ingest
+    from curate.stages.ingest import ingest as ingest_pairs
 
+    # the pairs stage takes a few more keywords (`extra`) than the candidates one
+    run_ingest: Callable[..., dict[str, Any]] = ingest_pairs
     extra: dict = {"revision": revision, "data_dir": data_dir, "min_score_gap": min_score_gap}
     fields = mapping_fields(kind)
     if kind == "candidates":  # its own schema and stage, same signature
         from curate.stages.ingest_candidates import FIELDS as fields
-        from curate.stages.ingest_candidates import ingest as run_ingest
-        extra = {}
+        from curate.stages.ingest_candidates import ingest as ingest_candidates
+
+        run_ingest, extra = ingest_candidates, {}
     if mapping and fields is None:
         raise UsageFailure(f"--map does not apply to {kind!r}; it is for generic, trl and "
                            "candidates")

@@ -104,8 +104,9 @@ def probe_gcs(address: str, token: str | None, timeout: float = PROBE_TIMEOUT_S)
     with grpc.insecure_channel(address) as channel:
         stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
         try:
-            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout,
-                              metadata=metadata)
+            # the message classes are made at import by protobuf's builder: no stubs
+            request = gcs_service_pb2.GetClusterIdRequest()  # type: ignore[attr-defined]
+            stub.GetClusterId(request, timeout=timeout, metadata=metadata)
         except grpc.RpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.UNAUTHENTICATED:

@@ -73,7 +73,11 @@ def load_policy(ref: str, device: str, dtype: Any) -> tuple[Any, Any, Any]:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(TINY_SEED)
             model = Qwen2_5_VLForConditionalGeneration(tiny_config(tok))
-        return model.to(device=device, dtype=dtype).eval(), tok, build_tiny_image_processor()
+        # transformers declares PreTrainedModel.to with functools.wraps(nn.Module.to), and
+        # typeshed's functools._Wrapped is no descriptor: mypy does not bind `self` (here
+        # and below)
+        model = model.to(device=device, dtype=dtype)  # type: ignore[call-arg]
+        return model.eval(), tok, build_tiny_image_processor()
     from transformers import (
         AutoConfig,
         AutoModelForCausalLM,
@@ -84,7 +88,7 @@ def load_policy(ref: str, device: str, dtype: Any) -> tuple[Any, Any, Any]:
     cfg = AutoConfig.from_pretrained(ref)
     vl = cfg.model_type in VL_MODEL_TYPES
     cls = AutoModelForImageTextToText if vl else AutoModelForCausalLM
-    model = cls.from_pretrained(ref, dtype=dtype).to(device).eval()
+    model = cls.from_pretrained(ref, dtype=dtype).to(device).eval()  # type: ignore[arg-type]
     tok = AutoTokenizer.from_pretrained(ref)
     proc = None
     if vl:

@@ -149,8 +149,8 @@ class OpenAIBackend:
                           else "generation_failed")
                 return Sample(error=(reason, last))
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
-                last = f"{type(reason).__name__}: {reason}"
+                cause: object = getattr(exc, "reason", exc)  # URLError, SSLError: the cause
+                last = f"{type(cause).__name__}: {cause}"
                 if _refused(exc) and attempt == self.retries:
                     raise EndpointUnreachable(
                         f"{self.endpoint} stopped answering ({last}) after {self.retries} "

@@ -54,7 +54,7 @@ def save_tiny_llava(path: str | Path, seed: int = 0) -> Path:
                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                        bos_token_id=tok.pad_token_id)
     cfg = LlavaConfig(vision_config=vision, text_config=text,
-                      image_token_id=tok.convert_tokens_to_ids("<image>"),
+                      image_token_index=tok.convert_tokens_to_ids("<image>"),
                       vision_feature_layer=-1, vision_feature_select_strategy="full")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -102,8 +102,9 @@ def transformers_serve(model: str | Path, *, port: int | None = None, log: Path 
            *extra_args]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    log_file = open(log, "w") if log else None  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(cmd, stdout=log_file if log_file is not None else subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/v1"
     try:
         wait_until_up(url, proc, timeout)
@@ -116,5 +117,5 @@ def transformers_serve(model: str | Path, *, port: int | None = None, log: Path 
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if log:
-            out.close()
+        if log_file is not None:
+            log_file.close()

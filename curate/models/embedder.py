@@ -76,20 +76,21 @@ def resolve_model(model: str | os.PathLike[str] | None) -> Path:
     """A local folder for `model` (the embedder fingerprints its files): None or a name of
     the packaged MiniLM -> the packaged copy; an existing folder -> itself; anything else
     -> a hub id, from the local HF cache (or downloaded unless HF_HUB_OFFLINE=1)."""
-    packaged = packaged_model(DEFAULT_MODEL if model is None else model)
+    ref = DEFAULT_MODEL if model is None else model
+    packaged = packaged_model(ref)
     if packaged is not None:
         return packaged
-    p = Path(model).expanduser()
+    p = Path(ref).expanduser()
     if p.is_dir():
         return p.resolve()
-    if p.exists() or str(model).startswith((".", "/", "~")) or str(model).count("/") > 1:
-        raise ValueError(f"--model {model}: no such model folder")
+    if p.exists() or str(ref).startswith((".", "/", "~")) or str(ref).count("/") > 1:
+        raise ValueError(f"--model {ref}: no such model folder")
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(str(model)))
+        return Path(snapshot_download(str(ref)))
     except Exception as exc:
-        raise ValueError(f"--model {model}: not a local folder and not loadable from the hub "
+        raise ValueError(f"--model {ref}: not a local folder and not loadable from the hub "
                          f"({type(exc).__name__}: {exc})") from exc
 
 
@@ -501,7 +502,7 @@ def ensure_embeddings(
 def _embed_missing(
     missing: np.ndarray,
     texts: Callable[[np.ndarray], Iterator[tuple[bytes, str]]],
-    emb: Embedder,
+    emb: Embedder | _RemoteEmbedder,
     chunk: int,
     progress: Callable[[int], None] | None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:

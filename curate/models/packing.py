@@ -65,6 +65,8 @@ def vl_positions(backbone: Any, input_ids: torch.Tensor, lengths: Sequence[int],
     for n, k in zip(lengths, images_per_seq, strict=True):
         seq = ids[start:start + n].unsqueeze(0)
         if k:
+            if grids is None:
+                raise ValueError("a packed row with images needs their image_grid_thw")
             pos, _ = backbone.get_rope_index(seq, (seq == image_token).int(),
                                              image_grid_thw=grids[g:g + k])
             parts.append(pos[:, 0])

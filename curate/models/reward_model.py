@@ -99,7 +99,7 @@ def init_value_head(head: ValueHead, seed: int | None = None) -> None:
             lin.bias.zero_()
 
 
-def _gathered(params: list[nn.Parameter]) -> Any:
+def _gathered(params: Sequence[torch.Tensor]) -> Any:
     import contextlib
 
     if any(hasattr(p, "ds_id") for p in params):
@@ -326,8 +326,14 @@ class RewardModel(nn.Module):
         With `seq_lengths` and no `attention_mask` the batch is one packed row (see
         curate.models.packing)."""
         if attention_mask is None and seq_lengths is not None:
+            if position_ids is None:
+                raise ValueError("a packed row (seq_lengths, no attention_mask) needs its "
+                                 "position_ids (see curate.models.packing.pack_sequences)")
             return self._packed_features(input_ids, seq_lengths, position_ids, token_type_ids,
                                          pixel_values, image_grid_thw, image_order)
+        if attention_mask is None:
+            raise ValueError("features() needs an attention_mask, or seq_lengths and "
+                             "position_ids for a packed row")
         dev = self.device
         kw: dict[str, Any] = {"input_ids": input_ids.to(dev),
                               "attention_mask": attention_mask.to(dev)}
@@ -528,7 +534,7 @@ class RewardModel(nn.Module):
                     batch_size: int = 16, feature_cache: Any = None
                     ) -> tuple[list[float], list[float]]:
         """(chosen rewards, rejected rewards) of canonical pair rows."""
-        if hasattr(rows, "to_pylist"):
+        if not isinstance(rows, Sequence):  # a pyarrow Table or RecordBatch
             rows = rows.select(["prompt", "chosen", "rejected", "images"]).to_pylist()
         items = [(r["prompt"], r["chosen"], r.get("images")) for r in rows]
         items += [(r["prompt"], r["rejected"], r.get("images")) for r in rows]

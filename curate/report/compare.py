@@ -132,8 +132,12 @@ def config_diffs(a: Run, b: Run) -> list[ConfigDiff]:
                        for k in sorted(set(fa) | set(fb))
                        if fa.get(k, MISSING) != fb.get(k, MISSING)]
             if changes:
-                label = (x or y).name if not (x and y) or x.name == y.name else \
-                    f"{x.name} / {y.name}"
+                if x is not None and y is not None and x.name != y.name:
+                    label = f"{x.name} / {y.name}"
+                else:
+                    step = x or y
+                    assert step is not None  # _pair_folders pairs a step with None at worst
+                    label = step.name
                 out.append(ConfigDiff(name, label, changes))
     return out
 

@@ -198,9 +198,10 @@ def training(folder: Path, metrics: dict[str, Any]) -> Training:
                                 _num(h.get("train_loss")), _num(h.get("train_accuracy")),
                                 _num(ev.get("loss")), _num(ev.get("accuracy"))))
     final = _eval_of(metrics.get("eval"))
-    facts = {k: metrics[k] for k in ("train_pairs", "eval_pairs", "optimizer_steps", "seconds",
-                                     "train_seconds", "pairs_per_second", "peak_memory_mb",
-                                     "device", "freeze", "skipped_stages") if k in metrics}
+    facts: dict[str, Any] = {
+        k: metrics[k] for k in ("train_pairs", "eval_pairs", "optimizer_steps", "seconds",
+                                "train_seconds", "pairs_per_second", "peak_memory_mb",
+                                "device", "freeze", "skipped_stages") if k in metrics}
     trunc = metrics.get("truncation")
     if isinstance(trunc, dict):
         facts.update({f"truncation: {k}": v for k, v in trunc.items()})

@@ -82,7 +82,8 @@ def undecoded(feature: Any) -> Any:
         return type(feature)({k: undecoded(v) for k, v in feature.items()})
     if isinstance(feature, list | tuple):
         return type(feature)(undecoded(v) for v in feature)
-    if dataclasses.is_dataclass(feature) and hasattr(feature, "feature"):  # Sequence, List
+    if (dataclasses.is_dataclass(feature) and not isinstance(feature, type)
+            and hasattr(feature, "feature")):  # Sequence, List
         return dataclasses.replace(feature, feature=undecoded(feature.feature))
     return feature
 

@@ -200,16 +200,18 @@ class LLaVACritic(Adapter):
                 infos.append(None)
                 problems[i] = ("malformed_row", describe(exc))
         groups: dict[tuple[str, str], list[int]] = {}
+        scores: dict[int, float] = {}  # row -> its score, for the rows that have one
         for i, info in enumerate(infos):
             if info is not None and info.score is not None:
                 groups.setdefault((info.image_key, info.question), []).append(i)
+                scores[i] = info.score
         role: dict[int, tuple[str, Any]] = {}
         for members in groups.values():
-            ranked = sorted(members, key=lambda k: (-infos[k].score, k))  # type: ignore[union-attr]
+            ranked = sorted(members, key=lambda k: (-scores[k], k))
             hi, lo = ranked[0], ranked[-1]
             if len(members) == 1:
                 role[hi] = ("unpaired", "no other scored response for this image and question")
-            elif infos[hi].score == infos[lo].score:  # type: ignore[union-attr]
+            elif scores[hi] == scores[lo]:
                 for k in members:
                     role[k] = ("ambiguous", "all responses to this image and question score equal")
             else:

@@ -117,6 +117,7 @@ class TRL(Adapter):
         prompt_raw = get_path(d, self.field("prompt"))
         chosen_raw = get_path(d, self.field("chosen"))
         rejected_raw = get_path(d, self.field("rejected"))
+        prompt: list[dict[str, Any]] | None
         if is_conversational(chosen_raw) or is_conversational(rejected_raw):
             prompt, chosen, rejected, placeholders = self._conversational(prompt_raw, chosen_raw,
                                                                           rejected_raw)

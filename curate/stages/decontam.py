@@ -32,7 +32,7 @@ and `decontam_tests` (the tests that fired).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -375,8 +375,8 @@ def decide(keys: pa.Table, cfg: DecontamConfig, idx: EvalIndex, embed: EmbedSett
 
 
 def decontam(
-    inputs: list[str | Path],
-    against: list[str | Path],
+    inputs: Sequence[str | Path],
+    against: Sequence[str | Path],
     out: str | Path,
     *,
     config: DecontamConfig | None = None,

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -56,6 +56,8 @@ from curate.stages.ingest_checks import check_prompt, check_response, check_scor
 from curate.stages.ingest_parts import ingest_in_workers, runs_in_workers
 
 __all__ = ["IngestOptions", "build_chunk", "canonical_row", "check_response", "ingest"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -136,7 +138,7 @@ def canonical_row(
         if value is not None and not number:
             meta[f"raw_{name}"] = value
         problem = problem or check_score(name, value)
-    row = {
+    row: dict[str, Any] = {
         "source": source,
         "source_id": pair.source_id,
         "prompt": prompt,
@@ -209,10 +211,11 @@ def refused_row(pair: RawPair, source: str, exc: BaseException) -> tuple[dict[st
     raw = {"prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected,
            "meta": pair.meta, "where": pair.where}
     source_id = safe_text(pair.source_id) if isinstance(pair.source_id, str) else "?"
-    row = {"pair_id": S.compute_pair_id(source, source_id, None, None, None),
-           "source": source, "source_id": source_id, "prompt": None, "chosen": None,
-           "rejected": None, "images": [], "chosen_score": None, "rejected_score": None,
-           "category": None, "meta": json.dumps({"raw": jsonable(raw)}, ensure_ascii=False)}
+    row: dict[str, Any] = {
+        "pair_id": S.compute_pair_id(source, source_id, None, None, None),
+        "source": source, "source_id": source_id, "prompt": None, "chosen": None,
+        "rejected": None, "images": [], "chosen_score": None, "rejected_score": None,
+        "category": None, "meta": json.dumps({"raw": jsonable(raw)}, ensure_ascii=False)}
     return row, ("malformed_row", describe(exc))
 
 
@@ -256,8 +259,9 @@ def build_chunk(args: tuple[list[RawPair], str, IngestOptions]) -> Chunk:
     )
 
 
-def chunked(pairs: Iterable[RawPair], size: int) -> Iterator[list[RawPair]]:
-    chunk: list[RawPair] = []
+def chunked(pairs: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`pairs` (raw pairs, or any rows) in lists of `size`, the last one shorter."""
+    chunk: list[T] = []
     for p in pairs:
         chunk.append(p)
         if len(chunk) >= size:
@@ -354,8 +358,8 @@ def _ingest_on_driver(run: StageRun, inputs: list[str], adapter: Any, opts: Inge
     seen: set[int] = set()
     records = lambda: iter_records(inputs, config=config, split=split,  # noqa: E731
                                    revision=revision, data_dir=data_dir, progress=read)
-    work = ((chunk, adapter.source, opts) for chunk in chunked(adapter.pairs(records),
-                                                               chunk_size))
+    work: Iterator[tuple[Any, ...]] = ((chunk, adapter.source, opts)
+                                       for chunk in chunked(adapter.pairs(records), chunk_size))
     work, threads = peek_threads(work, opts)
     for res in engine.map(build_chunk, work, releases_gil=threads):
         run.add_in(res.rows_in)

@@ -179,7 +179,10 @@ def _refused(cand: RawCandidates, source: str, exc: Exception
 def build_candidates_chunk(args: tuple[list[RawCandidates], str, IngestOptions]) -> Chunk:
     """Validate a chunk of rows into kept and rejected tables (pure; runs in any worker)."""
     rows, source, opts = args
-    kept, rejected, reasons, details = [], [], [], []
+    kept: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    reasons: list[str] = []
+    details: list[str | None] = []
     for cand in rows:
         try:
             row, problem = candidates_row(cand, source, opts)
@@ -247,8 +250,9 @@ def ingest(
         invalid = 0
         t0 = time.perf_counter()
         records = lambda: iter_records(inputs, config=config, split=split)  # noqa: E731
-        work = ((chunk, adapter.source, opts)
-                for chunk in chunked(adapter.candidates(records), chunk_size))
+        work: Iterator[tuple[Any, ...]] = (
+            (chunk, adapter.source, opts)
+            for chunk in chunked(adapter.candidates(records), chunk_size))
         work, threads = peek_threads(work, opts, lambda chunk: [c.base for c in chunk])
         with bar(f"ingest {KIND}", None) as b:
             for res in engine.map(build_candidates_chunk, work, releases_gil=threads):

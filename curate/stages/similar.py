@@ -150,7 +150,7 @@ def _image_pairs(phashes: list[list[int] | None], radius: int) -> tuple[np.ndarr
     rows = np.array([i for i, p in enumerate(phashes) if p], dtype=np.int64)
     if len(rows) < 2:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    codes = np.array([phashes[i][0] for i in rows], dtype=np.uint64)  # type: ignore[index]
+    codes = np.array([phashes[i][0] for i in rows], dtype=np.uint64)  # rows: phashes not None
     i, j, _ = radius_pairs(codes, radius)
     return rows[i], rows[j]
 

@@ -8,6 +8,7 @@ a default silently.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,7 @@ class TrainConfig:
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
-def load_config(source: str | Path | dict[str, Any] | TrainConfig | None = None,
+def load_config(source: str | os.PathLike[str] | dict[str, Any] | TrainConfig | None = None,
                 **overrides: Any) -> TrainConfig:
     """A TrainConfig from a YAML/JSON file, a dict or an existing config, then `overrides`
     (None values ignored)."""
