@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +33,9 @@ from curate.scoring.gate import validation_veto
 from curate.scoring.rules import RewardRules, apply_rules
 from curate.scoring.scorer import SCORE_COLUMNS, PairScorer
 from curate.stage import Decisions, run_filter_stage
+
+if TYPE_CHECKING:
+    from curate.scoring.kfold import KFoldScorer
 
 ACTIONS = ("drop", "flag", "relabel")
 KEY_COLUMNS = ["pair_id", "source", "category", "chosen_score", "rejected_score"]
@@ -222,7 +225,7 @@ def _validate(scorer: Any, rules: RewardRules, keys: pa.Table, result: Any, engi
     return scorer.validate(drop, dict(zip(ids, (c - r).tolist(), strict=True)), engine=engine)
 
 
-def _is_kfold(scorer: Any) -> bool:
+def _is_kfold(scorer: Any) -> TypeGuard[KFoldScorer]:
     from curate.scoring.kfold import KFoldScorer
 
     return isinstance(scorer, KFoldScorer)
