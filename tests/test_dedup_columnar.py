@@ -13,13 +13,16 @@ from __future__ import annotations
 import json
 import random
 from typing import Any
+from unittest import mock
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from curate.hashing import METHODS
+from curate.stages import dedup
 from curate.stages.dedup import KEY_SCHEMA, DedupConfig, _digest, decide
 from tests import dedup_reference
 
@@ -117,9 +120,11 @@ def assert_same(keys: pa.Table, cfg: DedupConfig) -> dict[str, Any]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(keys=key_tables(), cfg=configs)
-def test_columnar_decide_equals_the_reference(keys: pa.Table, cfg: DedupConfig) -> None:
-    assert_same(keys, cfg)
+@given(keys=key_tables(), cfg=configs, slab=st.integers(1, 8))
+def test_columnar_decide_equals_the_reference(keys: pa.Table, cfg: DedupConfig,
+                                              slab: int) -> None:
+    with mock.patch.object(dedup, "_SLAB", slab):  # strings taken a few rows at a time
+        assert_same(keys, cfg)
 
 
 def img(i: int, code: int | None = None) -> tuple[int, int | None]:
@@ -203,3 +208,34 @@ def test_group_counts_follow_the_first_word_of_the_detail() -> None:
             key_row("\xa0", prompt=4, images=[img(3, 0)]),
             key_row("y", prompt=4, images=[img(4, 1)])]
     outcome(rows)
+
+
+@settings(max_examples=100, deadline=None)
+@given(chunks=st.lists(st.lists(st.sampled_from(PAIR_IDS + [None]), max_size=5), max_size=6),
+       slab=st.integers(1, 8), data=st.data())
+def test_take_from_chunks(chunks: list[list[str | None]], slab: int, data: st.DataObject) -> None:
+    column = pa.chunked_array([pa.array(c, pa.string()) for c in chunks], pa.string())
+    n = len(column)
+    rows = sorted(data.draw(st.lists(st.integers(0, n - 1), max_size=12) if n else st.just([])))
+    with mock.patch.object(dedup, "_SLAB", slab):
+        got = dedup._take(column, np.asarray(rows, dtype=np.int64))
+    assert got.to_pylist() == [column[r].as_py() for r in rows]
+
+
+def test_space_class_is_what_str_split_splits_on() -> None:
+    import pyarrow.compute as pc
+
+    spaces = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+    others = ["a", "\u200b", "\ufeff", "_", "\U0001d11e"]
+    got = pc.match_substring_regex(pa.array(spaces + others), dedup._SPACE_CLASS)
+    assert got.to_pylist() == [True] * len(spaces) + [False] * len(others)
+
+
+@pytest.mark.parametrize("cfg", [DedupConfig(prefer=("src1",)),
+                                 DedupConfig(conflicts="keep-majority", near_match="pair",
+                                             max_distance=4)])
+def test_the_benchmarks_synthetic_keys(cfg: DedupConfig) -> None:
+    """Thousands of rows in the engine's batches of 64 (strings taken slab by slab)."""
+    from bench.bench_dedup import synthetic_keys
+
+    assert_same(synthetic_keys(20_000, seed=3), cfg)
