@@ -239,3 +239,27 @@ def test_the_benchmarks_synthetic_keys(cfg: DedupConfig) -> None:
     from bench.bench_dedup import synthetic_keys
 
     assert_same(synthetic_keys(20_000, seed=3), cfg)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.tuples(st.sampled_from([0, 1, 2**32, 2**63 + 5, 2**64 - 1]),
+                                 st.integers(0, 2), st.sampled_from([0, 7, 2**40])),
+                       max_size=30),
+       columns=st.integers(1, 3), pack=st.booleans())
+def test_grouping_by_columns(values: list[tuple[int, int, int]], columns: int,
+                             pack: bool) -> None:
+    rows = np.arange(100, 100 + len(values), dtype=np.int64)
+    cols = [np.array([v[k] for v in values], dtype=np.uint64) for k in range(columns)]
+    if pack and columns == 2:
+        cols = list(dedup._pack(*cols))
+    members, group = dedup._shared(rows, *cols)
+    by: dict[tuple[int, ...], set[int]] = {}
+    for r, v in zip(rows.tolist(), values, strict=True):
+        by.setdefault(v[:columns], set()).add(r)
+    want = sorted(sorted(g) for g in by.values() if len(g) > 1)
+    got: dict[int, list[int]] = {}
+    for r, g in zip(members.tolist(), group.tolist(), strict=True):
+        got.setdefault(g, []).append(r)
+    assert sorted(got) == list(range(len(got)))  # numbered 0, 1, ...
+    assert list(group) == sorted(group)  # ordered by group
+    assert sorted(sorted(g) for g in got.values()) == want

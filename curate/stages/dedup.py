@@ -366,19 +366,36 @@ def _flat(column: pa.ChunkedArray) -> np.ndarray:
 
 def _shared(rows: np.ndarray, *columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The `rows` that share every column (values given per row of `rows`) with another
-    row, ordered by group (rows in their given order within one), and the group of each,
-    numbered 0, 1, ... A group column first refines earlier groups."""
+    row, ordered by group, and the group of each, numbered 0, 1, ...
+
+    One fast sort of every row by the first column; only the rows tied on it (for a
+    digest, the duplicates) are sorted by the others."""
     if rows.size < 2:
         return rows[:0], np.zeros(0, dtype=np.int64)
-    order = np.lexsort(columns[::-1])
-    starts = np.zeros(rows.size, dtype=bool)
-    starts[0] = True
-    for column in columns:
-        ordered = column[order]
-        starts[1:] |= ordered[1:] != ordered[:-1]
+    order = np.argsort(columns[0])
+    ordered = columns[0][order]
+    tied = np.zeros(rows.size, dtype=bool)
+    tied[1:] = ordered[1:] == ordered[:-1]
+    tied[:-1] |= tied[1:]
+    order, ordered = order[tied], ordered[tied]
+    starts = np.ones(order.size, dtype=bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    if len(columns) > 1 and order.size:
+        order = order[np.lexsort((*(c[order] for c in columns[:0:-1]), np.cumsum(starts)))]
+        for column in columns[1:]:
+            ordered = column[order]
+            starts[1:] |= ordered[1:] != ordered[:-1]
     group = np.cumsum(starts) - 1
     multi = np.bincount(group)[group] > 1
     return rows[order[multi]], _renumber(group[multi])
+
+
+def _pack(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Two columns of non-negative integers as one (a << 32 | b) when both fit 32 bits:
+    one sort instead of two."""
+    if a.size == 0 or (a.min() >= 0 and b.min() >= 0 and a.max() < 2**32 and b.max() < 2**32):
+        return ((a.astype(np.uint64) << np.uint64(32)) | b.astype(np.uint64),)
+    return a, b
 
 
 def _renumber(group: np.ndarray) -> np.ndarray:
@@ -390,32 +407,29 @@ def _renumber(group: np.ndarray) -> np.ndarray:
     return np.cumsum(starts) - 1
 
 
-def _firsts(members: np.ndarray, group: np.ndarray, prio: np.ndarray) -> np.ndarray:
-    """The survivor of each group 0, 1, ...: its member first in the survivor order."""
-    order = np.lexsort((prio[members], group))
+def _firsts(keys: pa.Table, prefer: Sequence[str], members: np.ndarray,
+            group: np.ndarray) -> np.ndarray:
+    """The survivor of each group 0, 1, ... of `members` (distinct rows): its member first
+    in the survivor order, that is the first of `prefer`'s sources, then more pixels, then
+    the larger file, then the smaller pair_id (by code point, as Python compares strings:
+    UTF-8 bytes sort the same), then the earlier row. Only the members' keys are read."""
+    by_row = np.argsort(members)
+    rows = members[by_row]
+    rank = {s: i for i, s in enumerate(prefer)}  # a source listed twice: its last place
+    listed = pc.index_in(_take(keys["source"], rows), value_set=pa.array(list(rank), pa.string()))
+    source = np.zeros(members.size, dtype=np.int64)
+    source[by_row] = np.array([*rank.values(), len(rank)], dtype=np.int64)[
+        _numpy(listed.fill_null(len(rank)), np.int64)]
+    # stable: equal pair_ids keep the rows' order
+    by_pid = _numpy(pc.sort_indices(_take(keys["pair_id"], rows)), np.int64)
+    pair_id = np.empty(members.size, dtype=np.int64)
+    pair_id[by_row[by_pid]] = np.arange(members.size)
+    del by_row, rows, listed, by_pid
+    order = np.lexsort((pair_id, -_numpy(keys["nbytes"], np.int64)[members],
+                        -_numpy(keys["pixels"], np.int64)[members], source, group))
     first = np.ones(order.size, dtype=bool)
     first[1:] = group[order[1:]] != group[order[:-1]]
     return members[order[first]]
-
-
-def _priority(keys: pa.Table, prefer: Sequence[str]) -> np.ndarray:
-    """Each row's place in the survivor order: the first of `prefer`'s sources, then more
-    pixels, then the larger file, then the smaller pair_id (by code point, as Python
-    compares strings: UTF-8 bytes sort the same), then the earlier row."""
-    n = keys.num_rows
-    rank = {s: i for i, s in enumerate(prefer)}  # a source listed twice: its last place
-    by_pid = _numpy(pc.sort_indices(keys["pair_id"]), np.int64)  # stable: ties keep rows' order
-    listed = pc.index_in(keys["source"], value_set=pa.array(list(rank), pa.string()))
-    source = np.array([*rank.values(), len(rank)], dtype=np.int64)[
-        _numpy(listed.fill_null(len(rank)), np.int64)[by_pid]]
-    del listed
-    pixels = -_numpy(keys["pixels"], np.int64)[by_pid]
-    nbytes = -_numpy(keys["nbytes"], np.int64)[by_pid]
-    order = by_pid[np.lexsort((nbytes, pixels, source))]
-    del by_pid, source, pixels, nbytes
-    prio = np.empty(n, dtype=np.int32 if n < 2**31 else np.int64)
-    prio[order] = np.arange(n, dtype=prio.dtype)
-    return prio
 
 
 class _Verdicts:
@@ -495,7 +509,7 @@ def _survivors(pair_ids: pa.ChunkedArray, details: pa.ChunkedArray) -> int:
     return len({d.split()[0] for d in details.to_pylist() if d})
 
 
-def _label_conflicts(keys: pa.Table, v: _Verdicts, prio: np.ndarray, mode: str) -> int:
+def _label_conflicts(keys: pa.Table, v: _Verdicts, prefer: Sequence[str], mode: str) -> int:
     """Reject the rows of groups with chosen and rejected swapped; returns the groups."""
     rows = np.flatnonzero(v.alive)
     members, group = _shared(rows, *_words(keys, ["pair_key"], rows))
@@ -509,7 +523,7 @@ def _label_conflicts(keys: pa.Table, v: _Verdicts, prio: np.ndarray, mode: str) 
     group = (np.cumsum(both) - 1)[group[keep]]
     votes = votes[both]
     # per group: the first row of each side in the survivor order
-    best = _firsts(members, 2 * group + side, prio).reshape(-1, 2)
+    best = _firsts(keys, prefer, members, 2 * group + side).reshape(-1, 2)
     named = best[group, 1 - side]
     own, other = votes[group, side], votes[group, 1 - side]
     if mode == "keep-majority":  # 3+ votes and no tie: only the minority goes
@@ -531,12 +545,12 @@ def _histogram(values: np.ndarray) -> dict[str, int]:
 
 def _distinct_images(inverse: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """The hash (index into the distinct hashes) of every distinct (hash, image id)."""
-    order = np.lexsort((ids, inverse))
-    code, ident = inverse[order], ids[order]
-    del order
-    new = np.ones(code.size, dtype=bool)
-    new[1:] = (code[1:] != code[:-1]) | (ident[1:] != ident[:-1])
-    return code[new]
+    members, group = _shared(np.arange(inverse.size), inverse, ids)
+    alone = np.ones(inverse.size, dtype=bool)  # no other image has its hash and id
+    alone[members] = False
+    first = np.ones(group.size, dtype=bool)
+    first[1:] = group[1:] != group[:-1]
+    return np.concatenate([inverse[alone], inverse[members[first]]])
 
 
 def _image_clusters(uniq: np.ndarray, code_of_image: np.ndarray, images_compared: int,
@@ -567,8 +581,7 @@ def _image_clusters(uniq: np.ndarray, code_of_image: np.ndarray, images_compared
     }
 
 
-def _duplicates(keys: pa.Table, v: _Verdicts, prio: np.ndarray, cfg: DedupConfig) -> dict[
-        str, Any]:
+def _duplicates(keys: pa.Table, v: _Verdicts, cfg: DedupConfig) -> dict[str, Any]:
     """Duplicate groups: same text and image clusters (rows with images) or same exact key
     (text-only rows); one survivor each, exact copies of it as exact_duplicate."""
     alive = v.alive
@@ -593,11 +606,11 @@ def _duplicates(keys: pa.Table, v: _Verdicts, prio: np.ndarray, cfg: DedupConfig
     rows = np.flatnonzero(count)
     text = ["prompt_key", "responses_key"] if cfg.near_match == "pair" else ["prompt_key"]
     members, group = _shared(rows, *_words(keys, text, rows))
-    members, group = _shared(members, group, count[members])
+    members, group = _shared(members, *_pack(group, count[members]))
     found: list[tuple[np.ndarray, np.ndarray]] = []
     step = 0
     while members.size:
-        members, group = _shared(members, group, labels[inverse[first[members] + step]])
+        members, group = _shared(members, *_pack(group, labels[inverse[first[members] + step]]))
         step += 1
         done = count[members] == step
         found.append((members[done], group[done]))
@@ -615,7 +628,7 @@ def _duplicates(keys: pa.Table, v: _Verdicts, prio: np.ndarray, cfg: DedupConfig
     group = np.concatenate([np.zeros(0, dtype=np.int64), *groups])
     del found, groups
 
-    winner = _firsts(members, group, prio)[group]
+    winner = _firsts(keys, cfg.prefer, members, group)[group]
     lost = members != winner
     members, winner = members[lost], winner[lost]
     same = (exact[members] == exact[winner]).all(axis=1)
@@ -638,10 +651,8 @@ def decide(keys: pa.Table, cfg: DedupConfig) -> Decisions:
     """Reject reasons for every row of `keys`, in order, and the hash column to attach."""
     v = _Verdicts(keys.num_rows)
     v.reject(_ERROR, np.flatnonzero(_numpy(pc.is_valid(keys["error"]), np.bool_)))
-    prio = _priority(keys, cfg.prefer)
-    conflicts = _label_conflicts(keys, v, prio, cfg.conflicts)
-    near = _duplicates(keys, v, prio, cfg)
-    del prio
+    conflicts = _label_conflicts(keys, v, cfg.prefer, cfg.conflicts)
+    near = _duplicates(keys, v, cfg)
     _release()
     reasons, details, survivors = v.columns(keys)
     decoded = int(pc.sum(keys["decoded"]).as_py() or 0)
