@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from typing import Any
 from unittest import mock
 
@@ -35,7 +36,8 @@ TEXTS = ["x", "y", "z"]
 
 
 def key_row(pair_id: str, source: str | None = "a", prompt: Any = 0,
-            chosen: str = "x", rejected: str = "y", images: list[tuple[int, int | None]] = (),
+            chosen: str = "x", rejected: str = "y",
+            images: Sequence[tuple[int, int | None]] = (),
             pixels: int = 100, nbytes: int = 100, error: str | None = None,
             responses: Any = None) -> dict[str, Any]:
     """One row of keys as `annotate` would compute it; images are (id, code) pairs."""
@@ -53,7 +55,7 @@ def key_row(pair_id: str, source: str | None = "a", prompt: Any = 0,
     }
 
 
-def key_table(rows: list[dict[str, Any]], cuts: list[int] = ()) -> pa.Table:
+def key_table(rows: list[dict[str, Any]], cuts: Sequence[int] = ()) -> pa.Table:
     """`rows` as a keys table, in record batches cut at `cuts` (as the engine returns them)."""
     table = pa.Table.from_pylist(rows, schema=KEY_SCHEMA)
     bounds = [0, *sorted(c for c in cuts if 0 <= c <= len(rows)), len(rows)]
@@ -108,7 +110,7 @@ configs = st.builds(
 )
 
 
-def assert_same(keys: pa.Table, cfg: DedupConfig) -> dict[str, Any]:
+def assert_same(keys: pa.Table, cfg: DedupConfig) -> list[dict[str, Any]]:
     """The columnar decide and the oracle agree table-for-table and extra-for-extra."""
     want = dedup_reference.decide(keys, cfg)
     got = decide(keys, cfg)

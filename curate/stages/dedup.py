@@ -18,10 +18,13 @@ Pass 2, `decide` (global, over the keys only), in this order:
    multi-index-hashing range search; text-only rows group by their exact key.
    In each group one row survives: the first of `prefer`'s sources, then the
    larger image (pixels), then the larger file (for the same pixels, the better
-   JPEG quality), then the smallest `pair_id`. The others name it in
+   JPEG quality), then the smallest `pair_id`, then the earlier row. The others name it in
    `reject_detail`: `exact_duplicate` when they equal it (normalised prompt,
    decoded pixels, both responses), else `near_duplicate_image` plus the distance.
    Exact copies always share a group, so every detail names a row that is kept.
+Pass 2 works on numpy and Arrow columns (rows as positions, digests as integer words);
+the reasons and details are strings only at the end, and only the rejected rows' details
+(peak memory about 170 B a row over the keys, see docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import json
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -294,20 +297,20 @@ def _release() -> None:
     32 MB) in its heap, where Arrow's allocator cannot reuse them: without this, the
     strings built at the end would come on top of the search's garbage."""
     pa.default_memory_pool().release_unused()
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
+@cache
 def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None elsewhere (looked up on the driver, not in workers)."""
     try:
         import ctypes
 
-        return ctypes.CDLL(None).malloc_trim  # glibc only
+        return ctypes.CDLL(None).malloc_trim
     except (AttributeError, OSError):
         return None
-
-
-_MALLOC_TRIM = _malloc_trim()
 
 
 def _fixed(column: pa.ChunkedArray) -> np.ndarray:
