@@ -7,16 +7,26 @@
 2. Near-duplicate search (all pairs within 8 bits) over random 64-bit codes at 100k,
    400k and 1M: wanted 1M <= 90 s and time(400k) / time(100k) <= 6. The baseline is
    faiss `IndexBinaryFlat` (exhaustive), whose pairs must be the same.
+3. With --decide-rows: the global step, `decide`, over N synthetic rows of keys (one
+   image each, duplicates as in `synthetic_keys`), in a fresh process per size (after a
+   warm-up on 1,000 rows, so that one-time imports are not counted): wall time and peak
+   memory over the keys table (peak RSS minus RSS with the keys loaded). Wanted: at
+   most 200 B/row, and 4x the rows in at most 4.5x the memory and 5x the time.
+   --baseline also runs the pre-columnar implementation (tests/dedup_reference.py).
 
     python -m bench bench_dedup                 (the defaults below)
     python -m bench.bench_dedup [--images 300] [--sizes 100000,400000,1000000]
                                 [--flat-sizes 100000,400000] [--radius 8] [--workers N]
+    python -m bench bench_dedup --images 0 --sizes "" --decide-rows 1000000,4000000
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from functools import partial
@@ -208,6 +218,215 @@ def bench_search(sizes: list[int], radius: int, flat_sizes: list[int],
     return out
 
 
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a fast, well-spread 64-bit hash of each element."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def _digests(tag: int, *parts: np.ndarray) -> Any:
+    """A 16-byte digest of each row of `parts` (unsigned integers), as a fixed-size binary
+    column: equal parts give equal digests, as blake2b over the same values would."""
+    import pyarrow as pa
+
+    h = _mix(np.full(len(parts[0]), tag, dtype=np.uint64))
+    with np.errstate(over="ignore"):
+        for part in parts:
+            h = _mix(h ^ part.astype(np.uint64))
+        words = np.stack([h, _mix(h ^ np.uint64(0x9E3779B97F4A7C15))], axis=1)
+    return pa.Array.from_buffers(pa.binary(16), len(h), [None, pa.py_buffer(words.tobytes())])
+
+
+def synthetic_keys(n: int, seed: int = 0) -> Any:
+    """`n` rows of dedup keys (`KEY_SCHEMA`), one image each, in record batches of
+    `BATCH_SIZE` as the engine returns them: 76% distinct rows (a third of them ask one of
+    1,000 common prompts), 10% exact copies of one of those (another source or file size),
+    8% near copies (the same text, another image 1-12 bits away: most within the phash
+    radius, 10), 4% copies with chosen and rejected swapped (label conflicts), 2% the same
+    prompt with an unrelated image, and 1 in 10,000 a corrupt image."""
+    import pyarrow as pa
+
+    from curate.stages.dedup import BATCH_SIZE, KEY_SCHEMA
+
+    rng = np.random.default_rng(seed)
+    kind = rng.choice(5, size=n, p=[0.76, 0.10, 0.08, 0.04, 0.02])
+    distinct = np.flatnonzero(kind == 0)
+    if distinct.size == 0:
+        distinct, kind[0] = np.zeros(1, dtype=np.int64), 0
+    of = distinct[rng.integers(0, distinct.size, n)]  # the row a copy copies
+    of[kind == 0] = np.flatnonzero(kind == 0)
+    u64 = np.iinfo(np.uint64).max
+    common = rng.random(n) < 1 / 3
+    prompt = np.where(common, rng.integers(0, 1000, n), np.arange(n) + 1000).astype(np.uint64)
+    image = rng.integers(0, u64, n, dtype=np.uint64, endpoint=True)
+    code = rng.integers(0, u64, n, dtype=np.uint64, endpoint=True)
+    response = np.arange(n, dtype=np.uint64)
+    swapped = rng.random(n) < 0.5
+    copy = kind > 0
+    prompt[copy] = prompt[of[copy]]
+    same = np.isin(kind, (1, 2, 3))  # copies that keep the responses
+    response[same], swapped[same] = response[of[same]], swapped[of[same]]
+    exact_or_swapped = np.isin(kind, (1, 3))
+    image[exact_or_swapped], code[exact_or_swapped] = (image[of[exact_or_swapped]],
+                                                       code[of[exact_or_swapped]])
+    swapped[kind == 3] = ~swapped[kind == 3]
+    near = np.flatnonzero(kind == 2)
+    bits = rng.integers(1, 13, near.size)
+    flips = np.zeros(near.size, dtype=np.uint64)
+    for k in range(12):  # up to 12 distinct random bits each
+        flips |= np.where(bits > k, np.uint64(1) << rng.integers(0, 64, near.size,
+                                                                 dtype=np.uint64), 0)
+    code[near] = code[of[near]] ^ flips
+    corrupt = rng.random(n) < 1e-4
+
+    hexdigits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+    raw = rng.integers(0, 256, (n, 32), dtype=np.uint8)
+    text = np.empty((n, 64), dtype=np.uint8)
+    text[:, 0::2], text[:, 1::2] = hexdigits[raw >> 4], hexdigits[raw & 15]
+    offsets = np.arange(0, 64 * (n + 1), 64, dtype=np.int32)
+    pair_id = pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
+                                                     pa.py_buffer(text.tobytes())])
+    del raw, text
+    one = np.arange(n + 1, dtype=np.int32)
+    valid = pa.py_buffer(np.packbits(~corrupt, bitorder="little"))
+    codes = pa.ListArray.from_arrays(pa.array(one), pa.Array.from_buffers(
+        pa.uint64(), n, [valid, pa.py_buffer(code)], null_count=int(corrupt.sum())))
+    pixels = np.array([640 * 480, 800 * 600, 1024 * 768])[rng.integers(0, 3, n)]
+    nbytes = rng.integers(20_000, 200_000, n)
+    nbytes[kind == 1] = np.where(rng.random(int((kind == 1).sum())) < 0.5,
+                                 nbytes[of[kind == 1]], nbytes[kind == 1])
+    error = pa.array(np.where(corrupt, "image 0: UnidentifiedImageError: cannot identify "
+                                       "image file", None).tolist(), pa.string())
+    columns = {
+        "pair_id": pair_id,
+        "source": pa.array(["src0", "src1", "src2"]).take(pa.array(rng.integers(0, 3, n))),
+        "prompt_key": _digests(1, prompt),
+        "responses_key": _digests(2, response, swapped),
+        "exact_key": _digests(3, prompt, image, response, swapped),
+        "pair_key": _digests(4, prompt, image, response),
+        "swapped": pa.array(swapped),
+        "image_ids": pa.ListArray.from_arrays(pa.array(one), pa.array(image)),
+        "codes": codes,
+        "pixels": pa.array(pixels, pa.int64()),
+        "nbytes": pa.array(nbytes, pa.int64()),
+        "decoded": pa.array(np.ones(n, dtype=np.int32)),
+        "reused": pa.array(np.zeros(n, dtype=np.int32)),
+        "error": error,
+    }
+    table = pa.table(columns, schema=KEY_SCHEMA)
+    return pa.Table.from_batches(table.to_batches(max_chunksize=BATCH_SIZE), schema=KEY_SCHEMA)
+
+
+def _proc_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def _decide_child(path: str, impl: str) -> dict[str, Any]:
+    """Run one `decide` over the keys in `path` (Arrow IPC) in this fresh process: its wall
+    time, the Hamming search's share, and the peak RSS over the RSS with the keys loaded."""
+    import gc
+    import resource
+
+    import pyarrow as pa
+
+    import curate.index.hamming as hamming
+    from curate.stages.dedup import DedupConfig
+
+    search = [0.0]
+    plain = hamming.radius_pairs
+
+    def timed_search(*args: Any, **kw: Any) -> Any:
+        t, out = _timed(lambda: plain(*args, **kw))
+        search[0] += t
+        return out
+
+    hamming.radius_pairs = timed_search  # before the reference imports it
+    if impl == "reference":
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from tests.dedup_reference import decide
+    else:
+        from curate.stages.dedup import decide
+    cfg = DedupConfig(prefer=("src1",))
+    decide(synthetic_keys(1000, seed=1), cfg)  # one-time costs first: imports (pandas: 50 MB)
+    with pa.OSFile(path) as f:  # read into memory, not mapped
+        keys = pa.ipc.open_file(f).read_all()
+    gc.collect()
+    base = _proc_bytes("VmRSS")
+    try:  # Linux: reset the peak RSS (VmHWM) to the current RSS
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        peak_of = "VmHWM"
+    except OSError:
+        peak_of = "ru_maxrss"
+    cpu = time.process_time()
+    wall, decisions = _timed(lambda: decide(keys, cfg))
+    cpu = time.process_time() - cpu
+    peak = (_proc_bytes("VmHWM") if peak_of == "VmHWM"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    reasons = decisions.table["reject_reason"].drop_null().value_counts().to_pylist()
+    return {"rows": keys.num_rows, "wall": wall, "cpu": cpu, "search": search[0], "base": base,
+            "peak": peak, "peak_of": peak_of, "keys_bytes": keys.nbytes,
+            "rejected": {r["values"]: r["counts"] for r in reasons}}
+
+
+def bench_decide(sizes: list[int], baseline: bool) -> dict[str, float]:
+    """`decide` over synthetic keys, one fresh process per size and implementation."""
+    import pyarrow as pa
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)}
+    impls = ["columnar", *(["reference"] if baseline else [])]
+    print(f"dedup decide over synthetic keys, one image a row ({_load()})")
+    runs: dict[tuple[str, int], dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-decide-") as tmp:
+        for n in sizes:
+            path = str(Path(tmp) / f"keys-{n}.arrow")
+            t_gen, keys = _timed(lambda n=n: synthetic_keys(n))
+            with pa.OSFile(path, "wb") as f, pa.ipc.new_file(f, keys.schema) as w:
+                w.write_table(keys)
+            del keys
+            for impl in impls:
+                proc = subprocess.run(
+                    [sys.executable, "-m", "bench.bench_dedup", "--decide-child", path,
+                     "--impl", impl], cwd=root, env=env, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"decide ({impl}, {n} rows) failed:\n{proc.stderr}")
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                runs[impl, n] = r
+                per_row = (r["peak"] - r["base"]) / n
+                print(f"  {impl} n={n:,}: {r['wall']:.1f} s (CPU {r['cpu']:.1f} s; Hamming "
+                      f"search {r['search']:.1f} s), peak {per_row:.0f} B/row over the keys "
+                      f"({r['keys_bytes'] / n:.0f} B/row; {r['peak_of']}; keys made in "
+                      f"{t_gen:.1f} s); rejected {r['rejected']}")
+    out: dict[str, float] = {}
+    for impl in impls:
+        done = [n for n in sizes if (impl, n) in runs]
+        for n in done:
+            r = runs[impl, n]
+            out[f"{impl}_s_{n}"] = r["wall"]
+            out[f"{impl}_cpu_s_{n}"] = r["cpu"]
+            out[f"{impl}_bytes_per_row_{n}"] = (r["peak"] - r["base"]) / n
+        if len(done) >= 2:
+            a, b = runs[impl, done[0]], runs[impl, done[-1]]
+            k = done[-1] / done[0]
+            t_ratio = b["wall"] / a["wall"]
+            m_ratio = (b["peak"] - b["base"]) / (a["peak"] - a["base"])
+            out[f"{impl}_time_ratio"], out[f"{impl}_memory_ratio"] = t_ratio, m_ratio
+            rest = (b["wall"] - b["search"]) / (a["wall"] - a["search"])
+            print(f"  {impl}: {k:g}x the rows: {t_ratio:.2f}x the time (CPU "
+                  f"{b['cpu'] / a['cpu']:.2f}x; wanted <= {1.25 * k:g}), {m_ratio:.2f}x the "
+                  f"memory (wanted <= {1.125 * k:g}); without the Hamming search "
+                  f"{rest:.2f}x the time, the search {b['search'] / a['search']:.2f}x")
+    return out
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench bench_dedup", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -219,13 +438,26 @@ def main(argv: list[str]) -> int:
     p.add_argument("--repeat", type=int, default=5, help="search runs per size under 1M")
     p.add_argument("--flat-sizes", default="100000",
                    help="sizes for the exhaustive baseline (400000 takes minutes)")
+    p.add_argument("--decide-rows", default="",
+                   help="rows of synthetic keys for `decide`, e.g. 1000000,4000000")
+    p.add_argument("--baseline", action="store_true",
+                   help="with --decide-rows: also the pre-columnar decide (slow, 1.6 KB/row)")
+    p.add_argument("--decide-child", help=argparse.SUPPRESS)
+    p.add_argument("--impl", default="columnar", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.decide_child:
+        print(json.dumps(_decide_child(args.decide_child, args.impl)))
+        return 0
     w, h = (int(x) for x in args.size.split("x"))
     sizes = [int(x) for x in args.sizes.split(",") if x]
     flat_sizes = [int(x) for x in args.flat_sizes.split(",") if x]
     if args.images > 0:
         bench_hashing(args.images, (w, h), args.workers)
-    bench_search(sizes, args.radius, flat_sizes, args.repeat)
+    if sizes:
+        bench_search(sizes, args.radius, flat_sizes, args.repeat)
+    decide_rows = [int(x) for x in args.decide_rows.split(",") if x]
+    if decide_rows:
+        bench_decide(decide_rows, args.baseline)
     return 0
 
 

@@ -13,3 +13,13 @@ def test_bench_dedup_runs(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "(wanted >= 3)" in out
     assert "same pairs: yes" in out
+
+
+def test_bench_dedup_decide_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.bench_dedup import main
+
+    assert main(["--images", "0", "--sizes", "", "--decide-rows", "2000,8000",
+                 "--baseline"]) == 0
+    out = capsys.readouterr().out
+    assert "columnar n=8,000" in out and "reference n=8,000" in out
+    assert "4x the rows" in out

@@ -126,3 +126,18 @@ def test_components_match_a_graph_search(n: int, edges: list[tuple[int, int]]) -
                 seen.add(nxt)
                 todo.append(nxt)
         assert labels[start] == min(seen)
+
+
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(1, 400), seed=st.integers(0, 2**32 - 1), extra=st.integers(0, 200))
+def test_vectorised_components_equal_union_find(n: int, seed: int, extra: int) -> None:
+    """Long chains in shuffled order (many hook rounds) plus random edges."""
+    rng = np.random.default_rng(seed)
+    path = rng.permutation(n)
+    i = np.concatenate([path[:-1], rng.integers(0, n, extra)])
+    j = np.concatenate([path[1:], rng.integers(0, n, extra)])
+    cut = rng.random(i.size) < 0.3  # break the chain into pieces
+    i, j = i[~cut], j[~cut]
+    uf = UnionFind(n)
+    uf.union_pairs(zip(i.tolist(), j.tolist(), strict=True))
+    assert components(n, i, j).tolist() == uf.labels().tolist()

@@ -127,73 +127,84 @@ def radius_pairs(
     for shift, width, s in zip(shifts, plan.widths, plan.radii, strict=True):
         if s < 0:
             continue
-        key = _block(x, shift, width)
-        order = np.argsort(key, kind="stable")
-        # work in block-sorted order: probes of neighbouring codes hit neighbouring buckets
-        skey, sx = key[order], x[order]
-        counts = np.bincount(skey, minlength=1 << width)
-        occupied = counts > 0
-        crowded = counts > 1
-        # bucket b holds sorted positions bounds[b]:bounds[b + 1] (one table, one cache line)
-        bounds = np.zeros((1 << width) + 1, dtype=np.int32 if n < 2**31 else np.int64)
-        np.cumsum(counts, out=bounds[1:])
-        del counts
-        # the code of each bucket's first member: most occupied buckets hold one code, so
-        # a probe is verified with one gather, and only a match or a crowded bucket takes
-        # the bucket walk
-        head = np.zeros(1 << width, dtype=np.uint64)
-        filled = np.flatnonzero(occupied)
-        head[filled] = sx[bounds[filled]]
-        del filled
-
-        def emit(qp: np.ndarray, cp: np.ndarray, sx: np.ndarray = sx,
-                 order: np.ndarray = order) -> None:
-            """Verify candidates (sorted positions) and keep new pairs within the radius."""
-            diff = sx[qp] ^ sx[cp]
-            dist = np.bitwise_count(diff)
-            ok = np.flatnonzero(dist <= radius)
-            if ok.size == 0:
-                return
-            diff, dist, qp, cp = diff[ok], dist[ok], qp[ok], cp[ok]
-            new = np.ones(ok.size, dtype=bool)
-            for e_shift, e_width, e_s in searched:  # found by an earlier block already
-                new &= np.bitwise_count(_block(diff, e_shift, e_width)) > e_s
-            qi, cj = order[qp[new]], order[cp[new]]
-            out[0].append(np.minimum(qi, cj))
-            out[1].append(np.maximum(qi, cj))
-            out[2].append(dist[new].astype(np.uint8))
-
-        # Each pair is probed from one side only: for a flip whose top bit is t, from the
-        # code whose key has bit t clear; in its own bucket, from the earlier position.
-        positions = np.arange(n)
-        for top in range(-1, width):
-            if top < 0:
-                queries, qkeys, flips = positions, skey, np.zeros(1, dtype=np.int32)
-            elif s == 0:
-                break
-            else:
-                queries = np.flatnonzero((skey >> top) & 1 == 0)
-                qkeys = skey[queries]
-                flips = (1 << top) | _flips(top, s - 1)
-            for flip in flips:
-                probe = qkeys ^ flip
-                hit = np.flatnonzero(occupied[probe])
-                if hit.size == 0:
-                    continue
-                q, bucket = queries[hit], probe[hit]
-                if flip == 0:  # q's own bucket: the members after it
-                    _walk(q, q + 1, bounds[bucket + 1] - q - 1, emit)
-                    continue
-                near = np.flatnonzero(np.bitwise_count(sx[q] ^ head[bucket]) <= radius)
-                if near.size:  # the bucket's first member is within the radius
-                    emit(q[near], bounds[bucket[near]])
-                more = np.flatnonzero(crowded[bucket])
-                if more.size:  # the other members of crowded buckets
-                    q, bucket = q[more], bucket[more]
-                    first = bounds[bucket] + 1
-                    _walk(q, first, bounds[bucket + 1] - first, emit)
+        _search_block(x, shift, width, s, radius, searched, out)
         searched.append((shift, width, s))
     return _sorted_pairs(*out)
+
+
+def _search_block(x: np.ndarray, shift: int, width: int, s: int, radius: int,
+                  searched: list[tuple[int, int, int]],
+                  out: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]) -> None:
+    """Append to `out` the pairs within `radius` that agree within `s` bits on the block
+    (`shift`, `width`) and were not found by the `searched` blocks. A function of its own
+    so that one block's arrays and tables are freed before the next block's are made."""
+    n = len(x)
+    key = _block(x, shift, width)
+    order = np.argsort(key, kind="stable")
+    # work in block-sorted order: probes of neighbouring codes hit neighbouring buckets
+    skey, sx = key[order], x[order]
+    del key
+    counts = np.bincount(skey, minlength=1 << width)
+    occupied = counts > 0
+    crowded = counts > 1
+    # bucket b holds sorted positions bounds[b]:bounds[b + 1] (one table, one cache line)
+    bounds = np.zeros((1 << width) + 1, dtype=np.int32 if n < 2**31 else np.int64)
+    np.cumsum(counts, out=bounds[1:])
+    del counts
+    # the code of each bucket's first member: most occupied buckets hold one code, so
+    # a probe is verified with one gather, and only a match or a crowded bucket takes
+    # the bucket walk
+    head = np.zeros(1 << width, dtype=np.uint64)
+    filled = np.flatnonzero(occupied)
+    head[filled] = sx[bounds[filled]]
+    del filled
+
+    def emit(qp: np.ndarray, cp: np.ndarray, sx: np.ndarray = sx,
+             order: np.ndarray = order) -> None:
+        """Verify candidates (sorted positions) and keep new pairs within the radius."""
+        diff = sx[qp] ^ sx[cp]
+        dist = np.bitwise_count(diff)
+        ok = np.flatnonzero(dist <= radius)
+        if ok.size == 0:
+            return
+        diff, dist, qp, cp = diff[ok], dist[ok], qp[ok], cp[ok]
+        new = np.ones(ok.size, dtype=bool)
+        for e_shift, e_width, e_s in searched:  # found by an earlier block already
+            new &= np.bitwise_count(_block(diff, e_shift, e_width)) > e_s
+        qi, cj = order[qp[new]], order[cp[new]]
+        out[0].append(np.minimum(qi, cj))
+        out[1].append(np.maximum(qi, cj))
+        out[2].append(dist[new].astype(np.uint8))
+
+    # Each pair is probed from one side only: for a flip whose top bit is t, from the
+    # code whose key has bit t clear; in its own bucket, from the earlier position.
+    for top in range(-1, width):
+        if top < 0:
+            queries, qkeys, flips = np.arange(n), skey, np.zeros(1, dtype=np.int32)
+        elif s == 0:
+            break
+        else:
+            queries = np.flatnonzero((skey >> top) & 1 == 0)
+            qkeys = skey[queries]
+            flips = (1 << top) | _flips(top, s - 1)
+        for flip in flips:
+            probe = qkeys ^ flip
+            hit = np.flatnonzero(occupied[probe])
+            if hit.size == 0:
+                continue
+            q, bucket = queries[hit], probe[hit]
+            if flip == 0:  # q's own bucket: the members after it
+                _walk(q, q + 1, bounds[bucket + 1] - q - 1, emit)
+                continue
+            near = np.flatnonzero(np.bitwise_count(sx[q] ^ head[bucket]) <= radius)
+            if near.size:  # the bucket's first member is within the radius
+                emit(q[near], bounds[bucket[near]])
+            more = np.flatnonzero(crowded[bucket])
+            if more.size:  # the other members of crowded buckets
+                q, bucket = q[more], bucket[more]
+                first = bounds[bucket] + 1
+                _walk(q, first, bounds[bucket + 1] - first, emit)
+
 
 
 def _walk(q: np.ndarray, first: np.ndarray, cnt: np.ndarray,

@@ -18,20 +18,22 @@ Pass 2, `decide` (global, over the keys only), in this order:
    multi-index-hashing range search; text-only rows group by their exact key.
    In each group one row survives: the first of `prefer`'s sources, then the
    larger image (pixels), then the larger file (for the same pixels, the better
-   JPEG quality), then the smallest `pair_id`. The others name it in
+   JPEG quality), then the smallest `pair_id`, then the earlier row. The others name it in
    `reject_detail`: `exact_duplicate` when they equal it (normalised prompt,
    decoded pixels, both responses), else `near_duplicate_image` plus the distance.
    Exact copies always share a group, so every detail names a row that is kept.
+Pass 2 works on numpy and Arrow columns (rows as positions, digests as integer words);
+the reasons and details are strings only at the end, and only the rejected rows' details
+(peak memory about 170 B a row over the keys, see docs/scaling.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import dataset as D
-from curate.hashing import DEFAULT_METHOD, HASH_SIZE, METHODS, hamming, perceptual_hash
+from curate.hashing import DEFAULT_METHOD, HASH_SIZE, METHODS, perceptual_hash
 from curate.stage import Decisions, run_filter_stage
 from curate.text import normalise_prompt
 
@@ -177,7 +179,8 @@ def annotate(batch: pa.RecordBatch, method: str = DEFAULT_METHOD) -> pa.RecordBa
     offset = 0
     for r in range(n):
         m = lengths[r]
-        prev = stored[r] if stored[r] is not None and len(stored[r]) == m else [None] * m
+        known: list[Any] | None = stored[r]
+        prev: list[Any] = known if known is not None and len(known) == m else [None] * m
         ids, codes, errors = [], [], []
         decoded_here = reused = pixels = nbytes = 0
         for t in range(m):
@@ -232,7 +235,7 @@ def _from_numpy(values: np.ndarray, type_: pa.DataType,
     return pa.Array.from_buffers(type_, len(values), [validity, data])
 
 
-_NUMPY = {pa.bool_(): np.bool_, pa.int32(): np.int32, pa.int64(): np.int64,
+_NUMPY = {pa.bool_(): np.bool_, pa.int8(): np.int8, pa.int32(): np.int32, pa.int64(): np.int64,
           pa.uint64(): np.uint64}
 
 
@@ -249,7 +252,7 @@ def _to_arrow(values: Any, type_: pa.DataType) -> pa.Array:
         offsets = np.concatenate([np.zeros(1, np.int32), np.cumsum(lengths, dtype=np.int32)])
         flat = [x for v in values for x in v]
         missing = np.fromiter((x is None for x in flat), dtype=bool, count=len(flat))
-        numbers = np.fromiter((x or 0 for x in flat), dtype=_NUMPY[type_.value_type],
+        numbers: np.ndarray = np.fromiter((x or 0 for x in flat), dtype=_NUMPY[type_.value_type],
                               count=len(flat))
         items = _from_numpy(numbers, type_.value_type, missing)
         return pa.Array.from_buffers(type_, n, [None, pa.py_buffer(offsets)], children=[items])
@@ -261,117 +264,308 @@ def _to_arrow(values: Any, type_: pa.DataType) -> pa.Array:
 
 
 # -- pass 2: decisions over the keys ----------------------------------------------------
+# Columns, not objects: rows are int64 positions, digests uint64 words, groups runs of a
+# stable sort, and the reasons and details strings only once, at the end, for the rejected
+# rows (a few hundred bytes a row at most, see docs/scaling.md).
+REASONS = ("corrupt_image", "label_conflict", "exact_duplicate", "near_duplicate_image")
+CORRUPT, CONFLICT, EXACT, NEAR = range(len(REASONS))
+# what a detail says: the error, or the pair_id of the row it names plus its numbers
+_ERROR, _VOTES, _OUTVOTED, _SAME, _DISTANCE = range(5)
+_REASON_OF = np.array([CORRUPT, CONFLICT, CONFLICT, EXACT, NEAR], dtype=np.int8)
+_SLAB = 1024  # rows of a column concatenated at a time (`_take`): small blocks, reused
+# what `str.split` splits on (nothing above U+3000 is whitespace), as an RE2 class
+_SPACE_CLASS = "[" + "".join(f"\\x{{{c:x}}}" for c in range(0x3001) if chr(c).isspace()) + "]"
+
+
+def _release() -> None:
+    """Give freed memory back to the OS between the phases of `decide`. glibc keeps freed
+    numpy arrays below its mmap threshold (which rises to the largest array freed, up to
+    32 MB) in its heap, where Arrow's allocator cannot reuse them: without this, the
+    strings built at the end would come on top of the search's garbage."""
+    pa.default_memory_pool().release_unused()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None elsewhere (looked up on the driver, not in workers)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return None
+
+
 def _fixed(column: pa.ChunkedArray) -> np.ndarray:
     """A fixed-size binary column (16-byte digests) as rows of uint64 words."""
     arr = column.combine_chunks()
     words = arr.type.byte_width // 8
+    if len(arr) == 0:
+        return np.zeros((0, words), dtype="<u8")
     flat = np.frombuffer(arr.buffers()[1], dtype="<u8", count=len(arr) * words,
                          offset=arr.offset * arr.type.byte_width)
     return flat.reshape(len(arr), words)
 
 
-def _flat_lists(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """(row of each element, the elements as uint64) of a list<uint64> column; nulls as 0."""
-    arr = column.combine_chunks()
-    lengths = np.asarray(arr.value_lengths().fill_null(0))
-    values = np.asarray(arr.flatten().fill_null(0), dtype=np.uint64)
-    return np.repeat(np.arange(len(arr)), lengths), values
+def _words(keys: pa.Table, names: Sequence[str], rows: np.ndarray) -> list[np.ndarray]:
+    """The uint64 words of the digest columns `names` at `rows`, one array a word."""
+    out = []
+    for name in names:
+        words = _fixed(keys[name])
+        out += [words[rows, w] for w in range(words.shape[1])]
+        del words
+    return out
 
 
-def _dup_groups(keys: np.ndarray, rows: np.ndarray) -> list[list[int]]:
-    """`rows` grouped by equal `keys[row]` (rows of words): groups of two or more, ordered
-    by their first row."""
+def _numpy(column: pa.Array | pa.ChunkedArray, dtype: Any) -> np.ndarray:
+    """A numeric or boolean column as one numpy array, nulls as 0 (False). Arrow joins the
+    chunks itself: a Python object per chunk costs about a kilobyte, tens of megabytes over
+    the engine's batches of 64 rows."""
+    if column.null_count:
+        column = column.fill_null(False if dtype is np.bool_ else 0)
+    if isinstance(column, pa.ChunkedArray) and column.num_chunks == 0:
+        return np.zeros(0, dtype=dtype)
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=dtype)
+
+
+def _take(column: pa.ChunkedArray, rows: np.ndarray) -> pa.ChunkedArray:
+    """`column[rows]` for sorted `rows`, a few chunks at a time: Arrow's take on a chunked
+    array first concatenates all of it (for pair_id, a copy of the whole column)."""
+    if rows.size == 0:
+        return pa.chunked_array([], column.type)
+    starts = np.cumsum([0, *(len(column.chunk(i)) for i in range(column.num_chunks))],
+                       dtype=np.int64)
+    cuts = np.unique(np.searchsorted(starts, np.arange(0, starts[-1], _SLAB), side="right") - 1)
+    pieces = []
+    for a, b in zip(cuts.tolist(), [*cuts[1:].tolist(), column.num_chunks], strict=True):
+        lo, hi = np.searchsorted(rows, starts[[a, b]]).tolist()
+        if lo < hi:
+            slab = pa.concat_arrays([column.chunk(i) for i in range(a, b)])
+            pieces.append(slab.take(_from_numpy(rows[lo:hi] - starts[a], pa.int64())))
+    return pa.chunked_array(pieces, column.type)
+
+
+def _flat(column: pa.ChunkedArray) -> np.ndarray:
+    """The elements of a list<uint64> column, row after row, nulls as 0."""
+    return _numpy(pc.list_flatten(column), np.uint64)
+
+
+def _shared(rows: np.ndarray, *columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The `rows` that share every column (values given per row of `rows`) with another
+    row, ordered by group, and the group of each, numbered 0, 1, ...
+
+    One fast sort of every row by the first column; only the rows tied on it (for a
+    digest, the duplicates) are sorted by the others."""
     if rows.size < 2:
-        return []
-    k = keys[rows]
-    order = np.lexsort(k.T[::-1])
-    k = k[order]
-    starts = np.ones(len(k), dtype=bool)
-    starts[1:] = np.any(k[1:] != k[:-1], axis=1)
-    gid = np.cumsum(starts) - 1
-    multi = np.bincount(gid)[gid] > 1
-    by: dict[int, list[int]] = defaultdict(list)
-    for r, g in zip(rows[order][multi].tolist(), gid[multi].tolist(), strict=True):
-        by[g].append(r)
-    return sorted((sorted(g) for g in by.values()), key=lambda g: g[0])
+        return rows[:0], np.zeros(0, dtype=np.int64)
+    order = np.argsort(columns[0])
+    ordered = columns[0][order]
+    tied = np.zeros(rows.size, dtype=bool)
+    tied[1:] = ordered[1:] == ordered[:-1]
+    tied[:-1] |= tied[1:]
+    order, ordered = order[tied], ordered[tied]
+    starts = np.ones(order.size, dtype=bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    if len(columns) > 1 and order.size:
+        order = order[np.lexsort((*(c[order] for c in columns[:0:-1]), np.cumsum(starts)))]
+        for column in columns[1:]:
+            ordered = column[order]
+            starts[1:] |= ordered[1:] != ordered[:-1]
+    group = np.cumsum(starts) - 1
+    multi = np.bincount(group)[group] > 1
+    return rows[order[multi]], _renumber(group[multi])
+
+
+def _pack(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Two columns of non-negative integers as one (a << 32 | b) when both fit 32 bits:
+    one sort instead of two."""
+    if a.size == 0 or (a.min() >= 0 and b.min() >= 0 and a.max() < 2**32 and b.max() < 2**32):
+        return ((a.astype(np.uint64) << np.uint64(32)) | b.astype(np.uint64),)
+    return a, b
+
+
+def _renumber(group: np.ndarray) -> np.ndarray:
+    """Sorted group numbers with gaps as 0, 1, ..."""
+    if group.size == 0:
+        return group
+    starts = np.ones(group.size, dtype=np.int64)
+    starts[1:] = group[1:] != group[:-1]
+    return np.cumsum(starts) - 1
+
+
+def _firsts(keys: pa.Table, prefer: Sequence[str], members: np.ndarray,
+            group: np.ndarray) -> np.ndarray:
+    """The survivor of each group 0, 1, ... of `members` (distinct rows): its member first
+    in the survivor order, that is the first of `prefer`'s sources, then more pixels, then
+    the larger file, then the smaller pair_id (by code point, as Python compares strings:
+    UTF-8 bytes sort the same), then the earlier row. Only the members' keys are read."""
+    by_row = np.argsort(members)
+    rows = members[by_row]
+    rank = {s: i for i, s in enumerate(prefer)}  # a source listed twice: its last place
+    listed = pc.index_in(_take(keys["source"], rows), value_set=pa.array(list(rank), pa.string()))
+    source = np.zeros(members.size, dtype=np.int64)
+    source[by_row] = np.array([*rank.values(), len(rank)], dtype=np.int64)[
+        _numpy(listed.fill_null(len(rank)), np.int64)]
+    # stable: equal pair_ids keep the rows' order
+    by_pid = _numpy(pc.sort_indices(_take(keys["pair_id"], rows)), np.int64)
+    pair_id = np.empty(members.size, dtype=np.int64)
+    pair_id[by_row[by_pid]] = np.arange(members.size)
+    del by_row, rows, listed, by_pid
+    order = np.lexsort((pair_id, -_numpy(keys["nbytes"], np.int64)[members],
+                        -_numpy(keys["pixels"], np.int64)[members], source, group))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = group[order[1:]] != group[order[:-1]]
+    return members[order[first]]
 
 
 class _Verdicts:
-    """reject_reason / reject_detail per row, plus the survivor order."""
+    """The rejections so far, as columns: the rows, what their detail says (`_ERROR`,
+    `_VOTES`, ...), the row it names and up to two numbers. `alive`: not rejected yet."""
 
-    def __init__(self, keys: pa.Table, prefer: Sequence[str]) -> None:
+    def __init__(self, n: int) -> None:
+        self.alive = np.ones(n, dtype=bool)
+        self._parts: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def reject(self, kind: int, rows: np.ndarray, named: np.ndarray | None = None,
+               a: np.ndarray | None = None, b: np.ndarray | None = None) -> None:
+        if rows.size == 0:
+            return
+        self.alive[rows] = False
+        none = np.zeros(rows.size, dtype=np.int64)
+        named_, a_, b_ = (none if x is None else x for x in (named, a, b))
+        self._parts.append((kind, rows, named_, a_, b_))
+
+    def columns(self, keys: pa.Table) -> tuple[pa.Array, pa.Array, dict[int, int]]:
+        """reject_reason and reject_detail of every row (null: kept), and for EXACT and
+        NEAR how many rows survive their groups."""
         n = keys.num_rows
-        self.reason: list[str | None] = [None] * n
-        self.detail: list[str | None] = [None] * n
-        rank = {s: i for i, s in enumerate(prefer)}
-        self.pair_ids = keys["pair_id"].to_pylist()
-        sources = keys["source"].to_pylist()
-        pixels = keys["pixels"].to_pylist()
-        nbytes = keys["nbytes"].to_pylist()
-        self._order = [(rank.get(s, len(rank)), -p, -b, pid)
-                       for s, p, b, pid in zip(sources, pixels, nbytes, self.pair_ids, strict=True)]
-
-    def alive(self) -> np.ndarray:
-        return np.fromiter((r is None for r in self.reason), dtype=bool, count=len(self.reason))
-
-    def best(self, rows: Sequence[int]) -> int:
-        return min(rows, key=self._order.__getitem__)
-
-    def reject(self, r: int, reason: str, detail: str) -> None:
-        self.reason[r] = reason
-        self.detail[r] = detail
-
-
-def _label_conflicts(keys: pa.Table, v: _Verdicts, mode: str) -> int:
-    swapped = keys["swapped"].to_pylist()
-    found = 0
-    for group in _dup_groups(_fixed(keys["pair_key"]), np.flatnonzero(v.alive())):
-        sides = ([r for r in group if not swapped[r]], [r for r in group if swapped[r]])
-        if not sides[0] or not sides[1]:
-            continue
-        found += 1
-        big, small = sorted(sides, key=len, reverse=True)
-        if mode == "keep-majority" and len(group) >= 3 and len(big) > len(small):
-            winner = v.pair_ids[v.best(big)]
-            for r in small:
-                v.reject(r, "label_conflict", f"{winner} (outvoted {len(big)}:{len(small)})")
-            continue  # the majority's copies are duplicates of each other: handled later
-        for own, other in (sides, sides[::-1]):
-            rep = v.pair_ids[v.best(other)]
-            for r in own:
-                v.reject(r, "label_conflict", f"{rep} (votes {len(own)}:{len(other)})")
-    return found
+        reason = np.zeros(n, dtype=np.int8)
+        where = np.zeros(n, dtype=np.int32 if n < 2**31 else np.int64)
+        details: list[pa.ChunkedArray] = []
+        survivors = {}
+        at = 0
+        for kind in (_ERROR, _VOTES, _OUTVOTED, _SAME, _DISTANCE):
+            parts = [p for p in self._parts if p[0] == kind]
+            rows, named, a, b = (np.concatenate([np.zeros(0, dtype=np.int64),
+                                                 *(p[k] for p in parts)]) for k in range(1, 5))
+            # the named rows in order: their pair_ids taken in one pass over the column
+            order = np.argsort(rows if kind == _ERROR else named, kind="stable")
+            rows, named, a, b = rows[order], named[order], a[order], b[order]
+            reason[rows] = _REASON_OF[kind]
+            where[rows] = np.arange(at, at + rows.size, dtype=where.dtype)
+            at += rows.size
+            if kind == _ERROR:
+                details.append(_take(keys["error"], rows))
+                continue
+            pair_ids = _take(keys["pair_id"], named)
+            details.append(_details(kind, pair_ids, a, b))
+            if kind in (_SAME, _DISTANCE):
+                survivors[EXACT if kind == _SAME else NEAR] = _survivors(pair_ids, details[-1])
+        reasons = pa.array(REASONS, pa.string()).take(_from_numpy(reason, pa.int8(), self.alive))
+        del reason
+        index = _from_numpy(where, pa.from_numpy_dtype(where.dtype), self.alive)
+        del where
+        text = pa.concat_arrays([pa.array([], pa.string()), *(c for d in details
+                                                               for c in d.chunks)])
+        del details
+        return reasons, text.take(index), survivors
 
 
-def _histogram(values: Any) -> dict[str, int]:
-    counts = Counter(int(x) for x in values)
-    return {str(k): counts[k] for k in sorted(counts)}
+def _details(kind: int, pair_ids: pa.ChunkedArray, a: np.ndarray,
+             b: np.ndarray) -> pa.ChunkedArray:
+    """The reject_detail strings of rejections that name a row, of one kind."""
+    if kind == _SAME:
+        return pair_ids
+    first = pc.cast(pa.array(a), pa.string())
+    if kind == _DISTANCE:
+        return pc.binary_join_element_wise(pair_ids, " distance=", first, "")
+    word = " (votes " if kind == _VOTES else " (outvoted "
+    return pc.binary_join_element_wise(pair_ids, word, first, ":",
+                                       pc.cast(pa.array(b), pa.string()), ")", "")
 
 
-def _image_clusters(codes: np.ndarray, ids: np.ndarray, max_distance: int) -> tuple[
-        np.ndarray, dict[str, Any]]:
-    """Cluster label of each image (union-find over all pairs of distinct hashes within
+def _survivors(pair_ids: pa.ChunkedArray, details: pa.ChunkedArray) -> int:
+    """How many rows survive one reason's groups: the distinct first words of its details,
+    which are the named rows' pair_ids unless one is empty or holds whitespace."""
+    if len(pair_ids) == 0:
+        return 0
+    odd = pc.or_(pc.match_substring_regex(pair_ids, _SPACE_CLASS),
+                 pc.equal(pc.utf8_length(pair_ids), 0))
+    if not pc.any(odd).as_py():
+        return int(pc.count_distinct(pair_ids).as_py())
+    return len({d.split()[0] for d in details.to_pylist() if d})
+
+
+def _label_conflicts(keys: pa.Table, v: _Verdicts, prefer: Sequence[str], mode: str) -> int:
+    """Reject the rows of groups with chosen and rejected swapped; returns the groups."""
+    rows = np.flatnonzero(v.alive)
+    members, group = _shared(rows, *_words(keys, ["pair_key"], rows))
+    del rows
+    swapped = _numpy(keys["swapped"], np.bool_)[members]
+    flipped = np.bincount(group, weights=swapped).astype(np.int64)
+    votes = np.stack([np.bincount(group) - flipped, flipped], axis=1)  # per group: sides
+    both: np.ndarray = (votes > 0).all(axis=1)
+    keep = both[group]
+    members, side = members[keep], swapped[keep].astype(np.int64)
+    group = (np.cumsum(both) - 1)[group[keep]]
+    votes = votes[both]
+    # per group: the first row of each side in the survivor order
+    best = _firsts(keys, prefer, members, 2 * group + side).reshape(-1, 2)
+    named = best[group, 1 - side]
+    own, other = votes[group, side], votes[group, 1 - side]
+    if mode == "keep-majority":  # 3+ votes and no tie: only the minority goes
+        total = votes.sum(axis=1)
+        decided = ((total >= 3) & (votes[:, 0] != votes[:, 1]))[group]
+    else:
+        decided = np.zeros(members.size, dtype=bool)
+    outvoted = decided & (own < other)
+    v.reject(_OUTVOTED, members[outvoted], named[outvoted], other[outvoted], own[outvoted])
+    drop = ~decided
+    v.reject(_VOTES, members[drop], named[drop], own[drop], other[drop])
+    return int(both.sum())
+
+
+def _histogram(values: np.ndarray) -> dict[str, int]:
+    keys, counts = np.unique(np.asarray(values, dtype=np.int64), return_counts=True)
+    return {str(k): c for k, c in zip(keys.tolist(), counts.tolist(), strict=True)}
+
+
+def _distinct_images(inverse: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The hash (index into the distinct hashes) of every distinct (hash, image id)."""
+    members, group = _shared(np.arange(inverse.size), inverse, ids)
+    alone = np.ones(inverse.size, dtype=bool)  # no other image has its hash and id
+    alone[members] = False
+    first = np.ones(group.size, dtype=bool)
+    first[1:] = group[1:] != group[:-1]
+    return np.concatenate([inverse[alone], inverse[members[first]]])
+
+
+def _image_clusters(uniq: np.ndarray, code_of_image: np.ndarray, images_compared: int,
+                    max_distance: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Cluster label of each distinct hash (union-find over all pairs within
     `max_distance`), and the manifest's statistics."""
     from curate.index.hamming import radius_pairs
     from curate.index.unionfind import components
 
-    uniq, inverse = np.unique(codes, return_inverse=True)
+    per_code = np.bincount(code_of_image, minlength=len(uniq))
+    zero = int((per_code * (per_code - 1) // 2).sum())  # distinct images, identical hashes
+    del per_code
     ii, jj, dd = radius_pairs(uniq, max_distance)
     labels = components(len(uniq), ii, jj)
-    # distinct images (by decoded pixels) per hash value and per cluster
-    images = np.unique(np.stack([inverse.astype(np.uint64), ids], axis=1), axis=0)
-    code_of_image = images[:, 0].astype(np.int64)
-    per_code = np.bincount(code_of_image, minlength=len(uniq))
-    sizes = [s for s in Counter(labels[code_of_image].tolist()).values() if s > 1]
+    del ii, jj
+    sizes = np.bincount(labels[code_of_image], minlength=len(uniq))
+    sizes = sizes[sizes > 1]
     distances = _histogram(dd)
-    zero = int((per_code * (per_code - 1) // 2).sum())  # distinct images, identical hashes
     if zero:
         distances = {"0": zero, **distances}
-    return labels[inverse], {
-        "images_compared": int(len(codes)),
-        "distinct_images": int(len(images)),
+    return labels, {
+        "images_compared": images_compared,
+        "distinct_images": int(len(code_of_image)),
         "distinct_hashes": int(len(uniq)),
-        "clusters": len(sizes),
+        "clusters": int(len(sizes)),
         "cluster_size_histogram": _histogram(sizes),
         "distance_histogram": distances,
     }
@@ -380,69 +574,84 @@ def _image_clusters(codes: np.ndarray, ids: np.ndarray, max_distance: int) -> tu
 def _duplicates(keys: pa.Table, v: _Verdicts, cfg: DedupConfig) -> dict[str, Any]:
     """Duplicate groups: same text and image clusters (rows with images) or same exact key
     (text-only rows); one survivor each, exact copies of it as exact_duplicate."""
-    alive = v.alive()
-    img_row, codes = _flat_lists(keys["codes"])
-    _, ids = _flat_lists(keys["image_ids"])
-    keep = alive[img_row]
-    img_row, codes, ids = img_row[keep], codes[keep], ids[keep]
-    cluster, stats = _image_clusters(codes, ids, cfg.max_distance)
+    alive = v.alive
+    count = _numpy(pc.list_value_length(keys["codes"]), np.int32)
+    live = np.repeat(alive, count)  # the images of rows still alive
+    count = np.where(alive, count, 0)
+    codes = _flat(keys["codes"])
+    codes = codes if live.all() else codes[live]
+    uniq, inverse = np.unique(codes, return_inverse=True)
+    del codes
+    inverse = inverse.astype(np.int32 if len(uniq) < 2**31 else np.int64)
+    ids = _flat(keys["image_ids"])
+    code_of_image = _distinct_images(inverse, ids if live.all() else ids[live])
+    del ids, live
+    _release()
+    assert cfg.max_distance is not None  # DedupConfig fills in the method's default
+    labels, stats = _image_clusters(uniq, code_of_image, len(inverse), cfg.max_distance)
+    del code_of_image
 
-    text = _fixed(keys["prompt_key"])
-    if cfg.near_match == "pair":
-        text = np.hstack([text, _fixed(keys["responses_key"])])
-    images_per_row = np.bincount(img_row, minlength=len(alive))
-    # only rows that share their text with another row can be duplicates: sign just those
-    rows = np.asarray(sorted(r for g in _dup_groups(text, np.flatnonzero(images_per_row))
-                             for r in g), dtype=np.int64)
-    first = np.searchsorted(img_row, rows)
-    one = images_per_row[rows] == 1  # the common case, vectorised: text + the one cluster
-    signature = np.hstack([text, np.zeros((len(alive), 1), dtype=np.uint64)])
-    signature[rows[one], -1] = cluster[first[one]]
-    groups = _dup_groups(signature, rows[one])
-    by: dict[tuple[bytes, tuple[int, ...]], list[int]] = defaultdict(list)
-    for r, a in zip(rows[~one].tolist(), first[~one].tolist(), strict=True):
-        by[(text[r].tobytes(), tuple(cluster[a:a + images_per_row[r]].tolist()))].append(r)
-    groups += [g for g in by.values() if len(g) > 1]
-    exact_key = _fixed(keys["exact_key"])
-    groups += _dup_groups(exact_key, np.flatnonzero(alive & (images_per_row == 0)))
+    # rows with images: same text, then the same number of images, then image by image
+    # the same cluster; groups of one drop out at every step
+    first = np.cumsum(count) - count  # where each row's images start
+    rows = np.flatnonzero(count)
+    text = ["prompt_key", "responses_key"] if cfg.near_match == "pair" else ["prompt_key"]
+    members, group = _shared(rows, *_words(keys, text, rows))
+    members, group = _shared(members, *_pack(group, count[members]))
+    found: list[tuple[np.ndarray, np.ndarray]] = []
+    step = 0
+    while members.size:
+        members, group = _shared(members, *_pack(group, labels[inverse[first[members] + step]]))
+        step += 1
+        done = count[members] == step
+        found.append((members[done], group[done]))
+        members, group = members[~done], group[~done]
+    exact = _fixed(keys["exact_key"])
+    rows = np.flatnonzero(alive & (count == 0))
+    found.append(_shared(rows, exact[rows, 0], exact[rows, 1]))
+    del rows
+    members = np.concatenate([np.zeros(0, dtype=np.int64), *(m for m, _ in found)])
+    groups, offset = [], 0
+    for _, g in found:
+        g = _renumber(g)
+        groups.append(g + offset)
+        offset += int(g[-1]) + 1 if g.size else 0
+    group = np.concatenate([np.zeros(0, dtype=np.int64), *groups])
+    del found, groups
 
-    codes_of = keys["codes"]
-    rejected: list[int] = []
-    for group in groups:
-        winner = v.best(group)
-        for r in group:
-            if r == winner:
-                continue
-            if np.array_equal(exact_key[r], exact_key[winner]):
-                v.reject(r, "exact_duplicate", v.pair_ids[winner])
-                continue
-            a, b = codes_of[r].as_py(), codes_of[winner].as_py()
-            d = max(hamming(x, y) for x, y in zip(a, b, strict=True))
-            v.reject(r, "near_duplicate_image", f"{v.pair_ids[winner]} distance={d}")
-            rejected.append(d)
-    return {**stats, "near_duplicate_distance_histogram": _histogram(rejected)}
-
-
-def _survivors(v: _Verdicts, reason: str) -> int:
-    """How many rows survive a group of `reason` duplicates."""
-    return len({d.split()[0] for r, d in zip(v.reason, v.detail, strict=True)
-                if r == reason and d})
+    winner = _firsts(keys, cfg.prefer, members, group)[group]
+    lost = members != winner
+    members, winner = members[lost], winner[lost]
+    same = (exact[members] == exact[winner]).all(axis=1)
+    del exact
+    v.reject(_SAME, members[same], winner[same])
+    members, winner = members[~same], winner[~same]
+    # the largest distance between the images at the same place
+    n = count[members].astype(np.int64)
+    starts = np.cumsum(n) - n
+    at = np.arange(int(n.sum())) - np.repeat(starts, n)
+    a = uniq[inverse[np.repeat(first[members], n) + at]]
+    b = uniq[inverse[np.repeat(first[winner], n) + at]]
+    distance = (np.maximum.reduceat(np.bitwise_count(a ^ b), starts).astype(np.int64)
+                if n.size else np.zeros(0, dtype=np.int64))
+    v.reject(_DISTANCE, members, winner, distance)
+    return {**stats, "near_duplicate_distance_histogram": _histogram(distance)}
 
 
 def decide(keys: pa.Table, cfg: DedupConfig) -> Decisions:
     """Reject reasons for every row of `keys`, in order, and the hash column to attach."""
-    v = _Verdicts(keys, cfg.prefer)
-    for r, err in enumerate(keys["error"].to_pylist()):
-        if err is not None:
-            v.reject(r, "corrupt_image", err)
-    conflicts = _label_conflicts(keys, v, cfg.conflicts)
+    v = _Verdicts(keys.num_rows)
+    v.reject(_ERROR, np.flatnonzero(_numpy(pc.is_valid(keys["error"]), np.bool_)))
+    conflicts = _label_conflicts(keys, v, cfg.prefer, cfg.conflicts)
     near = _duplicates(keys, v, cfg)
+    _release()
+    reasons, details, survivors = v.columns(keys)
     decoded = int(pc.sum(keys["decoded"]).as_py() or 0)
     reused = int(pc.sum(keys["reused"]).as_py() or 0)
     table = pa.table({
         "pair_id": keys["pair_id"],
-        "reject_reason": pa.array(v.reason, pa.string()),
-        "reject_detail": pa.array(v.detail, pa.string()),
+        "reject_reason": reasons,
+        "reject_detail": details,
         cfg.column: keys["codes"],
     })
     extra = {"dedup": {
@@ -451,8 +660,8 @@ def decide(keys: pa.Table, cfg: DedupConfig) -> Decisions:
         "images_decoded": decoded,  # depends on how batches met workers (per-process memo)
         "images_reused": reused,
         "label_conflict_groups": conflicts,
-        "exact_duplicate_groups": _survivors(v, "exact_duplicate"),
-        "near_duplicate_groups": _survivors(v, "near_duplicate_image"),
+        "exact_duplicate_groups": survivors[EXACT],
+        "near_duplicate_groups": survivors[NEAR],
         **near,
     }}
     return Decisions(table, extra)
