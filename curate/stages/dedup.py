@@ -507,7 +507,7 @@ def _label_conflicts(keys: pa.Table, v: _Verdicts, prefer: Sequence[str], mode: 
     swapped = _numpy(keys["swapped"], np.bool_)[members]
     flipped = np.bincount(group, weights=swapped).astype(np.int64)
     votes = np.stack([np.bincount(group) - flipped, flipped], axis=1)  # per group: sides
-    both: np.ndarray = (votes > 0).all(axis=1)
+    both = np.asarray((votes > 0).all(axis=1))
     keep = both[group]
     members, side = members[keep], swapped[keep].astype(np.int64)
     group = (np.cumsum(both) - 1)[group[keep]]
