@@ -104,8 +104,11 @@ def fit_calibration(margin: np.ndarray, *, gap: np.ndarray | None = None,
     eps = float(NOISE_GRID[best])
     z = x @ (weights[best] / scale)
     p = posterior_flipped(z, eps)
-    lower = np.min([posterior_flipped(x @ (weights[i] / scale), float(NOISE_GRID[i]))
-                    for i in inside], axis=0)
+    lower = p  # the estimate is inside the interval; a running minimum over the rest keeps
+    for i in inside:  # two arrays of n in memory, not one per noise rate
+        if i != best:
+            lower = np.minimum(lower, posterior_flipped(x @ (weights[i] / scale),
+                                                        float(NOISE_GRID[i])))
     cl_rate, issues = _confident_learning(z, seed)
     return Calibration(
         coef=[float(c) for c in weights[best] / scale], noise_rate=eps,
