@@ -381,9 +381,9 @@ def reward_precision(ctx: Context, min_precision: float) -> Finding:
         if not q:  # not a `curate reward` folder, or no margin rule ran
             continue
         seen += 1
-        prec = q.get("expected_precision_lower", q.get("expected_precision"))
         if (s.manifest.get("reward") or {}).get("action") == "flag":
             continue  # flagging removes nothing: no precision to keep
+        prec = q.get("expected_precision_lower", q.get("expected_precision"))
         if q.get("abstained"):
             c.add(f"{s.name}: abstained: {q.get('abstain_reason')}")
         elif q.get("rejected") and (prec is None or prec < min_precision):
