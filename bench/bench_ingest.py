@@ -95,33 +95,44 @@ def curate_ingest(src: Path, dst: Path) -> float:
     return time.perf_counter() - t
 
 
-def peak_tree_rss(cmd: list[str]) -> tuple[int, float]:
-    """Run `cmd`, sampling the RSS of it and all its children; returns (peak bytes, seconds)."""
+def peak_tree_rss(cmd: list[str], env: dict[str, str] | None = None, quiet: bool = False,
+                  interval: float = 0.02) -> tuple[int, float]:
+    """Run `cmd`, sampling the RSS of it and all its children every `interval` seconds;
+    returns (peak bytes, seconds). `quiet`: its output is not shown, and the end of its
+    stderr goes into the error when it fails."""
     import psutil
 
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd)
+    pipe = subprocess.PIPE if quiet else None
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL if quiet else None,
+                            stderr=pipe, text=True)
     ps = psutil.Process(proc.pid)
     peak = 0
     done = threading.Event()
+
+    def rss(p: psutil.Process) -> int:
+        try:
+            return p.memory_info().rss
+        except psutil.Error:  # it ended between the listing and the reading
+            return 0
 
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
             try:
                 procs = [ps, *ps.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
             except psutil.Error:
-                pass
-            time.sleep(0.02)
+                procs = []
+            peak = max(peak, sum(rss(p) for p in procs))
+            time.sleep(interval)
 
     th = threading.Thread(target=sample)
     th.start()
-    proc.wait()
+    _, err = proc.communicate()  # reads a piped stderr while it runs: no full pipe
     done.set()
     th.join()
     if proc.returncode:
-        raise SystemExit(f"{cmd} failed")
+        raise SystemExit(f"{cmd} failed ({proc.returncode})" + (f":\n{err[-3000:]}" if err else ""))
     return peak, time.perf_counter() - t
 
 

@@ -37,21 +37,12 @@ from typing import Any
 
 import numpy as np
 
+from curate.scoring.calibration import wilson
+
 ROOT = Path(__file__).resolve().parents[1]
 HH = Path(os.environ.get("CURATE_SHARED_DATA", ROOT.parent / "shared" / "data")) \
     / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 FROZEN = ROOT / "recipes" / "train" / "minilm-frozen.yaml"
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of k successes in n."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    d = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / d
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return centre - half, centre + half
 
 
 def cli(*args: Any) -> None:

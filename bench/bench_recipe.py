@@ -30,9 +30,7 @@ import io
 import json
 import os
 import re
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -182,47 +180,13 @@ def build_corpus(path: Path, rows: int, seed: int = 0, workers: int = 2) -> dict
 
 
 # -- running a stage --------------------------------------------------------------------
-def _tree_rss(pid: int) -> int:
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        procs = [p, *p.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for q in procs:
-        try:
-            total += q.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def run_stage(args: list[str]) -> dict[str, Any]:
     """`curate ARGS` in a child process: wall seconds and the peak RSS of its tree."""
+    from bench.bench_ingest import peak_tree_rss
+
     cmd = [sys.executable, "-m", "curate.cli", *[str(a) for a in args]]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
-    peak = 0
-    done = threading.Event()
-
-    def watch() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, _tree_rss(proc.pid))
-            time.sleep(0.2)
-
-    th = threading.Thread(target=watch, daemon=True)
-    th.start()
-    _, err = proc.communicate()
-    done.set()
-    th.join()
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
+    peak, seconds = peak_tree_rss(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                  quiet=True, interval=0.2)
     return {"seconds": round(seconds, 1), "peak_rss_mb": round(peak / 2**20)}
 
 
