@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ CARD = "README.md"
 MAX_LINEAGE = 64  # manifests read when walking the inputs upstream
 
 
-def _has_rows(manifest: dict[str, Any], pattern: str) -> bool:
+def _has_rows(manifest: Mapping[str, Any], pattern: str) -> bool:
     """Does a file the manifest lists match `pattern` and hold rows? (`file_rows` counts
     kept/ and rejected/ files; an export writes no file without rows.)"""
     rows = manifest.get("file_rows") or {}
@@ -43,14 +43,15 @@ def _has_rows(manifest: dict[str, Any], pattern: str) -> bool:
                if fnmatch.fnmatchcase(f, pattern))
 
 
-def _config(name: str, splits: dict[str, str], manifest: dict[str, Any]) -> dict[str, Any] | None:
+def _config(name: str, splits: dict[str, str],
+            manifest: Mapping[str, Any]) -> dict[str, Any] | None:
     """One `configs:` entry with the splits that have rows, `train` first."""
     order = sorted(splits, key=lambda s: (s != "train", s))
     data = [{"split": s, "path": splits[s]} for s in order if _has_rows(manifest, splits[s])]
     return {"config_name": name, "data_files": data} if data else None
 
 
-def configs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+def configs(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The YAML `configs:` entries of a folder, `kept` first and default."""
     kept_splits = manifest.get("data_files") or {"train": "kept/*.parquet"}
     out = [_config("kept", kept_splits, manifest),
@@ -65,7 +66,7 @@ def configs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return entries
 
 
-def eval_sets(manifest: dict[str, Any], upstream: Iterable[dict[str, Any]] = ()) -> list[str]:
+def eval_sets(manifest: Mapping[str, Any], upstream: Iterable[Mapping[str, Any]] = ()) -> list[str]:
     """Paths of the eval sets this folder's rows were decontaminated against, by this
     stage or by any stage upstream."""
     found: list[str] = []
@@ -86,7 +87,7 @@ def _yaml(entries: list[dict[str, Any]], stage: str) -> str:
     return yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
 
 
-def render(manifest: dict[str, Any], upstream: Iterable[dict[str, Any]] = ()) -> str:
+def render(manifest: Mapping[str, Any], upstream: Iterable[Mapping[str, Any]] = ()) -> str:
     """The card's text for `manifest` (see the module docstring)."""
     upstream = list(upstream)
     stage = str(manifest.get("stage", "?"))
@@ -139,12 +140,12 @@ def render(manifest: dict[str, Any], upstream: Iterable[dict[str, Any]] = ()) ->
     return "\n".join(lines)
 
 
-def lineage(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+def lineage(manifest: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The manifests upstream of `manifest` that still match the fingerprints its inputs
     recorded (a moved, deleted or rewritten input is left out), nearest first."""
     from curate import dataset as D
 
-    found: list[dict[str, Any]] = []
+    found: list[Mapping[str, Any]] = []
     seen: set[str] = set()
     todo = list(manifest.get("inputs") or [])
     while todo and len(seen) < MAX_LINEAGE:
@@ -164,7 +165,7 @@ def lineage(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-def write_card(folder: Path, manifest: dict[str, Any]) -> Path:
+def write_card(folder: Path, manifest: Mapping[str, Any]) -> Path:
     """Write `folder/README.md` for `manifest` (call it after the checksums are taken)."""
     from curate.dataset import redact
 

@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -28,7 +28,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from curate import manifest as manifest_format
 from curate import schema as S
+from curate.manifest import Manifest
 
 MANIFEST = "manifest.json"
 KEPT = "kept"
@@ -129,18 +131,14 @@ def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     return fs, inner.rstrip("/")
 
 
-def parse_manifest(text: str | bytes, where: str) -> dict[str, Any]:
-    """A dataset folder's manifest from its text; DatasetError naming `where` (the
-    manifest's path) when it is not JSON or not a curate manifest (no `stage`/`files`)."""
+def parse_manifest(text: str | bytes, where: str) -> Manifest:
+    """A dataset folder's manifest from its text (see `curate.manifest`); DatasetError
+    naming `where` (the manifest's path) when it is not JSON, not a curate manifest, of a
+    format this curate cannot read, or damaged."""
     try:
-        manifest = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{where}: not valid JSON ({exc}); the folder is damaged. "
-                           "Rerun the stage that wrote it.") from exc
-    if not is_curate_manifest(manifest):
-        raise DatasetError(f"{where}: not a curate dataset manifest (no 'stage' and 'files'). "
-                           "Rerun the stage that wrote the folder.")
-    return manifest
+        return manifest_format.parse(text, where)
+    except manifest_format.ManifestError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def is_curate_manifest(manifest: Any) -> bool:
@@ -197,7 +195,7 @@ class Dataset:
         return self.uri or str(self.path)
 
     @functools.cached_property
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> Manifest:
         where = f"{self.location}/{MANIFEST}"
         if self.filesystem is not None:
             with self.filesystem.open_input_stream(f"{self.path}/{MANIFEST}") as fh:
@@ -733,14 +731,14 @@ def stale_temp_folders(target: Path) -> list[Path]:
     return sorted(target.parent.glob(f".{target.name}.tmp-*"))
 
 
-def read_manifest(target: str | os.PathLike[str]) -> dict[str, Any] | None:
+def read_manifest(target: str | os.PathLike[str]) -> Manifest | None:
     """The manifest of the complete folder at `target` (path or URI), else None."""
     if is_uri(target):
         fs, inner = _resolve(str(target))
         try:
             if fs.get_file_info(f"{inner}/{MANIFEST}").type == pafs.FileType.File:
                 with fs.open_input_stream(f"{inner}/{MANIFEST}") as fh:
-                    return json.loads(fh.read().decode("utf-8"))
+                    return manifest_format.parse(fh.read(), f"{target}/{MANIFEST}")
         except OSError as exc:  # unreachable or denied: not "no manifest"
             raise RemoteError(f"{target}: {exc}") from exc
         bucket = inner.split("/", 1)[0]
@@ -753,7 +751,7 @@ def read_manifest(target: str | os.PathLike[str]) -> dict[str, Any] | None:
                 raise RemoteError(f"{target}: bucket {bucket!r} not found")
         return None
     path = Path(target) / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else None
+    return manifest_format.parse(path.read_bytes(), str(path)) if path.is_file() else None
 
 
 def check_output(out: Path | str, inputs: Iterable[str | os.PathLike[str]] = ()) -> None:
@@ -950,10 +948,9 @@ def _upload(tmp: Path, uri: str, staged: tuple[str, list[str]] | None = None) ->
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False, default=str)
-    text = redact(text)  # input URIs may carry keys: never written down
-    (folder / MANIFEST).write_text(text + "\n")
+def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
+    text = redact(manifest_format.dumps(manifest))  # input URIs may carry keys: never written
+    (folder / MANIFEST).write_text(text)
 
 
 def file_sizes(folder: Path, rels: Iterable[str]) -> dict[str, int]:

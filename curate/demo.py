@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from curate.manifest import Manifest
+
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "hubble_deep_field",
           "immunohistochemistry", "colorwheel", "clock", "moon", "brick", "grass", "logo",
           "page", "text"]
@@ -263,7 +265,7 @@ def run_demo(out: Path, *, force: bool = False) -> dict[str, Any]:
     return results
 
 
-def _reward(src: Path, dst: Path, force: bool) -> dict[str, Any]:
+def _reward(src: Path, dst: Path, force: bool) -> Manifest:
     """Out-of-fold scores from 5 MiniLM surrogates; drop the pairs they disagree with."""
     from curate.scoring.rules import RewardRules
     from curate.stages.reward import make_scorer, reward

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from curate.manifest import Manifest
 from curate.models.encoding import Item
 from curate.scoring.scorer import ScoreFn
 
@@ -242,7 +243,7 @@ class ShrunkEvalSet(ValueError):
     comparable with the official one (exit 2)."""
 
 
-def folder_manifest(benchmark: Any) -> dict[str, Any] | None:
+def folder_manifest(benchmark: Any) -> Manifest | None:
     """The manifest of a benchmark given as a dataset folder (None for tables, files)."""
     from curate.dataset import MANIFEST, Dataset
 

@@ -26,10 +26,12 @@ from curate import __version__
 from curate import dataset as D
 from curate import schema as S
 from curate.card import write_card
+from curate.manifest import Manifest
 from curate.progress import bar, console
 from curate.reasons import check_registered
 
 if TYPE_CHECKING:
+    from curate.engine.protocol import Engine
     from curate.fragment_writes import WriteTarget, WrittenPart
 
 
@@ -66,7 +68,7 @@ class StageRun:
              "inputs": [i.get("fingerprint") for i in self.inputs]}
         )
         self.skipped = False
-        self.manifest: dict[str, Any] = {}
+        self._manifest: Manifest | None = None
         self.rows_in = 0
         self.consumed_by_kept = 0
         self.consumed_by_rejected = 0
@@ -88,7 +90,7 @@ class StageRun:
             stale = self._why_stale()
             if not stale:
                 self.skipped = True
-                self.manifest = old
+                self._manifest = old
                 console().print(
                     f"[yellow]{self.stage}: {D.redact(str(self.out))} is up to date "
                     "(same input and config, its files intact); skipped. Use --force to "
@@ -100,7 +102,14 @@ class StageRun:
         self._tmp = D.temp_folder_for(self.out)
         return self
 
-    def _old_manifest(self) -> dict[str, Any] | None:
+    @property
+    def manifest(self) -> Manifest:
+        """The run's manifest: the old one when skipped, else the one written on leaving."""
+        if self._manifest is None:
+            raise RuntimeError(f"{self.stage}: the manifest is written when the run ends")
+        return self._manifest
+
+    def _old_manifest(self) -> Manifest | None:
         """The output's manifest, or None when there is none or it is damaged (redo)."""
         try:
             return D.read_manifest(self.out)
@@ -284,30 +293,30 @@ class StageRun:
         file_rows.update({k: rows for k, (rows, _, _) in self._worker_files.items()})
         file_rows = dict(sorted(file_rows.items()))
         check_registered(self.stage, self.reasons)
-        self.manifest = {
-            "stage": self.stage,
-            "version": __version__,
-            "config": self.config,
-            "inputs": self.inputs,
-            "fingerprint": self.fingerprint,
-            "rows_in": self.rows_in,
-            "rows_kept": rows_kept,
-            "rows_rejected": rows_rejected,
-            "rejected_by_reason": dict(sorted(self.reasons.items())),
-            "files": files,
-            "file_sizes": dict(sorted(sizes.items())),
-            "file_rows": file_rows,
-            "engine": self.engine,
-            "steps": {k: round(v, 3) for k, v in self.steps.items()},
-            "seconds": round(time.perf_counter() - self._t0, 3),
-            **self.extra,
-        }
+        consumed = None
         if self.consumed_by_kept != rows_kept or self.consumed_by_rejected != rows_rejected:
-            self.manifest["inputs_consumed"] = {
-                "kept": self.consumed_by_kept, "rejected": self.consumed_by_rejected
-            }
-        write_card(self._tmp, self.manifest)  # after the checksums: not in `files`
-        D.write_manifest(self._tmp, self.manifest)
+            consumed = {"kept": self.consumed_by_kept, "rejected": self.consumed_by_rejected}
+        self._manifest = Manifest(
+            stage=self.stage,
+            version=__version__,
+            config=self.config,
+            inputs=self.inputs,
+            fingerprint=self.fingerprint,
+            rows_in=self.rows_in,
+            rows_kept=rows_kept,
+            rows_rejected=rows_rejected,
+            rejected_by_reason=dict(sorted(self.reasons.items())),
+            files=files,
+            file_sizes=dict(sorted(sizes.items())),
+            file_rows=file_rows,
+            engine=self.engine,
+            steps={k: round(v, 3) for k, v in self.steps.items()},
+            seconds=round(time.perf_counter() - self._t0, 3),
+            inputs_consumed=consumed,
+            facts=dict(self.extra),
+        )
+        write_card(self._tmp, self._manifest)  # after the checksums: not in `files`
+        D.write_manifest(self._tmp, self._manifest)
         if self._remote_staging is not None:
             fs, staging = self._remote_staging
             D.commit(self._tmp, self.out, staged=(staging, sorted(self._worker_files)))
@@ -345,12 +354,12 @@ def run_filter_stage(
     annotate: Callable[[pa.RecordBatch], pa.RecordBatch] | None,
     annotate_columns: list[str] | None,
     decide: Callable[[pa.Table], Decisions],
-    engine: Any,
+    engine: Engine,
     force: bool = False,
     batch_size: int = 512,
     annotate_setup: Callable[[], Callable[[pa.RecordBatch], pa.RecordBatch]] | None = None,
     annotate_releases_gil: bool = False,
-) -> dict[str, Any]:
+) -> Manifest:
     """Run a two-pass stage over the kept rows of `inputs` (see the module docstring).
 
     `annotate_setup` (instead of `annotate`) builds the annotate function once per engine
@@ -413,7 +422,7 @@ def _write_on_driver(run: StageRun, datasets: list[D.Dataset], decisions: pa.Tab
 
 
 def _write_in_workers(run: StageRun, datasets: list[D.Dataset], decisions: pa.Table,
-                      attach: list[str], schema: pa.Schema, engine: Any, batch_size: int,
+                      attach: list[str], schema: pa.Schema, engine: Engine, batch_size: int,
                       progress: Any) -> None:
     """The write pass on the engine's workers: each writes its own fragment's rows."""
     from curate.engine.fragments import fragments
@@ -430,7 +439,7 @@ def _collect_keys(
     datasets: list[D.Dataset],
     annotate: Callable[[pa.RecordBatch], pa.RecordBatch] | None,
     columns: list[str] | None,
-    engine: Any,
+    engine: Engine,
     batch_size: int,
     total: int,
     annotate_setup: Callable[[], Callable[[pa.RecordBatch], pa.RecordBatch]] | None = None,

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate import dataset as D
+from curate.dataset import read_manifest
 from curate.engine import get_engine
 from curate.stages import dedup as dedup_mod
 from curate.stages.dedup import DEFAULT_MAX_DISTANCE, dedup
@@ -130,7 +131,7 @@ def test_label_conflicts_are_all_rejected_by_default(
         "b/q2": "label_conflict", "c/q2": "label_conflict"}
     assert got["a/q1"][1] == f"{ids['b/q1']} (votes 1:1)"
     assert got["c/q2"][1] == f"{min(ids['a/q2'], ids['b/q2'])} (votes 1:2)"
-    assert json.loads((out / "manifest.json").read_text())["dedup"]["label_conflict_groups"] == 2
+    assert read_manifest(out)["dedup"]["label_conflict_groups"] == 2
 
 
 def test_label_conflicts_keep_majority(conflicts: list[Path], tmp_path: Path, run_cli) -> None:
@@ -258,7 +259,7 @@ def test_deterministic_whatever_the_worker_count(
     outs = [tmp_path / "w1", tmp_path / "w2"]
     run_cli("dedup", *three_sources, "--out", outs[0], "--workers", "1", "--quiet")
     run_cli("dedup", *three_sources, "--out", outs[1], "--workers", "2", "--quiet")
-    m1, m2 = (json.loads((o / "manifest.json").read_text()) for o in outs)
+    m1, m2 = (read_manifest(o) for o in outs)
     assert m1["files"] == m2["files"] and m1["files"]
     assert sorted(p.name for p in (outs[0] / "kept").iterdir()) == ["part-00000.parquet"]
     assert m1["fingerprint"] == m2["fingerprint"]
@@ -274,10 +275,10 @@ def test_rerun_is_skipped_unless_forced_or_changed(
     assert "up to date" in res.output
     assert (out / "manifest.json").read_text() == first
     run_cli(*args, "--force", "--quiet")
-    forced = json.loads((out / "manifest.json").read_text())
+    forced = read_manifest(out)
     assert forced["files"] == json.loads(first)["files"]
     run_cli(*args, "--max-distance", "4", "--quiet")
-    changed = json.loads((out / "manifest.json").read_text())
+    changed = read_manifest(out)
     assert changed["fingerprint"] != forced["fingerprint"]
     assert changed["config"]["max_distance"] == 4
 

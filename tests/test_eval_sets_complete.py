@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from curate.dataset import read_manifest
 from tests.conftest import shared_data
 from tests.helpers import assert_conserved, jpeg_bytes, rows, write_jsonl
 
@@ -66,7 +67,7 @@ def test_vl_rewardbench_without_image_root_is_labelled_text_only(tmp_path: Path,
     text = tmp_path / "text"
     res = run_cli("ingest", "vl-rewardbench", src, "--out", text)
     assert "text-only" in res.output
-    assert json.loads((text / "manifest.json").read_text())["text_only"] is True
+    assert read_manifest(text)["text_only"] is True
     rep = json.loads(run_cli("eval", text, "--baseline", "length", "--json").output)
     assert rep["vl-rewardbench"]["text_only"] is True
     assert rep["vl-rewardbench"]["rows_without_images"] == 2
@@ -74,7 +75,7 @@ def test_vl_rewardbench_without_image_root_is_labelled_text_only(tmp_path: Path,
 
     imgs = tmp_path / "img"
     run_cli("ingest", "vl-rewardbench", src, "--image-root", tmp_path, "--out", imgs, "--quiet")
-    assert json.loads((imgs / "manifest.json").read_text())["text_only"] is False
+    assert read_manifest(imgs)["text_only"] is False
     rep = json.loads(run_cli("eval", imgs, "--baseline", "length", "--json").output)
     assert "text_only" not in rep["vl-rewardbench"]
     assert rep["vl-rewardbench"]["overall"]["pairs"] == 2  # the missing image is no drop

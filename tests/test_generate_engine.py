@@ -10,13 +10,13 @@ ship it); the last on a real local Ray with two actors, against `--engine local`
 
 from __future__ import annotations
 
-import json
 import pickle
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from curate import dataset as D
+from curate.dataset import read_manifest
 from curate.generation.hf import TransformersBackend, TransformersSpec
 from curate.stages.generate import generate
 from tests.helpers import assert_conserved, assert_same_output
@@ -117,7 +117,7 @@ def test_cli_engine_ray_gives_the_local_output(local_ray: Any, tmp_path: Path,
     for part in (D.KEPT, D.REJECTED):
         assert D.Dataset.open(tmp_path / "local").read(part).equals(
             D.Dataset.open(tmp_path / "ray").read(part)), part
-    m = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+    m = read_manifest(tmp_path / "ray")
     assert m["engine"]["engine"] == "ray" and m["engine"]["workers"] == 2
     assert m["engine"]["backend"] == "transformers"
     assert m["rejected_by_reason"] == {"prompt_too_long": 1}

@@ -12,11 +12,11 @@ hh-rlhf has them).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
+from curate.dataset import read_manifest
 from tests.helpers import assert_conserved, jpeg_bytes, rows, write_jsonl
 
 PAIRS = [{"prompt": f"Q{i}?", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(3)]
@@ -122,7 +122,7 @@ def test_hub_list_of_images_and_the_revision_in_the_manifest(hub_copy: Path, run
     rerun = run_cli("ingest", "generic", "hf://org/vision-prefs", "--map", "image=images",
                     "--out", out)
     assert "up to date" not in rerun.output.lower()
-    m2 = json.loads((out / "manifest.json").read_text())
+    m2 = read_manifest(out)
     assert m2["rows_in"] == 3 and m2["inputs"][0]["revision"] != inp["revision"]
 
 
@@ -142,7 +142,7 @@ def test_hub_data_dir_selects_a_subset(tmp_path: Path, monkeypatch: pytest.Monke
             "--quiet")
     kept = rows(out)
     assert len(kept) == 2 and all("harmless-base" in r["prompt"][0]["content"] for r in kept)
-    m = json.loads((out / "manifest.json").read_text())
+    m = read_manifest(out)
     assert m["config"]["data_dir"] == "harmless-base"
 
 

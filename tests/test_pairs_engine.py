@@ -12,7 +12,6 @@ test skips.
 
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from curate import dataset as D
+from curate.dataset import read_manifest
 from curate.scoring.scorer import CheckpointSpec, ResponseFunctionScorer, RewardModelScorer
 from curate.stages.pairs import PairsConfig, make_scorer, pairs
 from tests.helpers import assert_conserved, assert_same_output
@@ -121,7 +121,7 @@ def test_cli_engine_ray_gives_the_local_output(local_ray: Any, cands: Path, tmp_
     run_cli("pairs", cands, *common, "--out", tmp_path / "ray", "--engine", "ray",
             "--workers", "2")
     _same_rows(tmp_path / "local", tmp_path / "ray")
-    m = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+    m = read_manifest(tmp_path / "ray")
     assert m["engine"]["engine"] == "ray" and m["engine"]["workers"] == 2
     assert m["pairs"]["scores"] == {"computed": 24, "cached": 3}
     assert any((tmp_path / "c2" / "features").rglob("*.safetensors"))  # the driver's root

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from curate.dataset import read_manifest
 from tests.helpers import assert_conserved
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ def test_small_recipe_runs_end_to_end_and_reruns_nothing(tmp_path: Path) -> None
               "05c-pairs", "05d-merge", "06-shard"]
     for name in stages:
         assert_conserved(work / name)
-    m = {n: json.loads((work / n / "manifest.json").read_text()) for n in stages}
+    m = {n: read_manifest(work / n) for n in stages}
     assert m["02-dedup"]["rejected_by_reason"]["exact_duplicate"] == 2
     assert m["04-decontam"]["rejected_by_reason"] == {"contaminated": 1}
     # the regenerate loop: flagged rows -> new responses -> new pairs -> merged before shard

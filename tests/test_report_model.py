@@ -68,12 +68,12 @@ def test_filter_facts_read_defensively(demo_root: Path, tmp_path: Path) -> None:
     copy = copy_run(demo_root, tmp_path / "run")
     reward = next(p for p in copy.iterdir() if p.name.endswith("-reward"))
     manifest = json.loads((reward / "manifest.json").read_text())
-    folds = manifest["reward"]["kfold"]
+    folds = manifest["facts"]["reward"]["kfold"]
     n = sum(f["scored_pairs"] for f in folds)
     assert pooled_oof(folds) == (n, pytest.approx(
         sum(f["scored_pairs"] * f["oof_accuracy"] for f in folds) / n))
     # the filter's quality record (curate.scoring.gate) is shown fact by fact, with its key
-    quality = manifest["reward"]["quality"]
+    quality = manifest["facts"]["reward"]["quality"]
     f = next(x for x in filter_facts(load_run([copy])) if x.folder == reward.name)
     facts = {label: (key, value) for label, key, value in f.facts}
     labels = {label: keys[0] for label, keys in FILTER_FACT_KEYS}

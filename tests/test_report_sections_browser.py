@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from curate.dataset import read_manifest
 from tests.test_report_browser import Chromium, require_chromium
 
 
@@ -90,7 +91,7 @@ def test_training_numbers_equal_the_metrics(page: Chromium, demo) -> None:
 
 
 def test_training_mix_equals_the_shard_manifest(page: Chromium, demo) -> None:
-    m = json.loads((demo[0] / "06-shard" / "manifest.json").read_text())
+    m = read_manifest(demo[0] / "06-shard")
     heads = json.loads(page.evaluate("JSON.stringify(Array.from(document.querySelectorAll("
                                      "'table.mix thead th')).map(h => h.textContent))"))
     mix = [dict(zip(heads, r, strict=True)) for r in rows(page, "table.mix")]

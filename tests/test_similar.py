@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
 
-from curate.dataset import Dataset
+from curate.dataset import Dataset, read_manifest
 from curate.engine import get_engine
 from curate.models.embedder import EmbedSettings
 from curate.stages.similar import SimilarConfig, similar
@@ -151,7 +150,7 @@ def test_deterministic(work: dict[str, Path]) -> None:
 
 
 def test_skip_when_up_to_date(work: dict[str, Path]) -> None:
-    m1 = json.loads((work["out"] / "manifest.json").read_text())
+    m1 = read_manifest(work["out"])
     m2 = similar([work["src"]], work["out"], embed=EmbedSettings(cache=work["cache"]),
                  engine=ONE)
     assert m2["fingerprint"] == m1["fingerprint"] and m2["files"] == m1["files"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -139,7 +139,7 @@ def make_engine(name: str, workers: int | None, ray_address: str | None = None,
                       gpus_per_worker=gpus_per_worker)
 
 
-def print_summary(manifest: dict[str, Any], out: Path) -> None:
+def print_summary(manifest: Mapping[str, Any], out: Path) -> None:
     from rich.table import Table
 
     from curate.dataset import redact

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -104,7 +105,7 @@ def decontam(
         _print_tests(manifest)
 
 
-def _print_tests(manifest: dict[str, Any]) -> None:
+def _print_tests(manifest: Mapping[str, Any]) -> None:
     from curate.progress import console
 
     fired = manifest.get("tests_fired") or {}

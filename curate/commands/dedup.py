@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
@@ -76,7 +77,7 @@ def dedup(
         _print_dedup(manifest)
 
 
-def _print_dedup(manifest: dict[str, Any]) -> None:
+def _print_dedup(manifest: Mapping[str, Any]) -> None:
     from curate.progress import console
 
     d = manifest.get("dedup")

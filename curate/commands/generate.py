@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -169,7 +170,7 @@ def generate(
         _print_generate(manifest)
 
 
-def _print_generate(manifest: dict) -> None:
+def _print_generate(manifest: Mapping[str, Any]) -> None:
     from curate.progress import console
 
     g = manifest.get("generate", {})

@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -27,6 +27,7 @@ from curate.commands.options import (
     WorkersOpt,
 )
 from curate.images import DEFAULT_MAX_IMAGE_BYTES, PIL_DEFAULT_MAX_PIXELS
+from curate.manifest import Manifest
 from curate.sources import kinds_help
 
 KINDS = kinds_help()
@@ -98,7 +99,7 @@ def ingest(
     from curate.stages.ingest import ingest as ingest_pairs
 
     # the pairs stage takes a few more keywords (`extra`) than the candidates one
-    run_ingest: Callable[..., dict[str, Any]] = ingest_pairs
+    run_ingest: Callable[..., Manifest] = ingest_pairs
     extra: dict = {"revision": revision, "data_dir": data_dir, "min_score_gap": min_score_gap}
     fields = mapping_fields(kind)
     if kind == "candidates":  # its own schema and stage, same signature

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
@@ -95,7 +96,7 @@ def pairs(
         _print_pairs(manifest)
 
 
-def _print_pairs(manifest: dict[str, Any]) -> None:
+def _print_pairs(manifest: Mapping[str, Any]) -> None:
     from curate.progress import console
 
     info = manifest.get("pairs", {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -154,14 +155,14 @@ def reward(
     _warn(manifest)
 
 
-def _warn(manifest: dict[str, Any]) -> None:
+def _warn(manifest: Mapping[str, Any]) -> None:
     """The guard's warnings, on stderr even under --quiet: a filter that abstained or
     rejects mostly correct pairs must not pass unnoticed."""
     for w in manifest.get("reward", {}).get("quality", {}).get("warnings", []):
         typer.echo(f"warning: {w}", err=True)
 
 
-def _print_reward(manifest: dict[str, Any]) -> None:
+def _print_reward(manifest: Mapping[str, Any]) -> None:
     from curate.progress import console
 
     info = manifest.get("reward", {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -89,7 +90,7 @@ def shard(
         _print_shards(manifest, out)
 
 
-def _print_shards(manifest: dict[str, Any], out: Path) -> None:
+def _print_shards(manifest: Mapping[str, Any], out: Path) -> None:
     from rich.table import Table
 
     from curate.progress import console

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,7 +37,7 @@ def embed_settings(inputs: list[Any], model: str | None, precision: str, cache: 
                          batch_size=batch_size, cache=cache_option(cache, inputs))
 
 
-def print_embeddings(manifest: dict[str, Any]) -> None:
+def print_embeddings(manifest: Mapping[str, Any]) -> None:
     from curate.progress import console
 
     e = manifest.get("embeddings") or {}

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +35,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.models.packaged import packaged_model
+
+if TYPE_CHECKING:
+    from curate.engine.protocol import Engine
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 PRECISIONS = ("auto", "fp32")
@@ -436,7 +439,7 @@ def ensure_embeddings(
     settings: EmbedSettings,
     folders: Iterable[Path] = (),
     progress: Callable[[int], None] | None = None,
-    engine: Any = None,
+    engine: Engine | None = None,
 ) -> tuple[EmbeddingTable, str]:
     """Vectors for every hash in `hashes` (the 'S16' keys of the texts a stage needs).
 
@@ -563,7 +566,7 @@ class _RemoteEmbedder:
     """The model as seen from the driver when an engine's workers run it: what they
     report (key, dim, precision), and `encode` through `engine.map_actors`."""
 
-    def __init__(self, settings: EmbedSettings, engine: Any) -> None:
+    def __init__(self, settings: EmbedSettings, engine: Engine) -> None:
         import functools
 
         self._setup = functools.partial(_actor_encoder, settings)

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import dataset as D
+from curate.manifest import Manifest
 
 PAIR_ID_RE = re.compile(r"\b[0-9a-f]{32}\b")
 
@@ -28,7 +29,7 @@ class Step:
     """One dataset folder of the run."""
 
     dataset: D.Dataset
-    manifest: dict[str, Any]
+    manifest: Manifest
     fingerprint: str
     parents: list[int] = field(default_factory=list)  # indices into Run.steps
     children: list[int] = field(default_factory=list)

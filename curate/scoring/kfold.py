@@ -39,10 +39,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import dataset as D
+from curate.engine.protocol import distributed
 from curate.scoring.scorer import RewardModelScorer, Scores, _table
 from curate.splits import shuffle_rank
 
 if TYPE_CHECKING:
+    from curate.engine.protocol import Engine
     from curate.train.config import TrainConfig
 
 # settings that change where files go or what is logged, not the trained model
@@ -229,12 +231,6 @@ def _uses_features(cfg: TrainConfig) -> bool:
     return cfg.freeze == "backbone" or bool(cfg.probe_head)
 
 
-def _parallel(engine: Any) -> bool:
-    """Whether `engine` runs folds in workers of their own (Ray); the local engine runs
-    them one after another in this process, its torch threads using every core."""
-    return engine is not None and getattr(engine, "name", "local") != "local"
-
-
 class KFoldScorer:
     """Trains K surrogates on first use, then answers every pair from their OOF scores.
 
@@ -299,7 +295,7 @@ class KFoldScorer:
         got = np.array([self._scores[p] for p in ids], dtype=np.float64).reshape(-1, 2)
         return got[:, 0], got[:, 1]
 
-    def fit(self, engine: Any = None) -> None:
+    def fit(self, engine: Engine | None = None) -> None:
         """Train the surrogates and compute every pair's score (once; later calls do
         nothing). `engine`: a Ray engine runs the folds in parallel; None or the local
         engine, one after another here."""
@@ -330,7 +326,7 @@ class KFoldScorer:
             total += got / self.ensemble
         self._scores = {p: (float(c), float(r)) for p, (c, r) in zip(ids, total, strict=True)}
 
-    def validate(self, drop: set[str], margins: dict[str, float], engine: Any = None
+    def validate(self, drop: set[str], margins: dict[str, float], engine: Engine | None = None
                  ) -> dict[str, Any]:
         """Would training without `drop` make a better model? Retrains each fold's
         surrogate (member 0's split) without the `drop` pairs and scores its held-out
@@ -351,9 +347,9 @@ class KFoldScorer:
         out["seconds"] = round(time.perf_counter() - t0, 3)
         return out
 
-    def _read(self, engine: Any) -> pa.Table:
+    def _read(self, engine: Engine | None) -> pa.Table:
         """Every input row, or only the columns the split needs where workers read the rest."""
-        if not _parallel(engine):
+        if not distributed(engine):
             return _read_all(self.datasets, reads_images(self.model))
         return pa.concat_tables([d.read(columns=["pair_id", "source"]) for d in self.datasets],
                                 promote_options="default")
@@ -374,11 +370,12 @@ class KFoldScorer:
             batch_size=self.batch_size, device=self.device, checkpoint=ckpt,
             exclude=exclude, label=f"{who}fold {fold + 1}/{self.k}")
 
-    def _run(self, jobs: list[FoldJob], table: pa.Table, engine: Any) -> list[FoldResult]:
+    def _run(self, jobs: list[FoldJob], table: pa.Table, engine: Engine | None
+             ) -> list[FoldResult]:
         """`fit_fold` over `jobs`, results in order: here one after another, or on the
         engine's actors (the first alone first where it fills the feature cache)."""
         log = None if self.quiet else _print
-        if not _parallel(engine):
+        if not distributed(engine):
             splits: dict[int, np.ndarray] = {}  # one split per member, as the jobs share them
             out = []
             for job in jobs:

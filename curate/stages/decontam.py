@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -43,6 +43,7 @@ import pyarrow as pa
 from curate import dataset as D
 from curate import text as T
 from curate.index import dense
+from curate.manifest import Manifest
 from curate.models.embedder import EmbedSettings, ensure_embeddings, hashes_to_numpy
 from curate.stage import Decisions, run_filter_stage
 from curate.stages import keys as K
@@ -52,6 +53,9 @@ from curate.stages.similar import (
     _round,
     empty_decisions,
 )
+
+if TYPE_CHECKING:
+    from curate.engine.protocol import Engine
 
 STAGE = "decontam"
 REASON = "contaminated"
@@ -287,7 +291,7 @@ def _text_source(datasets: list[D.Dataset], idx: EvalIndex) -> Any:
 
 
 def decide(keys: pa.Table, cfg: DecontamConfig, idx: EvalIndex, embed: EmbedSettings,
-           datasets: list[D.Dataset], out: Path, engine: Any = None) -> Decisions:
+           datasets: list[D.Dataset], out: Path, engine: Engine | None = None) -> Decisions:
     n = keys.num_rows
     if n == 0:
         return Decisions(empty_decisions(SCORE_FIELDS))
@@ -381,10 +385,10 @@ def decontam(
     *,
     config: DecontamConfig | None = None,
     embed: EmbedSettings | None = None,
-    engine: Any = None,
+    engine: Engine | None = None,
     force: bool = False,
     batch_size: int = 512,
-) -> dict[str, Any]:
+) -> Manifest:
     """Run `curate decontam` over the kept rows of `inputs` against the eval dataset
     folders `against`, into `out`; returns the manifest."""
     from curate.engine import get_engine

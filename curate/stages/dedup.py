@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache, partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -43,8 +43,12 @@ import pyarrow.compute as pc
 
 from curate import dataset as D
 from curate.hashing import DEFAULT_METHOD, HASH_SIZE, METHODS, perceptual_hash
+from curate.manifest import Manifest
 from curate.stage import Decisions, run_filter_stage
 from curate.text import normalise_prompt
+
+if TYPE_CHECKING:
+    from curate.engine.protocol import Engine
 
 STAGE = "dedup"
 CONFLICT_MODES = ("drop", "keep-majority")
@@ -677,10 +681,10 @@ def dedup(
     prefer: Sequence[str] = (),
     conflicts: str = "drop",
     near_match: str = "prompt",
-    engine: Any = None,
+    engine: Engine | None = None,
     force: bool = False,
     batch_size: int = BATCH_SIZE,
-) -> dict[str, Any]:
+) -> Manifest:
     """Deduplicate the kept rows of `inputs` (merged, in order) into `out`; returns the manifest."""
     from curate.engine import get_engine
 

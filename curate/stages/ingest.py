@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,6 +32,7 @@ from curate.images import (
     read_image_file,
     resolve_image_path,
 )
+from curate.manifest import Manifest
 from curate.progress import bar
 from curate.sources import AdapterOptions, eval_sets, make_adapter
 from curate.sources.base import (
@@ -54,6 +55,9 @@ from curate.sources.scores import score_problem
 from curate.stage import StageRun
 from curate.stages.ingest_checks import check_prompt, check_response, check_score
 from curate.stages.ingest_parts import ingest_in_workers, runs_in_workers
+
+if TYPE_CHECKING:
+    from curate.engine.protocol import Engine
 
 __all__ = ["IngestOptions", "build_chunk", "canonical_row", "check_response", "ingest"]
 
@@ -303,13 +307,13 @@ def ingest(
     image_root: str | Path | None = None,
     max_pixels: int = PIL_DEFAULT_MAX_PIXELS,
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
-    engine: Any = None,
+    engine: Engine | None = None,
     force: bool = False,
     chunk_size: int = 64,
     revision: str | None = None,
     data_dir: str | None = None,
     min_score_gap: float = 0.0,
-) -> dict[str, Any]:
+) -> Manifest:
     """Ingest `inputs` of format `kind` into the dataset folder `out`; returns the manifest."""
     from curate.engine import get_engine
 
@@ -350,7 +354,7 @@ def ingest(
 
 
 def _ingest_on_driver(run: StageRun, inputs: list[str], adapter: Any, opts: IngestOptions,
-                      engine: Any, chunk_size: int, progress: Any, config: str | None,
+                      engine: Engine, chunk_size: int, progress: Any, config: str | None,
                       split: str, read: ReadProgress, revision: str | None = None,
                       data_dir: str | None = None) -> None:
     """The adapter reads the input here; the engine validates chunks; rows written here.

@@ -26,13 +26,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import schema as S
 from curate.images import DEFAULT_MAX_IMAGE_BYTES, PIL_DEFAULT_MAX_PIXELS
+from curate.manifest import Manifest
 from curate.sources.base import AdapterOptions, RawPair, jsonable, lone_surrogate, safe_text
 from curate.sources.generic import Generic
 from curate.sources.readers import Record
@@ -45,6 +46,9 @@ from curate.stages.ingest import (
     peek_threads,
     refused_row,
 )
+
+if TYPE_CHECKING:
+    from curate.engine.protocol import Engine
 
 FIELDS = ("prompt", "responses", "image", "model", "id", "category", "system")
 KIND = "candidates"
@@ -214,10 +218,10 @@ def ingest(
     image_root: str | Path | None = None,
     max_pixels: int = PIL_DEFAULT_MAX_PIXELS,
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
-    engine: Any = None,
+    engine: Engine | None = None,
     force: bool = False,
     chunk_size: int = 64,
-) -> dict[str, Any]:
+) -> Manifest:
     """Ingest candidate rows from `inputs` into the dataset folder `out`; returns the manifest.
 
     `curate.stages.ingest.ingest` for `kind` "candidates": the same folder contract

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -35,6 +35,9 @@ from curate.sources.readers import (
     read_file,
     read_parquet_rows,
 )
+
+if TYPE_CHECKING:
+    from curate.engine.protocol import Engine
 
 ROWS_PER_PART = 4096
 STAGE = "ingest"
@@ -176,7 +179,7 @@ def settle_duplicate_ids(part: IngestedPart, seen: set[int], target: WriteTarget
                           tuple(positions), tuple(details), target)
 
 
-def ingest_in_workers(run: Any, inputs: list[str], adapter: Adapter, opts: Any, engine: Any,
+def ingest_in_workers(run: Any, inputs: list[str], adapter: Adapter, opts: Any, engine: Engine,
                       chunk_size: int, progress: Any) -> None:
     """Every part on the engine's workers, then the repeated ids moved to rejected."""
     target = run.worker_target()

@@ -39,17 +39,22 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from difflib import SequenceMatcher
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from curate import dataset as D
 from curate import schema as S
+from curate.engine.protocol import distributed
+from curate.manifest import Manifest
 from curate.models.encoding import Item
 from curate.scoring.cache import ScoreCache
 from curate.scoring.scorer import ResponseScorer, RewardModelScorer
 from curate.text import normalise_text
+
+if TYPE_CHECKING:
+    from curate.engine.protocol import Engine
 
 STRATEGIES = ("best-worst", "top-bottom", "all")
 DEFAULT_NEAR_IDENTICAL = 0.95
@@ -166,12 +171,6 @@ def choose_pairs(scores: Sequence[float], cfg: PairsConfig) -> list[tuple[int, i
 
 
 # -- scoring -------------------------------------------------------------------------------
-def engine_runs_workers(engine: Any) -> bool:
-    """Whether `engine` scores in workers of its own (Ray's actors) rather than in this
-    process (no engine, or the local engine: one scorer here)."""
-    return engine is not None and getattr(engine, "name", "local") != "local"
-
-
 def _worker_setup(spec: Any) -> Callable[[list[Item]], np.ndarray]:
     """Run once per engine worker: its own scorer, built from `spec` (the model loads on
     first use); returns items -> scores."""
@@ -402,8 +401,8 @@ def pairs(
     score_cache: str | os.PathLike[str] | None = None,
     force: bool = False,
     prompts_per_batch: int = 128,
-    engine: Any = None,
-) -> dict[str, Any]:
+    engine: Engine | None = None,
+) -> Manifest:
     """Build pairs from the candidates folders `inputs` into `out`; returns the manifest.
 
     `score_cache`: the folder of cached scores (default `default_score_cache()`).
@@ -419,12 +418,12 @@ def pairs(
     cfg = config or PairsConfig()
     datasets = open_candidates(inputs)
     stage_config = {**cfg.to_dict(), "scorer": scorer.describe()}
-    in_workers = engine_runs_workers(engine)
-    if in_workers and not callable(getattr(scorer, "spec", None)):
+    workers = engine if distributed(engine) else None
+    if workers is not None and not callable(getattr(scorer, "spec", None)):
         raise ValueError(f"the {scorer.describe().get('kind')} scorer cannot run in engine "
                          "workers: use the local engine")
     run = StageRun("pairs", out, stage_config, [input_record(d) for d in datasets], force=force,
-                   engine=engine.describe() if in_workers else {"engine": "local",
+                   engine=workers.describe() if workers is not None else {"engine": "local",
                                                                 "workers": 1})
     with run:
         if run.skipped:
@@ -441,8 +440,8 @@ def pairs(
                 batches = (batch for d in datasets
                            for batch in d.iter_batches(D.KEPT, S.CANDIDATES_SCHEMA.names,
                                                        prompts_per_batch))
-                if in_workers:
-                    done = _score_in_workers(batches, cfg, scores, stats, engine)
+                if workers is not None:
+                    done = _score_in_workers(batches, cfg, scores, stats, workers)
                 else:
                     done = _score_here(batches, cfg, scores, stats)
                 for batch, plans in done:
@@ -518,7 +517,7 @@ def _score_here(batches: Iterable[pa.RecordBatch], cfg: PairsConfig, scores: Res
 
 
 def _score_in_workers(batches: Iterable[pa.RecordBatch], cfg: PairsConfig,
-                      scores: ResponseScores, stats: Counter[str], engine: Any
+                      scores: ResponseScores, stats: Counter[str], engine: Engine
                       ) -> Iterator[Planned]:
     """(batch, its scored plans) in batch order, each batch's uncached responses scored
     by one call in one of `engine`'s actors (a few batches in flight per actor)."""

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import dataset as D
+from curate.manifest import Manifest
 from curate.scoring.cache import ScoreCache
 from curate.scoring.gate import validation_veto
 from curate.scoring.rules import RewardRules, apply_rules
@@ -35,6 +36,7 @@ from curate.scoring.scorer import SCORE_COLUMNS, PairScorer
 from curate.stage import Decisions, run_filter_stage
 
 if TYPE_CHECKING:
+    from curate.engine.protocol import Engine
     from curate.scoring.kfold import KFoldScorer
 
 ACTIONS = ("drop", "flag", "relabel")
@@ -85,8 +87,8 @@ def reward(
     score_cache: str | os.PathLike[str] | None = None,
     force: bool = False,
     batch_size: int = 256,
-    engine: Any = None,
-) -> dict[str, Any]:
+    engine: Engine | None = None,
+) -> Manifest:
     """Score the kept rows of `inputs` with `scorer` and apply `rules`; returns the manifest.
 
     `score_cache`: a folder shared across runs and outputs, besides the previous `out`.
@@ -207,7 +209,7 @@ def reward(
     return manifest
 
 
-def _validate(scorer: Any, rules: RewardRules, keys: pa.Table, result: Any, engine: Any
+def _validate(scorer: Any, rules: RewardRules, keys: pa.Table, result: Any, engine: Engine
               ) -> dict[str, Any] | None:
     """The retraining check (KFoldScorer.validate) of what the guard would reject, where
     it applies: k-fold surrogates, the guard on, and something to reject; its folds

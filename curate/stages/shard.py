@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 
 from curate import dataset as D
 from curate.export.base import ExportOptions, make_exporters
+from curate.manifest import Manifest
 from curate.progress import bar
 from curate.splits import shuffle_rank
 from curate.stage import StageRun, input_record
@@ -54,6 +55,9 @@ from curate.stages.shard_shuffle import (
     shard_write_options,
     tag,
 )
+
+if TYPE_CHECKING:
+    from curate.engine.protocol import Engine
 
 SPLITS = ("train", "eval")
 # the key pass reads image sizes only, never the image bytes (nested parquet projection)
@@ -308,10 +312,10 @@ def shard(
     formats: Sequence[str] = (),
     only: str | None = None,
     absolute_paths: bool | None = None,
-    engine: Any = None,
+    engine: Engine | None = None,
     force: bool = False,
     batch_size: int = 512,
-) -> dict[str, Any]:
+) -> Manifest:
     """Shard the kept rows of `inputs` into `out` (see the module docstring); returns the
     manifest, whose `shards` lists each file's split, rows, est. tokens and sha256.
 
@@ -393,7 +397,7 @@ def _shard_on_driver(run: StageRun, datasets: list[D.Dataset], plan: ShardPlan,
 
 
 def _shard_in_workers(run: StageRun, datasets: list[D.Dataset], plan: ShardPlan,
-                      schema: pa.Schema, cfg: ShardConfig, options: ExportOptions, engine: Any,
+                      schema: pa.Schema, cfg: ShardConfig, options: ExportOptions, engine: Engine,
                       batch_size: int, total: int) -> None:
     """The shuffle as map and reduce tasks on the engine's workers (`shard_shuffle`)."""
     from curate.stages.shard_shuffle import shuffle_into_shards

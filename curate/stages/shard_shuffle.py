@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +29,9 @@ import pyarrow as pa
 from curate import dataset as D
 from curate.engine.fragments import Fragment, fragments, read_fragment
 from curate.fragment_writes import WriteTarget, WrittenPart
+
+if TYPE_CHECKING:
+    from curate.engine.protocol import Engine
 
 POSITION = "__position"
 SHARD_FIELDS = [
@@ -109,7 +112,7 @@ def write_shard(job: ShardReduce, blocks: list[pa.Table]) -> tuple[int, str, int
 
 
 def shuffle_into_shards(run: Any, datasets: list[D.Dataset], plan: Any, schema: pa.Schema,
-                        engine: Any, batch_size: int, progress: Any) -> dict[str, tuple]:
+                        engine: Engine, batch_size: int, progress: Any) -> dict[str, tuple]:
     """Run the map and reduce tasks on `engine`; count every shard in `run`; returns
     shard name -> (rows, sha256, size)."""
     frags = fragments(datasets)

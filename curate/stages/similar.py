@@ -26,13 +26,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from curate import dataset as D
 from curate.index import dense
+from curate.manifest import Manifest
 from curate.models.embedder import (
     EmbeddingTable,
     EmbedSettings,
@@ -41,6 +42,9 @@ from curate.models.embedder import (
 )
 from curate.stage import Decisions, run_filter_stage
 from curate.stages import keys as K
+
+if TYPE_CHECKING:
+    from curate.engine.protocol import Engine
 
 STAGE = "similar"
 DEFAULT_THRESHOLD = 0.95
@@ -198,7 +202,7 @@ def group_rows(text_of_row: np.ndarray, edge_a: np.ndarray, edge_b: np.ndarray,
 
 
 def decide(keys: pa.Table, cfg: SimilarConfig, embed: EmbedSettings,
-           datasets: list[D.Dataset], out: Path, engine: Any = None) -> Decisions:
+           datasets: list[D.Dataset], out: Path, engine: Engine | None = None) -> Decisions:
     n = keys.num_rows
     if n == 0:
         return Decisions(empty_decisions(SCORE_FIELDS))
@@ -325,10 +329,10 @@ def similar(
     *,
     config: SimilarConfig | None = None,
     embed: EmbedSettings | None = None,
-    engine: Any = None,
+    engine: Engine | None = None,
     force: bool = False,
     batch_size: int = 512,
-) -> dict[str, Any]:
+) -> Manifest:
     """Run `curate similar` over the kept rows of `inputs` into `out`; returns the manifest."""
     from curate.engine import get_engine
     from curate.models.embedder import default_cache
