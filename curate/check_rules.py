@@ -139,21 +139,21 @@ def conservation(ctx: Context) -> Finding:
     for s in ctx.folders:
         m = s.manifest
         kept, rejected = s.dataset.count(D.KEPT), s.dataset.count(D.REJECTED)
-        consumed = m.get("inputs_consumed") or {"kept": kept, "rejected": rejected}
+        consumed = m.inputs_consumed or {"kept": kept, "rejected": rejected}
         checks = [
-            (m.get("rows_kept") == kept, f"manifest rows_kept {m.get('rows_kept')} != {kept}"),
-            (m.get("rows_rejected") == rejected,
-             f"manifest rows_rejected {m.get('rows_rejected')} != {rejected}"),
-            (m.get("rows_in") == consumed["kept"] + consumed["rejected"],
-             f"rows_in {m.get('rows_in')} != kept {consumed['kept']} + rejected "
+            (m.rows_kept == kept, f"manifest rows_kept {m.rows_kept} != {kept}"),
+            (m.rows_rejected == rejected,
+             f"manifest rows_rejected {m.rows_rejected} != {rejected}"),
+            (m.rows_in == consumed["kept"] + consumed["rejected"],
+             f"rows_in {m.rows_in} != kept {consumed['kept']} + rejected "
              f"{consumed['rejected']}"),
-            (sum((m.get("rejected_by_reason") or {}).values()) == rejected,
+            (sum(m.rejected_by_reason.values()) == rejected,
              "rejected_by_reason does not add up to rows_rejected"),
         ]
         for ok, msg in checks:
             if not ok:
                 c.add(f"{s.name}: {msg}")
-        for name, sha in (m.get("files") or {}).items():
+        for name, sha in m.files.items():
             p = s.path / name
             if not p.is_file() or D.sha256_file(p) != sha:
                 c.add(f"{s.name}: {name} does not match its manifest checksum")
@@ -175,7 +175,7 @@ def _ids(step: Step, part: str) -> Counter[str]:
 
 def _conserved_ids(run: Run, s: Step, c: _Collector) -> None:
     parents = [run.steps[p] for p in s.parents]
-    if len(parents) != len(s.manifest.get("inputs") or []):
+    if len(parents) != len(s.manifest.inputs):
         return  # some inputs are not among the given folders: nothing to compare
     before: Counter[str] = Counter()
     for p in parents:
@@ -352,8 +352,8 @@ def max_reject_fraction(ctx: Context, max: float, reasons: list[str] | None,
     for s in ctx.folders:
         if stage is not None and s.stage != stage:
             continue
-        rows_in = int(s.manifest.get("rows_in") or 0)
-        for reason, n in (s.manifest.get("rejected_by_reason") or {}).items():
+        rows_in = s.manifest.rows_in or 0
+        for reason, n in s.manifest.rejected_by_reason.items():
             if reasons is not None and reason not in reasons:
                 continue
             f = n / rows_in if rows_in else 0.0

@@ -163,7 +163,7 @@ def explain(pair_id: str, paths: Iterable[str | os.PathLike[str]]) -> Explanatio
     for i, s in enumerate(run.steps):
         hit = _locate(s, pid)
         if hit is None:
-            if any(p in kept_in for p in s.parents) and s.manifest.get("inputs"):
+            if any(p in kept_in for p in s.parents) and s.manifest.inputs:
                 visits.append(Visit(s.name, s.stage, str(s.path), "missing"))
             continue
         part, r = hit

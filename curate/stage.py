@@ -327,7 +327,7 @@ class StageRun:
 
 
 def input_record(ds: D.Dataset) -> dict[str, Any]:
-    return {"path": ds.location, "fingerprint": ds.fingerprint, "stage": ds.manifest.get("stage")}
+    return {"path": ds.location, "fingerprint": ds.fingerprint, "stage": ds.manifest.stage}
 
 
 @dataclass

@@ -160,7 +160,7 @@ def _funnel(run: Run) -> list[FunnelStage]:
         out.append(FunnelStage(
             stage=stage,
             folders=[s.name for s in steps],
-            rows_in=sum(int(s.manifest.get("rows_in") or 0) for s in steps),
+            rows_in=sum(s.manifest.rows_in or 0 for s in steps),
             kept=sum(s.count(D.KEPT) for s in steps),
             by_reason=dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
         ))
@@ -199,7 +199,7 @@ def _numeric_extras(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _image_root(step: Step | None) -> Path | None:
-    root = ((step.manifest.get("config") or {}).get("image_root") if step is not None else None)
+    root = step.manifest.config.get("image_root") if step is not None else None
     return Path(root) if isinstance(root, str) and root else None
 
 

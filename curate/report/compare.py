@@ -81,7 +81,7 @@ def _stage_counts(steps: list[Step]) -> tuple[int, int, Counter[str]]:
     for s in steps:
         reasons.update({str(k): int(v) for k, v in
                         (s.manifest.get("rejected_by_reason") or {}).items()})
-    return (sum(int(s.manifest.get("rows_in") or 0) for s in steps),
+    return (sum(s.manifest.rows_in or 0 for s in steps),
             sum(s.count(D.KEPT) for s in steps), reasons)
 
 
@@ -126,8 +126,8 @@ def config_diffs(a: Run, b: Run) -> list[ConfigDiff]:
     out = []
     for name in _ordered_stages(a, b):
         for x, y in _pair_folders(ga.get(name, []), gb.get(name, [])):
-            fa = flatten(x.manifest.get("config") or {}) if x else {}
-            fb = flatten(y.manifest.get("config") or {}) if y else {}
+            fa = flatten(x.manifest.config) if x else {}
+            fb = flatten(y.manifest.config) if y else {}
             changes = [(k, fa.get(k, MISSING), fb.get(k, MISSING))
                        for k in sorted(set(fa) | set(fb))
                        if fa.get(k, MISSING) != fb.get(k, MISSING)]

@@ -324,32 +324,31 @@ def _json(value: Any) -> str:
     return f"<pre>{_e(text)}</pre>"
 
 
-STANDARD_KEYS = {"stage", "version", "config", "inputs", "fingerprint", "rows_in", "rows_kept",
-                 "rows_rejected", "rejected_by_reason", "files", "file_rows", "engine", "steps",
-                 "seconds", "inputs_consumed"}
-
-
 def _short(fp: Any) -> str:
     return f"<code>{_e(str(fp or '')[:12])}</code>"
 
 
+def _known(value: Any) -> Any:
+    """A core field as shown: '?' where a format-1 manifest did not record it."""
+    return "?" if value is None or value == "" else value
+
+
 def _fact_row(s: Step, role: str) -> list[Any]:
     m = s.manifest
-    steps = ", ".join(f"{k} {v}s" for k, v in (m.get("steps") or {}).items()) or "-"
+    steps = ", ".join(f"{k} {v}s" for k, v in m.steps.items()) or "-"
     inputs = "<br>".join(f"{_e(Path(str(i.get('path', ''))).name)} {_short(i.get('fingerprint'))}"
-                         for i in m.get("inputs") or [])
-    engine = m.get("engine") or {}
-    return [_e(s.name), _e(s.stage), _e(role), _e(m.get("version", "?")),
-            m.get("rows_in", "?"), m.get("rows_kept", "?"), m.get("rows_rejected", "?"),
-            _e(m.get("seconds", "?")), _e(steps),
-            _e(" ".join(f"{k}={v}" for k, v in engine.items()) or "-"),
-            _short(m.get("fingerprint")), inputs or "-"]
+                         for i in m.inputs)
+    return [_e(s.name), _e(s.stage), _e(role), _e(_known(m.version)),
+            _known(m.rows_in), _known(m.rows_kept), _known(m.rows_rejected),
+            _e(_known(m.seconds)), _e(steps),
+            _e(" ".join(f"{k}={v}" for k, v in m.engine.items()) or "-"),
+            _short(m.fingerprint), inputs or "-"]
 
 
 def _fact_details(s: Step) -> str:
     m = s.manifest
-    extras = {k: v for k, v in m.items() if k not in STANDARD_KEYS}
-    files = m.get("files") or {}
+    extras = m.facts
+    files = m.files
     size = sum((s.path / f).stat().st_size for f in files if (s.path / f).is_file())
     inputs = [[_e(i.get("stage", "-")), f"<code>{_e(i.get('path', ''))}</code>",
                f"<code>{_e(i.get('fingerprint', ''))}</code>"] for i in m.get("inputs") or []]

@@ -44,7 +44,7 @@ class Step:
 
     @property
     def stage(self) -> str:
-        return str(self.manifest.get("stage") or "?")
+        return self.manifest.stage
 
     def count(self, part: str) -> int:
         key = "rows_kept" if part == D.KEPT else "rows_rejected"
@@ -129,7 +129,7 @@ def load_run(paths: Iterable[str | os.PathLike[str]]) -> Run:
     for i, s in enumerate(steps):
         by_fp.setdefault(s.fingerprint, []).append(i)
     for i, s in enumerate(steps):
-        for rec in s.manifest.get("inputs") or []:
+        for rec in s.manifest.inputs:
             for j in by_fp.get(str(rec.get("fingerprint")), []):
                 if j != i and j not in s.parents:
                     s.parents.append(j)
