@@ -55,6 +55,7 @@ from curate.generation.requests import (
     jobs_for,
     plan_requests,
 )
+from curate.stage import register_stage
 
 SOURCE = "generate"
 OnSample = Callable[[int, Sample], None]  # (index in the jobs given, its sample) as each ends
@@ -366,3 +367,6 @@ def _generate_in_workers(chunks: Iterable[list[Request]], sampling: SamplingPara
             totals.generate_seconds += time.perf_counter() - t
         look = pending.popleft()
         yield look.chunk, look.finish(samples, backend.name, store, totals)
+
+
+register_stage("generate", 52)

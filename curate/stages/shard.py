@@ -47,7 +47,7 @@ from curate import dataset as D
 from curate.export.base import ExportOptions, make_exporters
 from curate.progress import bar
 from curate.splits import shuffle_rank
-from curate.stage import StageRun, input_record
+from curate.stage import StageRun, input_record, register_stage
 from curate.stages.shard_shuffle import (
     SHARD_COLUMNS,
     SHARD_FIELDS,
@@ -424,3 +424,6 @@ def _export_from_files(run: StageRun, plan: ShardPlan, formats: Sequence[str],
 def shard_keys_schema() -> pa.Schema:
     return pa.schema([("pair_id", pa.string()), ("source", pa.string()),
                       ("est_tokens", pa.int64()), ("multimodal", pa.bool_())])
+
+
+register_stage("shard", 60)
