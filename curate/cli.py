@@ -1,7 +1,9 @@
 """The typer app: parses options and calls stages, nothing else.
 
 Each command lives in `curate/commands/<name>.py` with a `register(app)`; heavy
-libraries are imported inside the commands so `curate --help` stays instant.
+libraries are imported inside the commands so `curate --help` stays instant. Every module
+of `curate.commands` with a `register` is a command module: `COMMAND_MODULES` only sets
+the order help lists them in, a new command not named there comes after them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import typer
 
 from curate import __version__
 from curate.commands.help_style import show_flags_as_flags
+from curate.registry import import_submodules
 
 show_flags_as_flags()
 app = typer.Typer(
@@ -61,8 +64,11 @@ def _root(
         os.environ["CURATE_DEBUG"] = "1"
 
 
-for _name in COMMAND_MODULES:
-    importlib.import_module(_name).register(app)
+for _name in [*COMMAND_MODULES, *(m for m in import_submodules("curate.commands")
+                                 if m not in COMMAND_MODULES)]:
+    _module = importlib.import_module(_name)
+    if hasattr(_module, "register"):
+        _module.register(app)
 
 
 def main() -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -219,19 +221,55 @@ SURROGATE_CONFIG = RECIPES / "train" / "minilm-frozen.yaml"
 TRAIN_CONFIG = RECIPES / "train" / "skywork-vl-small.yaml"
 
 
+@dataclass
+class DemoRun:
+    """What the demo's filter steps share: the output root, the ingested eval sets, --force,
+    and the manifests so far ({step: manifest})."""
+
+    out: Path
+    evals: list[Path]
+    force: bool
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+# the demo's own step for each built-in filter stage, in the folder the recipe names it:
+# (inputs, its folder, the run) -> the folder the next stage reads
+DemoStep = Callable[[list[Path], Path, DemoRun], Path]
+FOLDERS = {"dedup": "02-dedup", "similar": "03-similar", "decontam": "04-decontam",
+           "reward": "05-reward"}
+
+
+def main_line() -> list[tuple[str, str]]:
+    """(stage, folder) of the filter stages the demo runs between ingest and shard, from
+    the stage registry in pipeline order: a built-in stage in the folder the recipe names,
+    a stage registered later (with a `run`) in `<NN>x<k>-<name>`, after the stage before
+    it (`04x1-mystage` after `04-decontam`)."""
+    from curate.stage import filter_stages
+
+    plan: list[tuple[str, str]] = []
+    number, extra = "01", 0
+    for spec in filter_stages():
+        if spec.name in FOLDERS:
+            plan.append((spec.name, FOLDERS[spec.name]))
+            number, extra = FOLDERS[spec.name][:2], 0
+        elif spec.run is not None:
+            extra += 1
+            plan.append((spec.name, f"{number}x{extra}-{spec.name}"))
+    return plan
+
+
 def run_demo(out: Path, *, force: bool = False) -> dict[str, Any]:
     """Build the sample and run the SMALL Skywork-VL recipe over it, then the report.
 
     The steps and folder names are those of `make -f recipes/skywork-vl.mk SMALL=1`:
     one dataset folder per stage under `out`, numbered in pipeline order, eval sets in
     `eval-*` folders beside them, the reward model in `07-rm/`, benchmark results in
-    `08-eval.json` and the report in `report.html`. Returns {step: manifest}.
+    `08-eval.json` and the report in `report.html`. The filter stages between ingest and
+    shard are the registered ones (`main_line`). Returns {step: manifest}.
     """
-    from curate.stages.decontam import decontam
-    from curate.stages.dedup import dedup
+    from curate.stage import STAGES
     from curate.stages.ingest import ingest
     from curate.stages.shard import shard
-    from curate.stages.similar import similar
 
     for cfg in (SURROGATE_CONFIG, TRAIN_CONFIG):
         if not cfg.is_file():
@@ -251,13 +289,13 @@ def run_demo(out: Path, *, force: bool = False) -> dict[str, Any]:
         folder = out / f"eval-{kind}"
         results[f"ingest {kind} (eval)"] = ingest(kind, [str(path)], folder, force=force)
         evals.append(folder)
-    results["dedup"] = dedup(ingested, out / "02-dedup", prefer=["rlaif-v"], force=force)
-    results["similar"] = similar([out / "02-dedup"], out / "03-similar", force=force)
-    results["decontam"] = decontam([out / "03-similar"], evals, out / "04-decontam", force=force)
-    results["reward"] = _reward(out / "04-decontam", out / "05-reward", force)
-    results.update(_regenerate(out, force))
-    results["shard"] = shard([out / "05d-merge"], out / "06-shard", shards=2,
-                             eval_fraction=0.2, force=force)
+    demo = DemoRun(out, evals, force, results)
+    inputs: list[Path] = ingested
+    for name, dst in main_line():
+        step = STEPS.get(name) or _registered_step(STAGES[name].run)
+        inputs = [step(inputs, out / dst, demo)]
+    results["shard"] = shard(inputs, out / "06-shard", shards=2, eval_fraction=0.2,
+                             force=force)
     _train_and_eval(out, evals, force)
     from curate.report import build_report
 
@@ -265,17 +303,56 @@ def run_demo(out: Path, *, force: bool = False) -> dict[str, Any]:
     return results
 
 
-def _reward(src: Path, dst: Path, force: bool) -> Manifest:
-    """Out-of-fold scores from 5 MiniLM surrogates; drop the pairs they disagree with."""
+def _registered_step(run: Callable[..., Manifest] | None) -> DemoStep:
+    """The demo step of a stage registered with a `run` and no step here: its defaults."""
+    assert run is not None  # main_line lists only stages with a run
+
+    def step(inputs: list[Path], dst: Path, demo: DemoRun) -> Path:
+        demo.results[dst.name.split("-", 1)[1]] = run(inputs, dst, force=demo.force)
+        return dst
+    return step
+
+
+def _dedup(inputs: list[Path], dst: Path, demo: DemoRun) -> Path:
+    from curate.stages.dedup import dedup
+
+    demo.results["dedup"] = dedup(inputs, dst, prefer=["rlaif-v"], force=demo.force)
+    return dst
+
+
+def _similar(inputs: list[Path], dst: Path, demo: DemoRun) -> Path:
+    from curate.stages.similar import similar
+
+    demo.results["similar"] = similar(list(inputs), dst, force=demo.force)
+    return dst
+
+
+def _decontam(inputs: list[Path], dst: Path, demo: DemoRun) -> Path:
+    from curate.stages.decontam import decontam
+
+    demo.results["decontam"] = decontam(inputs, demo.evals, dst, force=demo.force)
+    return dst
+
+
+def _reward_and_regenerate(inputs: list[Path], dst: Path, demo: DemoRun) -> Path:
+    """Out-of-fold scores from 5 MiniLM surrogates drop the pairs they disagree with; then
+    the regenerate loop, whose merged folder the next stage reads."""
     from curate.scoring.rules import RewardRules
     from curate.stages.reward import make_scorer, reward
 
-    scorer = make_scorer([src], "minilm", kfold=5, train_config=SURROGATE_CONFIG,
-                         surrogates=dst.parent / "05-surrogates")
-    return reward([src], dst, scorer=scorer, rules=RewardRules(disagree=True), force=force)
+    scorer = make_scorer(inputs, "minilm", kfold=5, train_config=SURROGATE_CONFIG,
+                         surrogates=demo.out / "05-surrogates")
+    demo.results["reward"] = reward(inputs, dst, scorer=scorer,
+                                    rules=RewardRules(disagree=True), force=demo.force)
+    demo.results.update(_regenerate(demo.out, dst, demo.force))
+    return demo.out / "05d-merge"
 
 
-def _regenerate(out: Path, force: bool) -> dict[str, Any]:
+STEPS: dict[str, DemoStep] = {"dedup": _dedup, "similar": _similar, "decontam": _decontam,
+                              "reward": _reward_and_regenerate}
+
+
+def _regenerate(out: Path, rewarded: Path, force: bool) -> dict[str, Any]:
     """The regenerate loop of `recipes/skywork-vl.mk` (steps 05a-05d): flag pairs whose chosen
     response scores low or whose margin is minimal, sample 4 new responses for their prompts
     from the tiny policy, pick best-worst pairs with the fold-0 surrogate, merge them back."""
@@ -293,7 +370,7 @@ def _regenerate(out: Path, force: bool) -> dict[str, Any]:
                                                  "05d-merge"))
     steps: dict[str, Any] = {}
     steps["flag (regenerate loop)"] = reward(
-        [out / "05-reward"], flag, scorer=make_scorer([out / "05-reward"], str(surrogate)),
+        [rewarded], flag, scorer=make_scorer([rewarded], str(surrogate)),
         rules=RewardRules(min_chosen=0.25, min_margin=0.05), action="flag", force=force)
     steps["generate (tiny policy)"] = generate(
         [flag], gen, backend=TransformersBackend("tiny-qwen2.5-vl"),
@@ -301,7 +378,7 @@ def _regenerate(out: Path, force: bool) -> dict[str, Any]:
         keep_truncated=True, cache=out / ".cache" / "generate", force=force)
     steps["pairs (new)"] = pairs([gen], new, scorer=response_scorer(surrogate),
                                  score_cache=out / ".cache" / "scores", force=force)
-    steps["merge"] = dedup([out / "05-reward", new], merged, prefer=["rlaif-v"],
+    steps["merge"] = dedup([rewarded, new], merged, prefer=["rlaif-v"],
                            near_match="pair", force=force)
     return steps
 

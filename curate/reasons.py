@@ -1,13 +1,20 @@
-"""Every reject reason a stage can write, in one place: the README's table is rendered
-from this registry (`python -m curate.reasons`), and under CURATE_STRICT_REASONS=1 (the
-test suite sets it) a stage that writes a reason not listed here for it fails, so the
-table cannot drift from the code."""
+"""Every reject reason a stage can write, in one registry: the README's table is rendered
+from it (`python -m curate.reasons`), and under CURATE_STRICT_REASONS=1 (the test suite
+sets it) a stage that writes a reason not registered for it fails, so the table cannot
+drift from the code.
+
+The built-in stages' reasons are the table below (several are written by more than one
+stage, and its order is the README's); a stage added later registers its own through
+`curate.stage.register_stage(..., reasons=...)`, in its module.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from curate.registry import Registry, import_submodules
 
 
 @dataclass(frozen=True)
@@ -18,7 +25,7 @@ class Reason:
 
 
 _I = ("ingest",)
-REASONS: dict[str, Reason] = {
+_BUILT_IN: dict[str, Reason] = {
     # ingest: the row itself
     "malformed_row": Reason(_I, "the record cannot be read as this format (a value of the "
                             "wrong type, nesting too deep, a transcript that does not parse)",
@@ -100,6 +107,9 @@ REASONS: dict[str, Reason] = {
     "generation_failed": Reason(("generate",), "the model or server failed for this prompt",
                                 "the error"),
 }
+REASONS: Registry[Reason] = Registry("reject reason")
+for _i, (_name, _reason) in enumerate(_BUILT_IN.items()):
+    REASONS.add(_name, _reason, order=_i)
 
 
 def unregistered(stage: str, reasons: Iterable[str]) -> list[str]:
@@ -117,7 +127,9 @@ def check_registered(stage: str, reasons: Iterable[str]) -> None:
 
 
 def markdown_table() -> str:
-    """The README's table of every reject reason."""
+    """The README's table of every reject reason (every stage module imported first, so a
+    stage that registers reasons of its own is in it)."""
+    import_submodules("curate.stages")
     lines = ["| reason | stage | when | `reject_detail` |", "|---|---|---|---|"]
     for name, r in REASONS.items():
         lines.append(f"| `{name}` | {', '.join(r.stages)} | {r.meaning} | {r.detail} |")
@@ -125,4 +137,7 @@ def markdown_table() -> str:
 
 
 if __name__ == "__main__":
-    print(markdown_table())
+    # the registry stages add to is the imported module's, not this __main__ copy's
+    from curate.reasons import markdown_table as table
+
+    print(table())

@@ -6,6 +6,10 @@ Two ways in:
   `annotate` function (run by the engine) computes compact keys, a `decide`
   function over all keys says which rows go to rejected, and the runner streams
   the input a second time to write every row once, to kept or to rejected.
+
+Every stage registers itself once, in its module, with `register_stage` (its name, its
+place in the pipeline, its reject reasons); `all_stages()` is that registry with every
+stage module imported, which the demo iterates (and the reason table, and the tests).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,11 +33,75 @@ from curate import schema as S
 from curate.card import write_card
 from curate.manifest import Manifest
 from curate.progress import bar, console
-from curate.reasons import check_registered
+from curate.reasons import REASONS, Reason, check_registered
+from curate.registry import Registry, import_submodules
 
 if TYPE_CHECKING:
     from curate.engine.protocol import Engine
     from curate.fragment_writes import WriteTarget, WrittenPart
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage as the rest of `curate` needs to know it.
+
+    `order`: its place in the pipeline (ingest 10, dedup 20, similar 30, decontam 40,
+    reward 50, generate 52, pairs 54, shard 60). `filter`: it reads dataset folders'
+    kept rows and writes each of them to kept/ or rejected/ (dedup, similar, decontam,
+    reward): the demo runs the filter stages in order between ingest and shard.
+    `run`: `run(inputs, out, *, force) -> manifest` with the stage's defaults, the demo's
+    step for a stage it has no step of its own for (None: the demo skips the stage).
+    """
+
+    name: str
+    order: float
+    filter: bool = False
+    run: Callable[..., Manifest] | None = None
+
+    @property
+    def reasons(self) -> list[str]:
+        """The reject reasons the stage may write (`curate.reasons.REASONS`)."""
+        return [r for r, spec in REASONS.items() if self.name in spec.stages]
+
+
+STAGES: Registry[StageSpec] = Registry("stage")
+
+
+def register_stage(name: str, order: float, *, filter: bool = False,
+                   run: Callable[..., Manifest] | None = None,
+                   reasons: dict[str, Reason] | None = None) -> StageSpec:
+    """Register a stage; `reasons` are reject reasons of its own that `curate.reasons` does
+    not list yet (each with `stages` naming this stage), added to that registry."""
+    for reason, spec in (reasons or {}).items():
+        if name not in spec.stages:
+            raise ValueError(f"stage {name}: reason {reason} does not name the stage")
+        REASONS.add(reason, spec, order=1000 + order)
+    return STAGES.add(name, StageSpec(name, order, filter, run), order=order)
+
+
+@contextmanager
+def temporary_stage(name: str, order: float, **kwargs: Any) -> Iterator[StageSpec]:
+    """`register_stage` for a `with` block: the stage and its own reasons are removed after
+    it (a test's throwaway stage)."""
+    before = set(REASONS)
+    spec = register_stage(name, order, **kwargs)
+    try:
+        yield spec
+    finally:
+        STAGES.remove(name)
+        for reason in set(REASONS) - before:
+            REASONS.remove(reason)
+
+
+def all_stages() -> Registry[StageSpec]:
+    """STAGES, with every module of `curate.stages` imported so each has registered."""
+    import_submodules("curate.stages")
+    return STAGES
+
+
+def filter_stages() -> list[StageSpec]:
+    """The registered filter stages in pipeline order."""
+    return [s for s in all_stages().values() if s.filter]
 
 
 @dataclass

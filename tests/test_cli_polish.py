@@ -30,7 +30,7 @@ def test_shell_completion_completes_commands_and_options() -> None:
 
 
 def test_shard_help_lists_every_registered_format() -> None:
-    from curate.commands.shard import FORMAT_DESCRIPTIONS
+    from curate.export import EXPORTERS as FORMAT_DESCRIPTIONS
     from curate.export import formats
 
     assert sorted(FORMAT_DESCRIPTIONS) == formats() == ["dpo", "llamafactory", "mpo", "trl"]

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from curate import dataset as D
+from curate.sources import ADAPTERS
 from curate.stages.ingest import ingest
 from tests.helpers import assert_conserved, jpeg_bytes, rows, write_jsonl, write_parquet
 
@@ -112,8 +113,7 @@ def test_generic_conserves_rows_under_malformed_input(tmp_path_factory, data) ->
         assert r["chosen"] != r["rejected"]
 
 
-@pytest.mark.parametrize("kind", ["hh-rlhf", "sharegpt", "skywork-pref", "rewardbench",
-                                  "vl-rewardbench", "rlaif-v", "llava-critic"])
+@pytest.mark.parametrize("kind", list(ADAPTERS))
 def test_every_adapter_conserves_junk_rows(tmp_path: Path, kind: str) -> None:
     junk = [{"nothing": 1}, {"chosen": None, "rejected": 5, "conversations": "x",
                              "response": "x", "prompt": None, "question": None}, {}]

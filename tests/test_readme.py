@@ -44,6 +44,16 @@ def test_the_reject_reason_table_is_the_registry() -> None:
     assert len(REASONS) == table.count("\n| `")
 
 
+def test_the_kind_list_is_the_registry() -> None:
+    """The Ingest section names every KIND `curate ingest` takes, in the registry's order."""
+    from curate.sources import all_kinds
+
+    paragraph = README.read_text().split("KIND is one of ", 1)[1].split("\n\n", 1)[0]
+    named = list(dict.fromkeys(re.findall(r"`([a-z][a-z0-9-]*)`", paragraph)))
+    assert [k for k in named if k in all_kinds()] == all_kinds(), \
+        "a KIND is missing from the README's Ingest section (or out of order)"
+
+
 def test_every_named_guarantee_test_exists() -> None:
     named = re.findall(r"(tests/test_\w+\.py)::(test_\w+)", README.read_text())
     assert len(named) >= 10

@@ -17,6 +17,7 @@ from curate.commands.common import (
     make_engine,
     print_summary,
 )
+from curate.commands.help_style import live_help
 from curate.commands.options import (
     EngineOpt,
     ForceOpt,
@@ -28,14 +29,27 @@ from curate.commands.options import (
 )
 from curate.images import DEFAULT_MAX_IMAGE_BYTES, PIL_DEFAULT_MAX_PIXELS
 from curate.manifest import Manifest
-from curate.sources import kinds_help
+from curate.sources import ADAPTERS, kinds_help
 
-KINDS = kinds_help()
+
+def mappable_kinds() -> dict[str, tuple[str, ...]]:
+    """KIND -> the FIELDs its --map may name, for every kind that takes --map."""
+    from curate.stages.ingest_candidates import FIELDS
+
+    fields = {k: cls.map_fields for k, cls in ADAPTERS.items() if hasattr(cls, "map_fields")}
+    return {**fields, "candidates": FIELDS}
+
+
+def map_help() -> str:
+    kinds = "; ".join(f"{k}: {', '.join(f)}" for k, f in mappable_kinds().items())
+    return (f"FIELD=COLUMN,... where FIELD is, for {kinds}. COLUMN may reach into nested "
+            "values: a.b, a[0].")
 
 
 @handle_errors
 def ingest(
-    kind: Annotated[str, typer.Argument(help=f"Source format: {KINDS}.")],
+    kind: Annotated[str, live_help(typer.Argument(),
+                                   lambda: f"Source format: {kinds_help()}.")],
     inputs: Annotated[list[str], typer.Argument(
         help="Files, folders or globs (.jsonl/.json/.parquet/.csv, .gz allowed; .arrow), "
         "save_to_disk folders, or hf://ORG/NAME."
@@ -44,12 +58,7 @@ def ingest(
     image_root: Annotated[Path | None, typer.Option(
         help="Folder that relative image paths resolve under; paths escaping it are rejected."
     )] = None,
-    mapping: Annotated[str | None, typer.Option(
-        "--map", help="generic: FIELD=COLUMN,... (prompt, chosen, rejected, image, id, category, "
-        "chosen_score, rejected_score, system); trl: prompt, chosen, rejected, images, id, "
-        "category, chosen_score, rejected_score; candidates: prompt, responses, image, model, id, "
-        "category, system. COLUMN may reach into nested values: a.b, a[0]."
-    )] = None,
+    mapping: Annotated[str | None, live_help(typer.Option("--map"), map_help)] = None,
     source: Annotated[str | None, typer.Option(help="Source label (default: the KIND).")] = None,
     config: Annotated[str | None, typer.Option(
         help="Dataset config (hub datasets; llava-critic: pairwise or pointwise)."
@@ -108,8 +117,8 @@ def ingest(
 
         run_ingest, extra = ingest_candidates, {}
     if mapping and fields is None:
-        raise UsageFailure(f"--map does not apply to {kind!r}; it is for generic, trl and "
-                           "candidates")
+        raise UsageFailure(f"--map does not apply to {kind!r}; it is for "
+                           f"{', '.join(mappable_kinds())}")
     manifest = run_ingest(
         kind, inputs, out, source=source, mapping=parse_mapping(mapping, fields or ()),
         config=config, split=split, image_root=image_root, max_pixels=max_pixels,

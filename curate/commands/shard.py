@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from curate.commands.common import handle_errors, make_engine, print_summary
+from curate.commands.help_style import live_help
 from curate.commands.options import (
     EngineOpt,
     EvalFractionOpt,
@@ -20,16 +21,7 @@ from curate.commands.options import (
     SeedOpt,
     WorkersOpt,
 )
-
-# what each --format writes (the help lists every registered format; a test checks it)
-FORMAT_DESCRIPTIONS = {
-    "dpo": "dpo (TRL's DPOTrainer rows with the pair's scores, text/ and vision/ subsets)",
-    "llamafactory": "llamafactory (sharegpt preference JSON, images as files)",
-    "mpo": "mpo (InternVL's MPO jsonl + meta.json, images as files)",
-    "trl": "trl (TRL's conversational prompt/chosen/rejected parquet, text/ and vision/ "
-           "subsets)",
-}
-FORMATS_HELP = ", ".join(FORMAT_DESCRIPTIONS[k] for k in sorted(FORMAT_DESCRIPTIONS))
+from curate.export import formats_help
 
 
 @handle_errors
@@ -44,10 +36,9 @@ def shard(
     )] = None,
     eval_fraction: EvalFractionOpt = None,
     seed: SeedOpt = None,
-    formats: Annotated[list[str] | None, typer.Option(
-        "--format", help="Also write a training framework's format under OUT/FORMAT: "
-        f"{FORMATS_HELP}. Repeat for several.",
-    )] = None,
+    formats: Annotated[list[str] | None, live_help(
+        typer.Option("--format"), lambda: "Also write a training framework's format under "
+        f"OUT/FORMAT: {formats_help()}. Repeat for several.")] = None,
     only: Annotated[str | None, typer.Option(
         "--only", metavar="text|vision", help="Exports only: write just the 'text' (no "
         "image) or just the 'vision' (with images) pairs; the kept shards always hold both.",

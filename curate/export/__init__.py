@@ -1,11 +1,14 @@
 """Training-framework formats written by `curate shard --format NAME`.
 
-Importing a format's module registers it (see `curate.export.base`).
+Each module registers its format (see `curate.export.base`); importing this package
+imports them all, so a new format is one module.
 """
 
 from __future__ import annotations
 
-from curate.export import dpo, llamafactory, mpo, trl  # noqa: F401  (registers the formats)
-from curate.export.base import Exporter, formats, get_exporter, register
+from curate.export.base import EXPORTERS, Exporter, formats, formats_help, get_exporter, register
+from curate.registry import import_submodules
 
-__all__ = ["Exporter", "formats", "get_exporter", "register"]
+import_submodules(__name__)
+
+__all__ = ["EXPORTERS", "Exporter", "formats", "formats_help", "get_exporter", "register"]

@@ -3,7 +3,8 @@
 `curate shard --format NAME` hands every finished shard (canonical rows plus `split`,
 `stage`, `est_tokens`, in final order) to each requested exporter, which writes its
 own files under `OUT/NAME/`. A new format is one module with one `@register` class
-(imported in `curate/export/__init__.py`); the shard stage does not change.
+(`curate/export/__init__.py` imports every module of the package); the shard stage and
+its `--format` help do not change.
 
 Rows are of two kinds, matching the two training stages: `vision` (the pair has
 images; the `stage` column says `multimodal`) and `text`. `--only text|vision`
@@ -21,6 +22,8 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from curate.registry import Registry
 
 IMAGE_TAG = "<image>"
 _TAG = re.compile(r"<image>\s*")
@@ -52,6 +55,7 @@ class Exporter:
     """Receives finished shards in order; writes files under `folder`."""
 
     name: ClassVar[str]
+    description: ClassVar[str] = ""  # what it writes, for `curate shard --help`
 
     def __init__(self, folder: Path, *, has_images: bool,
                  options: ExportOptions | None = None) -> None:
@@ -84,21 +88,27 @@ class Exporter:
         """Release open files after an error (the stage removes the folder)."""
 
 
-_REGISTRY: dict[str, type[Exporter]] = {}
+EXPORTERS: Registry[type[Exporter]] = Registry("export format")
 
 
 def register(cls: type[Exporter]) -> type[Exporter]:
-    _REGISTRY[cls.name] = cls
-    return cls
+    """Register an Exporter subclass under its `name`."""
+    return EXPORTERS.add(cls.name, cls)
 
 
 def formats() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(EXPORTERS)
+
+
+def formats_help() -> str:
+    """'dpo (what it writes), llamafactory (...), ...' for `curate shard --help`."""
+    return ", ".join(f"{n} ({EXPORTERS[n].description})" if EXPORTERS[n].description else n
+                     for n in formats())
 
 
 def get_exporter(name: str) -> type[Exporter]:
     try:
-        return _REGISTRY[name]
+        return EXPORTERS[name]
     except KeyError:
         raise ValueError(f"unknown format {name!r}; choose from {', '.join(formats())}") from None
 

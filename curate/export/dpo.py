@@ -30,6 +30,7 @@ class DpoExporter(TrlExporter):
     """`OUT/dpo/{text,vision}/<shard>.parquet`: TRL's rows plus the two score columns."""
 
     name = "dpo"
+    description = "TRL's DPOTrainer rows with the pair's scores, text/ and vision/ subsets"
     columns = (*TrlExporter.columns, *SCORE_COLUMNS)
 
     def schema(self, kind: str) -> pa.Schema:

@@ -64,6 +64,7 @@ def sharegpt_row(row: dict[str, Any], image_paths: list[str]) -> dict[str, Any]:
 @register
 class LlamaFactoryExporter(Exporter):
     name = "llamafactory"
+    description = "sharegpt preference JSON, images as files"
 
     def __init__(self, folder: Path, *, has_images: bool,
                  options: ExportOptions | None = None) -> None:

@@ -67,6 +67,7 @@ class MpoExporter(LlamaFactoryExporter):
     the LLaMA-Factory exporter's layout (whose image writer and file handling it reuses)."""
 
     name = "mpo"
+    description = "InternVL's MPO jsonl + meta.json, images as files"
 
     def __init__(self, folder: Path, *, has_images: bool,
                  options: ExportOptions | None = None) -> None:

@@ -92,6 +92,7 @@ class TrlExporter(Exporter):
     """`OUT/trl/{text,vision}/<shard>.parquet`, one file per kept shard and kind."""
 
     name = "trl"
+    description = "TRL's conversational prompt/chosen/rejected parquet, text/ and vision/ subsets"
     columns: tuple[str, ...] = tuple(COLUMNS)
 
     def __init__(self, folder: Any, *, has_images: bool,

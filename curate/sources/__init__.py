@@ -1,23 +1,20 @@
-"""Source adapters, one module per format; `ADAPTERS` maps the CLI's KIND to its class."""
+"""Source adapters, one module per format; `ADAPTERS` maps the CLI's KIND to its class.
+
+A module here registers its adapter with `@register_adapter` (see `curate.sources.base`);
+this package imports every module, so a new adapter is one module (plus its test), and
+the help text, the KIND check and the contract tests find it in `ADAPTERS`.
+"""
 
 from __future__ import annotations
 
-from curate.sources.base import Adapter, AdapterOptions
-from curate.sources.generic import Generic
-from curate.sources.hh_rlhf import HHRLHF
-from curate.sources.llava_critic import LLaVACritic
-from curate.sources.rewardbench import RewardBench
-from curate.sources.rlaif_v import RLAIFV
-from curate.sources.sharegpt import ShareGPT
-from curate.sources.skywork_pref import SkyworkPref
-from curate.sources.trl import TRL
-from curate.sources.vl_rewardbench import VLRewardBench
+from curate.registry import import_submodules
+from curate.sources.base import ADAPTERS, Adapter, AdapterOptions, register_adapter
 
-ADAPTERS: dict[str, type[Adapter]] = {
-    cls.kind: cls
-    for cls in (RLAIFV, LLaVACritic, SkyworkPref, HHRLHF, ShareGPT, TRL, RewardBench,
-                VLRewardBench, Generic)
-}
+import_submodules(__name__)
+
+__all__ = ["ADAPTERS", "OTHER_KINDS", "Adapter", "AdapterOptions", "all_kinds", "kinds_help",
+           "make_adapter", "mapping_fields", "register_adapter"]
+
 # kinds with their own stage rather than an adapter (same `curate ingest KIND` command)
 OTHER_KINDS: dict[str, str] = {
     "candidates": "prompts with N sampled responses, for `curate pairs`",

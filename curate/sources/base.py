@@ -8,8 +8,9 @@ import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from curate.registry import Registry
 from curate.sources.readers import Record
 
 
@@ -100,6 +101,24 @@ class Adapter:
         parts of the input can be converted apart (`curate.stages.ingest_parts`)."""
         return (type(self).pairs is Adapter.pairs
                 and type(self).extra_manifest is Adapter.extra_manifest)
+
+
+# KIND -> adapter class, filled by `@register_adapter` as each module of curate.sources is
+# imported (`curate/sources/__init__.py` imports them all): the help text, the KIND check
+# and the contract tests iterate it
+ADAPTERS: Registry[type[Adapter]] = Registry("source adapter")
+A = TypeVar("A", bound=type[Adapter])
+
+
+def register_adapter(order: float = 500) -> Callable[[A], A]:
+    """Register an Adapter subclass under its `kind`; `order` places it in help and errors
+    (the built-in training sources first, the eval sets, the catch-all `generic` last)."""
+    def wrap(cls: A) -> A:
+        if not cls.kind:
+            raise ValueError(f"{cls.__name__} has no kind")
+        ADAPTERS.add(cls.kind, cls, order=order)
+        return cls
+    return wrap
 
 
 class MalformedRow(ValueError):

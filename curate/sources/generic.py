@@ -10,6 +10,7 @@ from curate.sources.base import (
     image_refs,
     messages_from,
     record_id,
+    register_adapter,
     user,
 )
 from curate.sources.fields import column_checked, get_path, parse_path
@@ -39,6 +40,7 @@ def parse_mapping(text: str | None, fields: tuple[str, ...] = FIELDS) -> dict[st
     return mapping
 
 
+@register_adapter(order=1000)
 class Generic(Adapter):
     kind = "generic"
     default_source = "generic"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from curate.sources.base import Adapter, MalformedRow, RawPair, record_id
+from curate.sources.base import Adapter, MalformedRow, RawPair, record_id, register_adapter
 from curate.sources.readers import Record
 
 _TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
@@ -28,6 +28,7 @@ def parse_transcript(text: str) -> list[dict[str, str]]:
     return msgs
 
 
+@register_adapter(order=40)
 class HHRLHF(Adapter):
     kind = "hh-rlhf"
     default_source = "hh-rlhf"

@@ -22,6 +22,7 @@ from curate.sources.base import (
     image_refs,
     jsonable,
     record_id,
+    register_adapter,
     user,
 )
 from curate.sources.readers import Record
@@ -131,6 +132,7 @@ def parse_score(text: str) -> float | None:
     return float(matches[-1]) if matches else None
 
 
+@register_adapter(order=20)
 class LLaVACritic(Adapter):
     kind = "llava-critic"
     default_source = "llava-critic"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from curate.sources.base import Adapter, RawPair, record_id, user
+from curate.sources.base import Adapter, RawPair, record_id, register_adapter, user
 from curate.sources.readers import Record
 
 
+@register_adapter(order=70)
 class RewardBench(Adapter):
     kind = "rewardbench"
     default_source = "rewardbench"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
-from curate.sources.base import Adapter, RawPair, image_refs, record_id, user
+from curate.sources.base import Adapter, RawPair, image_refs, record_id, register_adapter, user
 from curate.sources.readers import Record
 
 
+@register_adapter(order=10)
 class RLAIFV(Adapter):
     kind = "rlaif-v"
     default_source = "rlaif-v"

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from curate.sources.base import Adapter, MalformedRow, RawPair, image_refs, messages_from, record_id
+from curate.sources.base import (
+    Adapter,
+    MalformedRow,
+    RawPair,
+    image_refs,
+    messages_from,
+    record_id,
+    register_adapter,
+)
 from curate.sources.readers import Record
 
 
@@ -15,6 +23,7 @@ def _response(value: Any) -> Any:
     return value
 
 
+@register_adapter(order=50)
 class ShareGPT(Adapter):
     kind = "sharegpt"
     default_source = "sharegpt"

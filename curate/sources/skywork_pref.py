@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from curate.sources.base import Adapter, MalformedRow, RawPair, messages_from, record_id
+from curate.sources.base import (
+    Adapter,
+    MalformedRow,
+    RawPair,
+    messages_from,
+    record_id,
+    register_adapter,
+)
 from curate.sources.readers import Record
 from curate.sources.scores import source_scores
 
 
+@register_adapter(order=30)
 class SkyworkPref(Adapter):
     kind = "skywork-pref"
     default_source = "skywork-pref"

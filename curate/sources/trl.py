@@ -25,6 +25,7 @@ from curate.sources.base import (
     image_refs,
     normalise_role,
     record_id,
+    register_adapter,
     user,
 )
 from curate.sources.fields import column_checked, get_path
@@ -93,6 +94,7 @@ def _final_response(messages: list[dict[str, str]], name: str) -> str:
     return messages[0]["content"]
 
 
+@register_adapter(order=60)
 class TRL(Adapter):
     kind = "trl"
     default_source = "trl"

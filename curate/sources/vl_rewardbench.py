@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from curate.sources.base import Adapter, MalformedRow, RawPair, image_refs, record_id, user
+from curate.sources.base import (
+    Adapter,
+    MalformedRow,
+    RawPair,
+    image_refs,
+    record_id,
+    register_adapter,
+    user,
+)
 from curate.sources.readers import Record
 
 # id prefix -> fine category; `curate eval` groups these into general / hallucination / reasoning
@@ -25,6 +33,7 @@ def category_of(row_id: str) -> str:
     return "vlfeedback"
 
 
+@register_adapter(order=80)
 class VLRewardBench(Adapter):
     kind = "vl-rewardbench"
     default_source = "vl-rewardbench"

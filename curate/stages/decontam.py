@@ -45,7 +45,7 @@ from curate import text as T
 from curate.index import dense
 from curate.manifest import Manifest
 from curate.models.embedder import EmbedSettings, ensure_embeddings, hashes_to_numpy
-from curate.stage import Decisions, run_filter_stage
+from curate.stage import Decisions, register_stage, run_filter_stage
 from curate.stages import keys as K
 from curate.stages.similar import (
     _embedding_folders,
@@ -413,3 +413,6 @@ def decontam(
         decide=lambda keys: decide(keys, cfg, idx, embed, datasets, Path(out), engine),
         engine=engine, force=force, batch_size=batch_size,
     )
+
+
+register_stage(STAGE, 40, filter=True)

@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 from curate import dataset as D
 from curate.hashing import DEFAULT_METHOD, HASH_SIZE, METHODS, perceptual_hash
 from curate.manifest import Manifest
-from curate.stage import Decisions, run_filter_stage
+from curate.stage import Decisions, register_stage, run_filter_stage
 from curate.text import normalise_prompt
 
 if TYPE_CHECKING:
@@ -713,3 +713,6 @@ def hash_on_threads(inputs: Sequence[str | Path]) -> bool:
     from curate.images import THREADS_MIN_IMAGE_BYTES
 
     return D.bytes_per_row([D.Dataset.open(p) for p in inputs]) >= THREADS_MIN_IMAGE_BYTES
+
+
+register_stage(STAGE, 20, filter=True)

@@ -57,6 +57,7 @@ from curate.generation.requests import (
     plan_requests,
 )
 from curate.manifest import Manifest
+from curate.stage import register_stage
 
 if TYPE_CHECKING:
     from curate.engine.protocol import Engine
@@ -365,3 +366,6 @@ def _generate_in_workers(chunks: Iterable[list[Request]], sampling: SamplingPara
             totals.generate_seconds += time.perf_counter() - t
         look = pending.popleft()
         yield look.chunk, look.finish(samples, backend.name, store, totals)
+
+
+register_stage("generate", 52)

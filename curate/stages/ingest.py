@@ -52,7 +52,7 @@ from curate.sources.readers import (
     iter_records,
 )
 from curate.sources.scores import score_problem
-from curate.stage import StageRun
+from curate.stage import StageRun, register_stage
 from curate.stages.ingest_checks import check_prompt, check_response, check_score
 from curate.stages.ingest_parts import ingest_in_workers, runs_in_workers
 
@@ -432,3 +432,6 @@ def split_duplicate_ids(
         return kept, None
     arr = pa.array(mask)
     return kept.filter(pc.invert(arr)), arr
+
+
+register_stage("ingest", 10)

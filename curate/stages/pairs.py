@@ -51,6 +51,7 @@ from curate.manifest import Manifest
 from curate.models.encoding import Item
 from curate.scoring.cache import ScoreCache
 from curate.scoring.scorer import ResponseScorer, RewardModelScorer
+from curate.stage import register_stage
 from curate.text import normalise_text
 
 if TYPE_CHECKING:
@@ -541,3 +542,6 @@ def make_scorer(model: str | os.PathLike[str], batch_size: int = 16,
     """The ResponseScorer for `--model CKPT` (a `curate train` checkpoint folder), on
     `device` (None: a GPU where there is one)."""
     return RewardModelScorer(model, batch_size=batch_size, device=device)
+
+
+register_stage("pairs", 54)

@@ -33,7 +33,7 @@ from curate.scoring.cache import ScoreCache
 from curate.scoring.gate import validation_veto
 from curate.scoring.rules import RewardRules, apply_rules
 from curate.scoring.scorer import SCORE_COLUMNS, PairScorer
-from curate.stage import Decisions, run_filter_stage
+from curate.stage import Decisions, register_stage, run_filter_stage
 
 if TYPE_CHECKING:
     from curate.engine.protocol import Engine
@@ -288,3 +288,5 @@ def _stats(keys: pa.Table) -> dict[str, Any]:
         "chosen_quantiles": {str(q): round(float(np.quantile(c[ok], q)), 6) for q in qs},
     }
 
+
+register_stage("reward", 50, filter=True)

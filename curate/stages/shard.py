@@ -48,7 +48,7 @@ from curate.export.base import ExportOptions, make_exporters
 from curate.manifest import Manifest
 from curate.progress import bar
 from curate.splits import shuffle_rank
-from curate.stage import StageRun, input_record
+from curate.stage import StageRun, input_record, register_stage
 from curate.stages.shard_shuffle import (
     SHARD_COLUMNS,
     SHARD_FIELDS,
@@ -428,3 +428,6 @@ def _export_from_files(run: StageRun, plan: ShardPlan, formats: Sequence[str],
 def shard_keys_schema() -> pa.Schema:
     return pa.schema([("pair_id", pa.string()), ("source", pa.string()),
                       ("est_tokens", pa.int64()), ("multimodal", pa.bool_())])
+
+
+register_stage("shard", 60)

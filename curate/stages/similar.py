@@ -40,7 +40,7 @@ from curate.models.embedder import (
     ensure_embeddings,
     hashes_to_numpy,
 )
-from curate.stage import Decisions, run_filter_stage
+from curate.stage import Decisions, register_stage, run_filter_stage
 from curate.stages import keys as K
 
 if TYPE_CHECKING:
@@ -349,3 +349,6 @@ def similar(
         decide=lambda keys: decide(keys, cfg, embed, datasets, Path(out), engine),
         engine=engine, force=force, batch_size=batch_size,
     )
+
+
+register_stage(STAGE, 30, filter=True)
