@@ -1,13 +1,11 @@
-"""A filter stage's write pass run by engine workers, fragment by fragment.
+"""A filter stage's write pass, fragment by fragment, the same on every engine.
 
-On the local engine the driver streams the input a second time and writes every
-row (`run_filter_stage`). On a distributed engine that would pull every image
-byte through one process, so each worker instead reads its own fragment, joins
-the fragment's slice of the decisions (compact: ids, reasons, attached keys) and
-writes its kept and rejected rows itself, as `part-FFFFF-NNNNN.parquet` (F = the
-fragment's index, so names and order are deterministic). The driver only adds up
-what the workers report. The rows are the local engine's; the files are cut at
-fragment boundaries instead of every `DEFAULT_ROWS_PER_FILE` rows.
+Each task reads one input fragment, joins the fragment's slice of the decisions
+(compact: ids, reasons, attached keys) and writes its kept and rejected rows itself,
+as `part-FFFFF-NNNNN.parquet` (F = the fragment's index, so names and order are
+deterministic, and the local and Ray engines write the same files, byte for byte).
+No image byte passes through the driver, which only adds up what the tasks report.
+The local engine runs the tasks on threads of its own process; Ray on its workers.
 """
 
 from __future__ import annotations

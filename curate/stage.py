@@ -4,8 +4,9 @@ Two ways in:
 - `StageRun`, a context manager for stages that produce rows themselves (ingest);
 - `run_filter_stage`, for stages that read dataset folders: a pure per-batch
   `annotate` function (run by the engine) computes compact keys, a `decide`
-  function over all keys says which rows go to rejected, and the runner streams
-  the input a second time to write every row once, to kept or to rejected.
+  function over all keys says which rows go to rejected, and one task per input
+  fragment reads its rows a second time and writes each once, to kept or to rejected
+  (`curate.fragment_writes`: the same write path on every engine).
 
 Every stage registers itself once, in its module, with `register_stage` (its name, its
 place in the pipeline, its reject reasons); `all_stages()` is that registry with every
@@ -466,40 +467,23 @@ def run_filter_stage(
             decisions.write_files(run.folder)
         t = time.perf_counter()
         with bar(f"{stage}: write", total) as b:
-            if getattr(engine, "writes_in_workers", False):
-                _write_in_workers(run, datasets, table, attach, schema, engine, batch_size, b)
-            else:
-                _write_on_driver(run, datasets, table, attach, batch_size, b)
+            _write_fragments(run, datasets, table, attach, schema, engine, batch_size, b)
         run.steps["write"] = time.perf_counter() - t
     return run.manifest
 
 
-def _write_on_driver(run: StageRun, datasets: list[D.Dataset], decisions: pa.Table,
-                     attach: list[str], batch_size: int, progress: Any) -> None:
-    """The write pass on the driver: stream the input again, write every row once."""
-    from curate.fragment_writes import apply_decisions
-
-    offset = 0
-    for batch in D.iter_inputs(datasets, batch_size=batch_size):
-        n = batch.num_rows
-        kept, rejected = apply_decisions(batch, decisions.slice(offset, n), attach, run.stage)
-        offset += n
-        run.add_in(n)
-        run.keep(kept)
-        run.reject(rejected, rejected["reject_reason"], rejected["reject_detail"])
-        progress.advance(n)
-
-
-def _write_in_workers(run: StageRun, datasets: list[D.Dataset], decisions: pa.Table,
-                      attach: list[str], schema: pa.Schema, engine: Engine, batch_size: int,
-                      progress: Any) -> None:
-    """The write pass on the engine's workers: each writes its own fragment's rows."""
+def _write_fragments(run: StageRun, datasets: list[D.Dataset], decisions: pa.Table,
+                     attach: list[str], schema: pa.Schema, engine: Engine, batch_size: int,
+                     progress: Any) -> None:
+    """The write pass, the same on every engine: each input fragment's rows are read,
+    decided and written by one task (`curate.fragment_writes`); the local engine runs the
+    tasks on threads (pyarrow's reading, compute and writing release the GIL)."""
     from curate.engine.fragments import fragments
     from curate.fragment_writes import jobs, write_fragment
 
     todo = jobs(fragments(datasets), decisions, attach, schema, run.worker_target(),
                 run.stage, batch_size)
-    for part in engine.map(write_fragment, todo):
+    for part in engine.map(write_fragment, todo, releases_gil=True):
         run.add_written(part)
         progress.advance(part.rows_in)
 
