@@ -141,7 +141,8 @@ def test_same_input_gives_identical_files(tmp_path: Path) -> None:
     ingest("generic", [str(src)], b, chunk_size=7)
     ma, mb = D.Dataset.open(a).manifest, D.Dataset.open(b).manifest
     assert ma["files"] == mb["files"]
-    assert sorted(ma["files"]) == ["kept/part-00000.parquet", "rejected/part-00000.parquet"]
+    assert sorted(ma["files"]) == ["kept/part-00000-00000.parquet",
+                                   "rejected/part-00000.parquet"]
 
 
 def test_rerun_is_skipped_by_fingerprint_and_force_redoes(tmp_path: Path, run_cli) -> None:
@@ -272,7 +273,7 @@ def test_threads_and_processes_write_the_same_files_as_one_worker(
     from curate.engine import get_engine
 
     # the sample's thumbnails would go to processes; 0 sends every chunk to threads
-    monkeypatch.setattr("curate.stages.ingest.THREADS_MIN_IMAGE_BYTES", 0 if threads else 1e12)
+    monkeypatch.setattr("curate.images.THREADS_MIN_IMAGE_BYTES", 0 if threads else 1e12)
     src = _sample(tmp_path)
     one, threads = tmp_path / "one", tmp_path / "threads"
     ingest("generic", [str(src)], one, chunk_size=3, engine=get_engine("local", workers=1))

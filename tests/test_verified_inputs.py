@@ -57,7 +57,7 @@ def test_a_removed_or_added_file_stops_the_stage(tmp_path: Path, run_cli) -> Non
     extra.unlink()
     first_kept(ing).unlink()
     res = run_cli("dedup", ing, "--out", tmp_path / "out", "--quiet", expect=2)
-    _assert_refused(tmp_path, res, "part-00000.parquet is missing", out=tmp_path / "out")
+    _assert_refused(tmp_path, res, "part-00000-00000.parquet is missing", out=tmp_path / "out")
 
 
 @pytest.mark.parametrize("manifest", [None, "{not json", '{"stage": "ingest"}', "[1, 2]"])
@@ -132,7 +132,7 @@ def test_no_skip_when_an_input_changed(tmp_path: Path, run_cli) -> None:
     flip_byte(first_kept(ing))
     res = run_cli("dedup", ing, "--out", out, expect=2)
     assert "skipped" not in res.output
-    assert f"{ing}/kept/part-00000.parquet" in res.output
+    assert f"{ing}/kept/part-00000-00000.parquet" in res.output
     assert snapshot(out) == before  # the old output stays as it was
 
 

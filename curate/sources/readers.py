@@ -138,6 +138,23 @@ def _json_type(obj: Any) -> str:
     return "null" if obj is None else names.get(type(obj), type(obj).__name__)
 
 
+def _jsonl_record(line: str, path: str, lineno: int) -> Record | None:
+    """The record of one JSON line (None for a blank line); InputError for broken JSON."""
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+    except RecursionError:
+        return Record({"line": line}, path, lineno,
+                      problem="the JSON line is nested too deep to read")
+    except ValueError as exc:  # valid JSON Python refuses: an int of 4,300+ digits
+        return Record({"line": line[:1000]}, path, lineno,
+                      problem=f"the JSON line cannot be read ({exc})")
+    return _json_row(obj, path, lineno, "the line")
+
+
 def _read_jsonl(path: str, progress: ReadProgress = _NO_PROGRESS) -> Iterator[Record]:
     lineno = 0
     try:
@@ -148,25 +165,86 @@ def _read_jsonl(path: str, progress: ReadProgress = _NO_PROGRESS) -> Iterator[Re
         for lineno, line in enumerate(f.text, start=1):  # noqa: B007 - read in the except
             if lineno % EVERY == 0:
                 progress.at(f.offset())
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-            except RecursionError:
-                yield Record({"line": line}, path, lineno,
-                             problem="the JSON line is nested too deep to read")
-                continue
-            except ValueError as exc:  # valid JSON Python refuses: an int of 4,300+ digits
-                yield Record({"line": line[:1000]}, path, lineno,
-                             problem=f"the JSON line cannot be read ({exc})")
-                continue
-            yield _json_row(obj, path, lineno, "the line")
+            rec = _jsonl_record(line, path, lineno)
+            if rec is not None:
+                yield rec
     except _FILE_ERRORS as exc:
         raise _text_errors(path, f" (after line {lineno})", exc) from exc
     finally:
         f.close()
+
+
+@dataclass(frozen=True)
+class LineSpan:
+    """Bytes [start, end) of an uncompressed JSON lines file, from line `first_line` on."""
+
+    start: int
+    end: int
+    first_line: int
+
+
+SCAN_BLOCK = 1 << 24
+
+
+def jsonl_spans(path: str, lines_per_span: int, bytes_per_span: int) -> list[LineSpan] | None:
+    """An uncompressed JSON lines file cut at line starts into spans of at most
+    `lines_per_span` lines (or about `bytes_per_span` bytes), for readers in parallel;
+    None where it must be read whole: a .gz, or lines ended by a lone CR (which the
+    text reader splits on, as Python's universal newlines do, and a byte reader cannot)."""
+    if path.endswith(".gz"):
+        return None
+    spans: list[LineSpan] = []
+    start = pos = 0
+    line = first = 1
+    with open(path, "rb") as fh:
+        prev_cr = False
+        while block := fh.read(SCAN_BLOCK):
+            lone_cr = block.count(b"\r") - block.count(b"\r\n") - block.endswith(b"\r")
+            if lone_cr or (prev_cr and not block.startswith(b"\n")):
+                return None
+            prev_cr = block.endswith(b"\r")
+            at = 0
+            while (nl := block.find(b"\n", at)) >= 0:
+                at = nl + 1
+                line += 1
+                end = pos + at
+                if line - first >= lines_per_span or end - start >= bytes_per_span:
+                    spans.append(LineSpan(start, end, first))
+                    start, first = end, line
+            pos += len(block)
+    if prev_cr:
+        return None
+    if pos > start or not spans:
+        spans.append(LineSpan(start, pos, first))
+    return spans
+
+
+def read_jsonl_span(path: str, span: LineSpan) -> Iterator[Record]:
+    """The records of `span` of an uncompressed JSON lines file (see `jsonl_spans`): the
+    same records, with the same line numbers, as `read_file` gives for those lines."""
+    lineno = span.first_line - 1
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be opened ({exc.strerror or exc})") from exc
+    try:
+        fh.seek(span.start)
+        left = span.end - span.start
+        while left > 0:
+            raw = fh.readline(left)
+            if not raw:
+                break
+            left -= len(raw)
+            lineno += 1
+            if raw.endswith(b"\r\n"):  # as the text reader's universal newlines give it
+                raw = raw[:-2] + b"\n"
+            rec = _jsonl_record(raw.decode("utf-8"), path, lineno)
+            if rec is not None:
+                yield rec
+    except _FILE_ERRORS as exc:
+        raise _text_errors(path, f" (after line {lineno})", exc) from exc
+    finally:
+        fh.close()
 
 
 def _read_json(path: str, progress: ReadProgress = _NO_PROGRESS) -> Iterator[Record]:

@@ -37,7 +37,7 @@ from curate.manifest import Manifest
 from curate.sources.base import AdapterOptions, RawPair, jsonable, lone_surrogate, safe_text
 from curate.sources.generic import Generic
 from curate.sources.readers import Record
-from curate.stages.ingest import (
+from curate.stages.ingest_rows import (
     Chunk,
     IngestOptions,
     canonical_row,
@@ -233,7 +233,8 @@ def ingest(
     from curate.progress import bar
     from curate.sources.readers import iter_records
     from curate.stage import StageRun
-    from curate.stages.ingest import input_fingerprints, split_duplicate_ids
+    from curate.stages.ingest import input_fingerprints
+    from curate.stages.ingest_rows import split_duplicate_ids
 
     opts = IngestOptions.checked(image_root, max_pixels, max_image_bytes)
     engine = engine or get_engine("local")

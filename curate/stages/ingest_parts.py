@@ -1,13 +1,15 @@
-"""`curate ingest` on a distributed engine: workers read, validate and write their own part.
+"""`curate ingest` part by part: each task reads, validates and writes its own part.
 
-Locally the adapter reads the source on the driver and the driver writes every row.
-On Ray that would pull every image byte through one process twice, so for adapters
-that turn each record into a pair on its own (every kind but llava-critic's
-pointwise config, which pairs records) and for input files (not `hf://`), the input is cut
-into parts: a parquet file's row groups, about `ROWS_PER_PART` rows a part, or a
-whole JSON / JSON lines / CSV file. A worker reads its part, runs the adapter and
-`build_chunk`, writes `kept/` and `rejected/` files named after the part
-(`part-PPPPP-NNNNN.parquet`), and reports counts, checksums and its kept ids.
+For adapters that turn each record into a pair on its own (every kind but
+llava-critic's pointwise config, which pairs records) and for input files (not
+`hf://`), the input is cut into parts: a parquet file's row groups or an uncompressed
+JSON lines file's lines, about `ROWS_PER_PART` rows a part, or a whole JSON / CSV /
+compressed file. A task reads its part, runs the adapter and `build_chunk`, writes
+`kept/` and `rejected/` files named after the part (`part-PPPPP-NNNNN.parquet`), and
+reports counts, checksums and its kept ids. The local engine runs the tasks in its
+pool and Ray on its workers, so both write the same files and no image byte passes
+through the driver; only hub inputs and the pointwise pairing are read on the driver
+(`curate.stages.ingest`).
 
 Repeated pair ids are settled on the driver in input order, as locally: a kept row
 whose id was seen before (in an earlier part or earlier in its own) is moved to
@@ -17,6 +19,7 @@ rejected as `duplicate_pair_id` by a second task that rewrites that part's kept 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,16 +33,29 @@ from curate.engine.fragments import row_group_runs
 from curate.fragment_writes import WriteTarget, WrittenPart
 from curate.sources.base import Adapter
 from curate.sources.readers import (
+    LineSpan,
+    Record,
     expand_inputs,
+    jsonl_spans,
     parquet_row_groups,
     read_file,
+    read_jsonl_span,
     read_parquet_rows,
+)
+from curate.stages.ingest_rows import (
+    IngestOptions,
+    build_chunk,
+    chunked,
+    image_bytes_per_pair,
+    repeated_ids,
 )
 
 if TYPE_CHECKING:
     from curate.engine.protocol import Engine
+    from curate.stage import StageRun
 
 ROWS_PER_PART = 4096
+BYTES_PER_PART = 64 << 20  # a JSON lines part's bytes at most (lines of base64 images)
 STAGE = "ingest"
 
 
@@ -52,9 +68,18 @@ class IngestPart:
     row_groups: tuple[int, ...] | None
     first_row: int
     adapter: Adapter
-    opts: Any  # IngestOptions
+    opts: IngestOptions
     target: WriteTarget
     chunk_size: int = 64
+    span: LineSpan | None = None  # lines of a JSON lines file (None: the whole file)
+
+    def records(self) -> Iterator[Record]:
+        """The part's raw records, in input order."""
+        if self.span is not None:
+            return read_jsonl_span(self.file, self.span)
+        if self.row_groups is None:
+            return read_file(self.file)
+        return read_parquet_rows(self.file, list(self.row_groups), self.first_row)
 
 
 @dataclass
@@ -84,18 +109,25 @@ def runs_in_workers(adapter: Adapter, inputs: list[str]) -> bool:
                                             for i in expand_inputs(inputs))
 
 
-def plan_parts(inputs: list[str], adapter: Adapter, opts: Any, target: WriteTarget,
+def plan_parts(inputs: list[str], adapter: Adapter, opts: IngestOptions, target: WriteTarget,
                chunk_size: int, rows_per_part: int | None = None) -> list[IngestPart]:
     """The input cut into parts, in input order."""
     rows_per_part = rows_per_part or ROWS_PER_PART
     parts: list[IngestPart] = []
 
-    def add(file: str, groups: tuple[int, ...] | None, first: int) -> None:
+    def add(file: str, groups: tuple[int, ...] | None, first: int,
+            span: LineSpan | None = None) -> None:
         parts.append(IngestPart(len(parts), file, groups, first, adapter, opts, target,
-                                chunk_size))
+                                chunk_size, span))
 
     for file in expand_inputs(inputs):
         assert isinstance(file, str)
+        if file.endswith((".jsonl", ".ndjson")):
+            spans: list[LineSpan | None] = [None]  # None: read whole (see jsonl_spans)
+            spans = list(jsonl_spans(file, rows_per_part, BYTES_PER_PART) or spans)
+            for span in spans:
+                add(file, None, 0, span)
+            continue
         if not file.endswith(".parquet"):
             add(file, None, 0)
             continue
@@ -106,17 +138,10 @@ def plan_parts(inputs: list[str], adapter: Adapter, opts: Any, target: WriteTarg
 
 def ingest_part(job: IngestPart) -> IngestedPart:
     """A worker's task: read, validate and write one part of the input."""
-    from curate.stages.ingest import build_chunk, chunked
-
-    def records() -> Any:
-        if job.row_groups is None:
-            return read_file(job.file)
-        return read_parquet_rows(job.file, list(job.row_groups), job.first_row)
-
     writers = _writers(job.index, job.target)
     out = IngestedPart(index=job.index)
     out.kept_consumed = out.rejected_consumed = 0
-    for chunk in chunked(job.adapter.pairs(records), job.chunk_size):
+    for chunk in chunked(job.adapter.pairs(job.records), job.chunk_size):
         res = build_chunk((chunk, job.adapter.source, job.opts))
         writers[D.KEPT].write(res.kept)
         if res.rejected.num_rows:
@@ -167,8 +192,6 @@ def move_duplicates(job: MoveDuplicates) -> WrittenPart:
 def settle_duplicate_ids(part: IngestedPart, seen: set[int], target: WriteTarget
                          ) -> MoveDuplicates | None:
     """The move job for `part`'s kept rows whose ids came before (updates `seen`)."""
-    from curate.stages.ingest import repeated_ids
-
     repeats = repeated_ids(part.kept_ids, seen)
     positions = [pos for pos, r in enumerate(repeats) if r]
     details = [f"same source, id and content as {part.kept_ids[p]}" for p in positions]
@@ -179,13 +202,15 @@ def settle_duplicate_ids(part: IngestedPart, seen: set[int], target: WriteTarget
                           tuple(positions), tuple(details), target)
 
 
-def ingest_in_workers(run: Any, inputs: list[str], adapter: Adapter, opts: Any, engine: Engine,
+def ingest_in_workers(run: StageRun, inputs: list[str], adapter: Adapter, opts: IngestOptions,
+                      engine: Engine,
                       chunk_size: int, progress: Any) -> None:
     """Every part on the engine's workers, then the repeated ids moved to rejected."""
     target = run.worker_target()
     seen: set[int] = set()
     moves = []
-    for part in engine.map(ingest_part, plan_parts(inputs, adapter, opts, target, chunk_size)):
+    parts = plan_parts(inputs, adapter, opts, target, chunk_size)
+    for part in engine.map(ingest_part, parts, releases_gil=_photos(parts)):
         run.add_written(part)
         move = settle_duplicate_ids(part, seen, target)
         if move is not None:
@@ -193,6 +218,19 @@ def ingest_in_workers(run: Any, inputs: list[str], adapter: Adapter, opts: Any, 
         progress.advance(part.rows_in)
     for change in engine.map(move_duplicates, moves):
         run.add_written(change)
+
+
+def _photos(parts: list[IngestPart]) -> bool:
+    """Whether the first part's first chunk holds photos, so the local engine decodes on
+    threads (Pillow drops the GIL; see `curate.images.THREADS_MIN_IMAGE_BYTES`) rather
+    than in processes (JSON parsing and the adapters are Python)."""
+    from curate.images import THREADS_MIN_IMAGE_BYTES
+
+    if not parts:
+        return False
+    first = parts[0]
+    chunk = next(iter(chunked(first.adapter.pairs(first.records), first.chunk_size)), [])
+    return image_bytes_per_pair(chunk, first.opts) >= THREADS_MIN_IMAGE_BYTES
 
 
 # -- writing ------------------------------------------------------------------------------
