@@ -300,6 +300,12 @@ def parquet_row_groups(path: str) -> list[int]:
     return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
 
 
+def parquet_row_group_bytes(path: str) -> list[int]:
+    """Bytes (uncompressed) in each row group of a parquet input."""
+    meta = _parquet_file(path).metadata
+    return [meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]
+
+
 def read_parquet_rows(path: str, row_groups: list[int] | None = None,
                       first_index: int = 0, progress: ReadProgress = _NO_PROGRESS
                       ) -> Iterator[Record]:

@@ -37,6 +37,7 @@ from curate.sources.readers import (
     Record,
     expand_inputs,
     jsonl_spans,
+    parquet_row_group_bytes,
     parquet_row_groups,
     read_file,
     read_jsonl_span,
@@ -54,8 +55,10 @@ if TYPE_CHECKING:
     from curate.engine.protocol import Engine
     from curate.stage import StageRun
 
+# A part ends at whichever comes first: enough parts for every core on a file of photos
+# (a 62 MB parquet of 512 photos is 4 parts), few enough task overheads on text.
 ROWS_PER_PART = 4096
-BYTES_PER_PART = 64 << 20  # a JSON lines part's bytes at most (lines of base64 images)
+BYTES_PER_PART = 16 << 20
 STAGE = "ingest"
 
 
@@ -131,7 +134,8 @@ def plan_parts(inputs: list[str], adapter: Adapter, opts: IngestOptions, target:
         if not file.endswith(".parquet"):
             add(file, None, 0)
             continue
-        for groups, first, _ in row_group_runs(parquet_row_groups(file), rows_per_part):
+        for groups, first, _ in row_group_runs(parquet_row_groups(file), rows_per_part,
+                                               parquet_row_group_bytes(file), BYTES_PER_PART):
             add(file, groups, first)
     return parts
 
