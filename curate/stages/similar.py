@@ -5,9 +5,13 @@ embedding keys) and take its images' pHashes. The prompt text is its last user
 message followed by the earlier messages newest first (`keys.prompt_view`): the model
 reads 256 word pieces, so it sees the question being answered and the latest context.
 Global step (`decide`):
-1. embed every unique text once (`curate.models.embedder.ensure_embeddings`: cached
-   vectors cost no model time);
-2. `responses_too_similar`: cosine(chosen, rejected) >= `response_threshold`;
+1. embed every unique prompt text once (`curate.models.embedder.ensure_embeddings`:
+   cached vectors cost no model time); the driver holds them as float16 (the stored
+   values, exactly; half of float32's memory) for the kNN;
+2. `responses_too_similar`: cosine(chosen, rejected) >= `response_threshold`, computed in
+   the map step where the responses are embedded (`curate.models.pair_cosine`: locally
+   in this process, on Ray in the embedding actors): the driver gets one float per row,
+   never the response vectors (they wait on disk to be written into `embeddings/`);
 3. `similar_prompt`: k nearest unique prompt texts (faiss, exact or IVF by size), edges
    with cosine >= `threshold`; rows join one group (union-find) when their prompts are
    the same text or joined by an edge AND their images are near duplicates (same
