@@ -15,6 +15,16 @@
     python -m bench bench_similar
     python -m bench.bench_similar [--n 100000] [--repeat 0.3] [--sizes 10000,20000,40000]
                                   [--synthetic-sizes 40000,100000]
+    python -m bench.bench_similar --driver-rows 1000000,3000000 [--fast-index]
+
+3. `--driver-rows`: the driver's memory in similar's global step (`decide`) at N rows,
+   each size in a fresh subprocess, peak RSS (ru_maxrss) measured: a keys table as pass 1
+   makes it (pair_id 64 hex chars, three 16-byte text hashes, no image), every prompt
+   unique (the worst case), random unit float16 prompt vectors fed in place of the model
+   (`ensure_embeddings` returns them) and one float per row from the map step in place of
+   `response_cosines`; the kNN (IVF above 20k), union-find, per-row arrays and the
+   decision table are the real code. `--fast-index` trains the IVF cells with 1 k-means
+   iteration and searches nprobe=1 (the memory is the same, the time a fraction).
 """
 
 from __future__ import annotations
@@ -124,6 +134,89 @@ def _crossover(vectors: np.ndarray, sizes: list[int]) -> None:
               f"{(e_ids == a_ids).mean():.4f}", flush=True)
 
 
+def _driver_child(n: int, fast: bool) -> None:
+    """One size, in this (fresh) process: prints a JSON line with the peak RSS."""
+    import resource
+
+    import pyarrow as pa
+
+    from curate.index import dense
+    from curate.models import embedder as E
+    from curate.models.pair_cosine import ResponseCosines
+    from curate.stages import similar as S
+
+    def rss() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    base = rss()
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    hashes = rng.integers(0, 256, (n, 3, 16), dtype=np.uint8)
+    ph = np.ascontiguousarray(hashes[:, 0]).view("S16").reshape(-1)
+    ch = np.ascontiguousarray(hashes[:, 1]).view("S16").reshape(-1)
+    rh = np.ascontiguousarray(hashes[:, 2]).view("S16").reshape(-1)
+    del hashes
+    pair_ids = pa.array(np.char.mod("%064x", np.arange(n)).astype(object), pa.string())
+    keys = pa.table({"pair_id": pair_ids, "prompt_hash": E._hashes_to_arrow(ph),
+                     "chosen_hash": E._hashes_to_arrow(ch),
+                     "rejected_hash": E._hashes_to_arrow(rh),
+                     "phashes": pa.array([[]] * n, pa.list_(pa.uint64()))})
+    del pair_ids, ph, ch, rh
+    keys_rss = rss()
+
+    def fake_prompts(hashes: np.ndarray, *a: object, **k: object) -> tuple[E.EmbeddingTable,
+                                                                              str]:
+        uniq = np.unique(hashes)
+        vecs = np.empty((len(uniq), 384), dtype=np.float16)
+        for a0 in range(0, len(uniq), 262_144):  # random unit vectors, a block at a time
+            v = rng.standard_normal((min(262_144, len(uniq) - a0), 384)).astype(np.float32)
+            vecs[a0:a0 + len(v)] = v / np.linalg.norm(v, axis=1, keepdims=True)
+        return E.EmbeddingTable(uniq, vecs, {"unique_texts": len(uniq), "from_store": 0,
+                                             "computed": len(uniq)}), "bench-fp32"
+
+    def fake_responses(ch: np.ndarray, rh: np.ndarray, *a: object,
+                       **k: object) -> ResponseCosines:
+        return ResponseCosines(rng.uniform(-1, 1, len(ch)).astype(np.float32),
+                               {"model_loaded": False}, np.empty(0, "S16"), np.unique(ch[:1]))
+
+    S.ensure_embeddings = fake_prompts  # type: ignore[assignment]
+    S.response_cosines = fake_responses  # type: ignore[assignment]
+    if fast:
+        dense.NITER = 1
+    cfg = S.SimilarConfig(nprobe=1 if fast else dense.DEFAULT_NPROBE)
+    t = time.perf_counter()
+    d = S.decide(keys, cfg, E.EmbedSettings(cache=None), [], Path(tempfile.gettempdir()))
+    print(json.dumps({"rows": n, "peak_rss": rss(), "start_rss": base, "keys_rss": keys_rss,
+                      "keys_bytes": keys.nbytes, "decisions_bytes": d.table.nbytes,
+                      "decide_s": round(time.perf_counter() - t, 1),
+                      "total_s": round(time.perf_counter() - t0, 1),
+                      "method": d.extra["neighbours"]["method"]}), flush=True)
+
+
+def _driver_memory(sizes: list[int], fast: bool) -> None:
+    import subprocess
+    import sys
+
+    print(f"similar's driver memory (decide), peak RSS in a fresh process per size"
+          f"{' (--fast-index: 1 k-means iteration, nprobe 1)' if fast else ''}:")
+    for n in sizes:
+        cmd = [sys.executable, "-m", "bench.bench_similar", "--driver-child", str(n)]
+        if fast:
+            cmd.append("--fast-index")
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        line = (res.stdout.strip().splitlines() or [""])[-1]
+        if res.returncode != 0 or not line.startswith("{"):
+            print(f"  n={n:>9}: failed (exit {res.returncode}): {res.stderr.strip()[-400:]}")
+            continue
+        r = json.loads(line)
+        above = r["peak_rss"] - r["start_rss"]
+        print(f"  n={n:>9}: peak RSS {r['peak_rss'] / 1e9:.2f} GB ({above / n:.0f} B/row "
+              f"above the interpreter's {r['start_rss'] / 1e6:.0f} MB; keys table "
+              f"{r['keys_bytes'] / n:.0f} B/row, decisions {r['decisions_bytes'] / n:.0f} "
+              f"B/row); decide {r['decide_s']} s, {r['method']}", flush=True)
+        print(f"    {line}")
+
+
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="bench_similar")
     ap.add_argument("--n", type=int, default=100_000)
@@ -131,7 +224,17 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--sizes", default="10000,20000,40000,70000")
     ap.add_argument("--synthetic-sizes", default="20000,40000,100000")
     ap.add_argument("--keep", type=Path, default=None, help="work here and keep the files")
+    ap.add_argument("--driver-rows", default="",
+                    help="measure decide's driver memory at these row counts (only that)")
+    ap.add_argument("--fast-index", action="store_true")
+    ap.add_argument("--driver-child", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.driver_child:
+        _driver_child(args.driver_child, args.fast_index)
+        return
+    if args.driver_rows:
+        _driver_memory([int(s) for s in args.driver_rows.split(",") if s], args.fast_index)
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     print(f"load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as t:

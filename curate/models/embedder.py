@@ -285,13 +285,24 @@ def write_embeddings(path: Path, hashes: np.ndarray, vectors: np.ndarray,
 
 def _lookup_file(path: Path, want: pa.Array, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """The (hashes, vectors) of `path` whose hash is in `want`."""
-    pf = pq.ParquetFile(path)
+    pf = pq.ParquetFile(path, pre_buffer=False)
     hashes = pf.read(columns=["text_hash"]).column(0)
     mask = pc.is_in(hashes, value_set=want)
     if not pc.any(mask).as_py():
         return np.empty(0, dtype="S16"), np.zeros((0, dim), dtype=STORE_DTYPE)
-    table = pf.read().filter(mask)
-    return hashes_to_numpy(table["text_hash"]), _arrow_to_vectors(table["embedding"], dim)
+    # batch by batch: a file of 20M response vectors is never read whole for a few prompts
+    found_h: list[np.ndarray] = []
+    found_v: list[np.ndarray] = []
+    for batch in pf.iter_batches(batch_size=65_536):
+        table = pa.Table.from_batches([batch])
+        m = pc.is_in(table["text_hash"], value_set=want)
+        if pc.any(m).as_py():
+            table = table.filter(m)
+            found_h.append(hashes_to_numpy(table["text_hash"]).copy())
+            found_v.append(_arrow_to_vectors(table["embedding"], dim).copy())
+    if not found_h:
+        return np.empty(0, dtype="S16"), np.zeros((0, dim), dtype=STORE_DTYPE)
+    return np.concatenate(found_h), np.concatenate(found_v)
 
 
 @dataclass
@@ -301,6 +312,7 @@ class EmbeddingTable:
     hashes: np.ndarray
     vectors: np.ndarray
     stats: dict[str, Any] = field(default_factory=dict)
+    stored: np.ndarray = field(default_factory=lambda: np.empty(0, "S16"))  # from the store
 
     def rows(self, hashes: np.ndarray) -> np.ndarray:
         """Row index of each hash in `hashes` (all must be present)."""
@@ -440,13 +452,15 @@ def ensure_embeddings(
     folders: Iterable[Path] = (),
     progress: Callable[[int], None] | None = None,
     engine: Engine | None = None,
+    dtype: Any = np.float32,
 ) -> tuple[EmbeddingTable, str]:
     """Vectors for every hash in `hashes` (the 'S16' keys of the texts a stage needs).
 
     Stored vectors are looked up in the cache and in `folders` (datasets' `embeddings/`);
     the model is loaded only when some are missing. `texts(missing)` must yield
     (hash, text) for at least the missing sorted hashes; each is embedded once.
-    Returns the table and the model key. With an `engine`, the model runs in its
+    Returns the table (vectors as `dtype`: float32, or float16 to hold half the memory
+    with the same values) and the model key. With an `engine`, the model runs in its
     `map_actors` workers (on Ray: actors, loaded once each, on GPUs with
     --gpus-per-worker); this process only gathers the texts and stores the vectors.
     """
@@ -493,7 +507,7 @@ def ensure_embeddings(
     dim = all_v[0].shape[1] if all_v else 0
     v = np.concatenate(all_v) if all_v else np.zeros((0, dim), dtype=STORE_DTYPE)
     order = np.argsort(h, kind="stable")
-    table = EmbeddingTable(h[order], v[order].astype(np.float32), stats)
+    table = EmbeddingTable(h[order], v[order].astype(dtype), stats, found_h)
     if len(table.hashes) != len(uniq):
         raise RuntimeError("embeddings missing after embedding: a text source yielded "
                            "too few texts")

@@ -5,9 +5,13 @@ embedding keys) and take its images' pHashes. The prompt text is its last user
 message followed by the earlier messages newest first (`keys.prompt_view`): the model
 reads 256 word pieces, so it sees the question being answered and the latest context.
 Global step (`decide`):
-1. embed every unique text once (`curate.models.embedder.ensure_embeddings`: cached
-   vectors cost no model time);
-2. `responses_too_similar`: cosine(chosen, rejected) >= `response_threshold`;
+1. embed every unique prompt text once (`curate.models.embedder.ensure_embeddings`:
+   cached vectors cost no model time); the driver holds them as float16 (the stored
+   values, exactly; half of float32's memory) for the kNN;
+2. `responses_too_similar`: cosine(chosen, rejected) >= `response_threshold`, computed in
+   the map step where the responses are embedded (`curate.models.pair_cosine`: locally
+   in this process, on Ray in the embedding actors): the driver gets one float per row,
+   never the response vectors (they wait on disk to be written into `embeddings/`);
 3. `similar_prompt`: k nearest unique prompt texts (faiss, exact or IVF by size), edges
    with cosine >= `threshold`; rows join one group (union-find) when their prompts are
    the same text or joined by an edge AND their images are near duplicates (same
@@ -35,11 +39,13 @@ from curate import dataset as D
 from curate.index import dense
 from curate.manifest import Manifest
 from curate.models.embedder import (
+    STORE_DTYPE,
     EmbeddingTable,
     EmbedSettings,
     ensure_embeddings,
     hashes_to_numpy,
 )
+from curate.models.pair_cosine import ResponseCosines, response_cosines
 from curate.stage import Decisions, register_stage, run_filter_stage
 from curate.stages import keys as K
 
@@ -213,21 +219,28 @@ def decide(keys: pa.Table, cfg: SimilarConfig, embed: EmbedSettings,
     rh = hashes_to_numpy(keys["rejected_hash"]) if with_resp else np.empty(0, "S16")
     phashes = keys["phashes"].to_pylist()
     folders = _embedding_folders(datasets, out)
-    table, key = ensure_embeddings(np.concatenate([ph, ch, rh]),
-                                   text_source(datasets, with_resp), embed, folders,
-                                   engine=engine)
+    # the prompts' vectors come here (float16: the stored values, half the memory of
+    # float32) for the global kNN; the responses' cosine is computed in the map step
+    table, key = ensure_embeddings(ph, text_source(datasets, False), embed, folders,
+                                   engine=engine, dtype=STORE_DTYPE)
+    rc = None
+    if with_resp:
+        rc = response_cosines(ch, rh, response_rows(datasets), embed, key, table, folders,
+                              engine, spill_dir=_spill_dir(out))
+    stats = _embedding_stats(table, rc)
 
     reason: list[str | None] = [None] * n
     detail: list[str | None] = [None] * n
     resp_sim = np.full(n, np.nan, dtype=np.float32)
-    if with_resp and n:
-        resp_sim = _round(np.sum(table.lookup(ch) * table.lookup(rh), axis=1))
+    if rc is not None:
+        resp_sim = _round(rc.cosines)
         for r in np.flatnonzero(resp_sim >= cfg.response_threshold).tolist():
             reason[r] = "responses_too_similar"
             detail[r] = f"chosen and rejected responses have cosine {resp_sim[r]:.4f}"
 
     uniq, text_of_row = np.unique(ph, return_inverse=True)
-    vecs = table.lookup(uniq) if len(uniq) else np.zeros((0, 1), np.float32)
+    vecs = table.vectors  # the table holds exactly the unique prompts, sorted as `uniq`
+    assert np.array_equal(table.hashes, uniq)
     nb = dense.knn(vecs, cfg.k, exact_max=cfg.exact_max, nprobe=cfg.nprobe) if len(uniq) \
         else dense.Neighbours(np.zeros((0, 1), np.int64), np.zeros((0, 1), np.float32), "none")
     nb = dense.Neighbours(nb.ids, _round(nb.sims), nb.method)
@@ -247,7 +260,8 @@ def decide(keys: pa.Table, cfg: SimilarConfig, embed: EmbedSettings,
             continue
         group_id[r] = pair_ids[rep]
         if rep != r and reason[r] is None:
-            sim = float(_round(np.array([vecs[text_of_row[r]] @ vecs[text_of_row[rep]]]))[0])
+            a, b = vecs[text_of_row[r]], vecs[text_of_row[rep]]
+            sim = float(_round(np.array([a.astype(np.float32) @ b.astype(np.float32)]))[0])
             reason[r] = "similar_prompt"
             detail[r] = f"{pair_ids[rep]} (prompt cosine {sim:.4f})"
 
@@ -262,12 +276,50 @@ def decide(keys: pa.Table, cfg: SimilarConfig, embed: EmbedSettings,
         "similar_group": pa.array(group_id, pa.string()),
     })
     extra = {
-        "embeddings": {**table.stats, "key": key,
+        "embeddings": {**stats, "key": key,
                        "file": f"embeddings/{key}/part-00000.parquet"},
         "neighbours": {"method": nb.method, "k": cfg.k, "unique_prompts": int(len(uniq)),
                        "prompt_edges": int(len(ea)), "row_links": groups.edges},
     }
-    return Decisions(decisions, extra, write_files=_embedding_writer(table, key))
+    return Decisions(decisions, extra, write_files=_embedding_writer(table, key, rc))
+
+
+def _spill_dir(out: Path) -> Path | None:
+    """Response vectors wait on disk beside the output (same disk as it will take)."""
+    if D.is_uri(out):
+        return None
+    parent = Path(out).resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return parent
+
+
+def response_rows(datasets: list[D.Dataset], batch_size: int = 4096) -> Any:
+    """The rows' (chosen, rejected) texts again, in input order, for `response_cosines`."""
+
+    def rows() -> Iterator[tuple[list[Any], list[Any]]]:
+        for batch in D.iter_inputs(datasets, columns=["chosen", "rejected"],
+                                   batch_size=batch_size):
+            yield batch.column("chosen").to_pylist(), batch.column("rejected").to_pylist()
+
+    return rows
+
+
+def _embedding_stats(prompts: EmbeddingTable, rc: ResponseCosines | None) -> dict[str, Any]:
+    """The prompts' and the responses' embedding stats as one, as before: unique texts
+    (prompts and responses together), how many came from the store, how many were
+    computed this run; the responses' own counts under `responses`."""
+    st = dict(prompts.stats)
+    if rc is None:
+        return st
+    unique = int(len(np.union1d(prompts.hashes, rc.unique)))
+    from_store = int(len(np.union1d(prompts.stored, rc.found)))
+    st.update({"unique_texts": unique, "from_store": from_store,
+               "computed": unique - from_store,
+               "model_loaded": bool(st.get("model_loaded") or rc.stats["model_loaded"]),
+               "responses": {k: v for k, v in rc.stats.items() if k != "model"}})
+    if "model" not in st and "model" in rc.stats:
+        st["model"] = rc.stats["model"]
+    return st
 
 
 def _nearest_other_row(text_of_row: np.ndarray, nb: dense.Neighbours,
@@ -312,13 +364,21 @@ def _embedding_folders(datasets: list[D.Dataset], out: Path) -> list[Path]:
     return folders
 
 
-def _embedding_writer(table: EmbeddingTable, key: str) -> Any:
-    from curate.models.embedder import write_embeddings
+def _embedding_writer(table: EmbeddingTable, key: str,
+                      responses: ResponseCosines | None = None) -> Any:
+    """Writes `embeddings/<key>/part-00000.parquet`: `table`'s vectors and, for similar,
+    the response vectors waiting on disk (never all in memory)."""
+    from curate.models.pair_cosine import write_vectors
 
     def write(folder: Path) -> None:
-        if len(table.hashes):
-            write_embeddings(Path(folder) / "embeddings" / key / "part-00000.parquet",
-                             table.hashes, table.vectors, {"key": key})
+        extra = responses.vectors if responses is not None else None
+        try:
+            if len(table.hashes) or extra is not None:
+                write_vectors(Path(folder) / "embeddings" / key / "part-00000.parquet",
+                              table, extra, {"key": key})
+        finally:
+            if responses is not None and responses.keep is not None:
+                responses.keep.cleanup()
 
     return write
 
