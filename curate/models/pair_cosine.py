@@ -37,7 +37,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -55,6 +55,9 @@ from curate.models.embedder import (
     hashes_to_numpy,
     model_key,
 )
+
+if TYPE_CHECKING:
+    from curate.engine.protocol import Engine
 
 N_BUCKETS = 256
 READ_BATCH = 65_536
@@ -228,7 +231,7 @@ def response_cosines(
     key: str,
     prompts: EmbeddingTable | None,
     folders: list[Path],
-    engine: Any = None,
+    engine: Engine | None = None,
     *,
     spill_dir: Path | None = None,
     keep_vectors: bool = True,
