@@ -45,7 +45,7 @@ def one_worker() -> Any:
 
 def demo_run(root: Path) -> None:
     """`curate demo`'s folders under `root`, plus dedup while the demo does not run it."""
-    from curate.demo import run_demo
+    from curate.recipes.demo import run_demo
 
     run_demo(root)
     stages = stage_folders(root)
@@ -57,7 +57,7 @@ def demo_run(root: Path) -> None:
 
 def small_run(root: Path) -> None:
     """The demo's raw sample through ingest (four sources) and dedup: a fixed two-stage run."""
-    from curate.demo import build_sample
+    from curate.recipes.demo import build_sample
     from curate.stages.dedup import dedup
     from curate.stages.ingest import ingest
 

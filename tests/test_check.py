@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from curate import dataset as D
-from curate.check import RulesError, load_rules, parse_rules, run_checks
-from curate.check_rules import RULES
+from curate.inspect.check import RulesError, load_rules, parse_rules, run_checks
+from curate.inspect.check_rules import RULES
 from curate.report.pipeline import load_run, user_text
 from tests.report_support import copy_run, eval_set, shared, small_run
 
@@ -80,8 +80,9 @@ def write_rules(path: Path, data: Any) -> Path:
 
 # -- planting violations ---------------------------------------------------------------------------
 def rewrite(folder: Path, part: str, fn: Callable[[pa.Table], pa.Table]) -> None:
-    f = D.Dataset.open(folder).files(part)[0]
-    pq.write_table(fn(pq.read_table(f)), f)
+    """`fn` over each of the part's files (one per input fragment)."""
+    for f in D.Dataset.open(folder).files(part):
+        pq.write_table(fn(pq.read_table(f)), f)
 
 
 def refresh_manifest(folder: Path) -> None:
@@ -133,12 +134,16 @@ def plant_conservation(folder: Path) -> str:
 
 def plant_duplicate(folder: Path) -> str:
     """Let one of dedup's exact duplicates back into kept/."""
-    rej = D.Dataset.open(folder).read(D.REJECTED)
+    f = next(f for f in D.Dataset.open(folder).files(D.REJECTED)
+             if "exact_duplicate" in pq.read_table(f)["reject_reason"].to_pylist())
+    rej = pq.read_table(f)
     idx = rej["reject_reason"].to_pylist().index("exact_duplicate")
     moved = rej.slice(idx, 1).drop_columns(["reject_stage", "reject_reason", "reject_detail"])
-    rewrite(folder, D.REJECTED, lambda t: pa.concat_tables([t.slice(0, idx), t.slice(idx + 1)]))
-    rewrite(folder, D.KEPT, lambda t: pa.concat_tables(
-        [t, pa.Table.from_batches([D.conform(moved, t.schema)])]))
+    pq.write_table(pa.concat_tables([rej.slice(0, idx), rej.slice(idx + 1)]), f)
+    kept = D.Dataset.open(folder).files(D.KEPT)[0]
+    t = pq.read_table(kept)
+    pq.write_table(pa.concat_tables([t, pa.Table.from_batches([D.conform(moved, t.schema)])]),
+                   kept)
     refresh_manifest(folder)
     return str(moved["pair_id"][0])
 

@@ -10,8 +10,8 @@ from collections import Counter, defaultdict
 import pyarrow as pa
 import pytest
 
-from curate import evaluate as E
 from curate.stages.ingest import ingest
+from curate.train import evaluate as E
 from tests.conftest import shared_data
 from tests.rm_helpers import one_torch_thread  # noqa: F401
 

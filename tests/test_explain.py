@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from curate import dataset as D
-from curate.explain import PairNotFound, explain
+from curate.inspect.explain import PairNotFound, explain
 from curate.report.pipeline import load_run, user_text
 from tests.report_support import shared, small_run, stage_folders
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from curate import dataset as D
-from curate.evaluate import wilson_interval
+from curate.train.evaluate import wilson_interval
 from tests.conftest import shared_data
 from tests.helpers import assert_conserved, rows, write_jsonl
 

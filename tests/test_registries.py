@@ -93,7 +93,7 @@ def test_the_builtin_registries_list_what_they_did() -> None:
                            "trl", "rewardbench", "vl-rewardbench", "generic", "candidates"]
     assert list(all_stages()) == ["ingest", "dedup", "similar", "decontam", "reward",
                                   "generate", "pairs", "shard"]
-    from curate.demo import main_line
+    from curate.recipes.demo import main_line
 
     assert main_line() == [("dedup", "02-dedup"), ("similar", "03-similar"),
                            ("decontam", "04-decontam"), ("reward", "05-reward")]
@@ -116,7 +116,7 @@ def test_a_new_adapter_and_stage_reach_every_list(registered: None, tmp_path: Pa
     assert {r["source"] for r in rows(ingested)} == {Lines.kind}
 
     # the stage: in the demo's plan after decontam, and it runs under the strict reason check
-    from curate.demo import main_line
+    from curate.recipes.demo import main_line
 
     assert [f for _, f in main_line()] == ["02-dedup", "03-similar", "04-decontam",
                                            "04x1-wordfilter", "05-reward"]

@@ -262,7 +262,7 @@ def test_similar_stage_in_report_and_explain(run_root: Path, tmp_path: Path) -> 
     """With `curate similar` after dedup: its clusters, its score columns, and explain (~30 s:
     the text embedder)."""
     similar_mod = pytest.importorskip("curate.stages.similar")
-    from curate.explain import explain
+    from curate.inspect.explain import explain
 
     out = tmp_path / "03-similar"
     similar_mod.similar([run_root / "02-dedup"], out,

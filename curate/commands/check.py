@@ -35,7 +35,7 @@ def check(
         curate check work/shards --rules rules/default.yaml
         curate check work/shards --format junit --out check.xml
     """
-    from curate.check import (
+    from curate.inspect.check import (
         FORMATS,
         default_rules_file,
         load_rules,
@@ -72,7 +72,7 @@ def _list_rules() -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from curate.check_rules import describe
+    from curate.inspect.check_rules import describe
 
     t = Table(title="rules for curate check")
     for col in ("rule", "parameters (default)", "checks"):

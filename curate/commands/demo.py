@@ -29,8 +29,8 @@ def demo(
     """
     from rich.table import Table
 
-    from curate.demo import build_eval_sample, build_sample, run_demo
     from curate.progress import console
+    from curate.recipes.demo import build_eval_sample, build_sample, run_demo
 
     if sample_only:
         paths = {**build_sample(out / "raw"), **build_eval_sample(out / "raw" / "eval")}

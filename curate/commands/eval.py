@@ -60,7 +60,7 @@ def eval_(
         curate eval --model work/rm work/eval-vlrb --out work/rm/eval.json
         curate eval --scores scores.jsonl --json
     """
-    from curate import evaluate as E
+    from curate.train import evaluate as E
 
     chosen = [x for x in (model, scores, baseline) if x is not None]
     if len(chosen) != 1:

@@ -27,7 +27,7 @@ def explain(
     Example:
         curate explain 2334d2a06e demo-out
     """
-    from curate.explain import PairNotFound, explain, print_explanation
+    from curate.inspect.explain import PairNotFound, explain, print_explanation
 
     try:
         e = explain(pair_id, dirs)

@@ -31,7 +31,7 @@ def pair_metrics(chosen: Sequence[float] | np.ndarray, rejected: Sequence[float]
                  margin: Sequence[float] | np.ndarray | None = None) -> dict[str, Any]:
     """loss, accuracy (a tie counts as wrong) with its 95% Wilson interval, mean margin,
     and accuracy per source."""
-    from curate.evaluate import wilson_interval
+    from curate.train.evaluate import wilson_interval
 
     c = np.asarray(chosen, dtype=np.float64)
     r = np.asarray(rejected, dtype=np.float64)

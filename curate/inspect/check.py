@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from curate.check_rules import RULES, Context, Param
+from curate.inspect.check_rules import RULES, Context, Param
 
 DEFAULT_RULES_FILE = Path("rules") / "default.yaml"
 FORMATS = ("table", "json", "junit")
@@ -200,6 +200,6 @@ def print_table(results: list[RuleResult], target: str) -> None:
                   "[bold red]FAIL[/bold red]", str(r.count), escape(r.message),
                   escape("\n".join(r.offending) + more))
     console = Console()
-    if not console.is_terminal:  # CI logs: wide enough for a pair id and its note on one line
-        console = Console(width=160)
+    if not console.is_terminal:  # CI logs: wide enough for a part file's path and its
+        console = Console(width=200)  # problem, or a pair id and its note, on one line
     console.print(t)
