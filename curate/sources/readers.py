@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,23 +155,35 @@ def _jsonl_record(line: str, path: str, lineno: int) -> Record | None:
     return _json_row(obj, path, lineno, "the line")
 
 
-def _read_jsonl(path: str, progress: ReadProgress = _NO_PROGRESS) -> Iterator[Record]:
+def _jsonl_records(path: str, lines: Iterator[tuple[int, str]], close: Callable[[], None]
+                   ) -> Iterator[Record]:
+    """The records of numbered JSON `lines` of `path`; `close()` at the end, and a
+    file-level InputError (naming the last line read) for a read that fails."""
     lineno = 0
     try:
-        f = _TextFile(path)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot be opened ({exc.strerror or exc})") from exc
-    try:
-        for lineno, line in enumerate(f.text, start=1):  # noqa: B007 - read in the except
-            if lineno % EVERY == 0:
-                progress.at(f.offset())
+        for lineno, line in lines:  # noqa: B007 - read in the except
             rec = _jsonl_record(line, path, lineno)
             if rec is not None:
                 yield rec
     except _FILE_ERRORS as exc:
         raise _text_errors(path, f" (after line {lineno})", exc) from exc
     finally:
-        f.close()
+        close()
+
+
+def _read_jsonl(path: str, progress: ReadProgress = _NO_PROGRESS) -> Iterator[Record]:
+    try:
+        f = _TextFile(path)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be opened ({exc.strerror or exc})") from exc
+
+    def lines() -> Iterator[tuple[int, str]]:
+        for lineno, line in enumerate(f.text, start=1):
+            if lineno % EVERY == 0:
+                progress.at(f.offset())
+            yield lineno, line
+
+    yield from _jsonl_records(path, lines(), f.close)
 
 
 @dataclass(frozen=True)
@@ -222,29 +234,23 @@ def jsonl_spans(path: str, lines_per_span: int, bytes_per_span: int) -> list[Lin
 def read_jsonl_span(path: str, span: LineSpan) -> Iterator[Record]:
     """The records of `span` of an uncompressed JSON lines file (see `jsonl_spans`): the
     same records, with the same line numbers, as `read_file` gives for those lines."""
-    lineno = span.first_line - 1
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below
+        fh = open(path, "rb")  # noqa: SIM115 - closed by _jsonl_records
     except OSError as exc:
         raise InputError(f"{path}: cannot be opened ({exc.strerror or exc})") from exc
-    try:
+
+    def lines() -> Iterator[tuple[int, str]]:
         fh.seek(span.start)
         left = span.end - span.start
-        while left > 0:
-            raw = fh.readline(left)
-            if not raw:
-                break
+        lineno = span.first_line - 1
+        while left > 0 and (raw := fh.readline(left)):
             left -= len(raw)
             lineno += 1
             if raw.endswith(b"\r\n"):  # as the text reader's universal newlines give it
                 raw = raw[:-2] + b"\n"
-            rec = _jsonl_record(raw.decode("utf-8"), path, lineno)
-            if rec is not None:
-                yield rec
-    except _FILE_ERRORS as exc:
-        raise _text_errors(path, f" (after line {lineno})", exc) from exc
-    finally:
-        fh.close()
+            yield lineno, raw.decode("utf-8")
+
+    yield from _jsonl_records(path, lines(), fh.close)
 
 
 def _read_json(path: str, progress: ReadProgress = _NO_PROGRESS) -> Iterator[Record]:
