@@ -88,3 +88,26 @@ def test_a_json_lines_file_in_parts_gives_the_rows_of_one_part(
     reasons = D.read_manifest(parts)["rejected_by_reason"]
     assert reasons == D.read_manifest(whole)["rejected_by_reason"]
     assert reasons["duplicate_pair_id"] == 3 and reasons["empty_response"] == 6
+
+
+def test_the_parts_share_out_every_stored_byte(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The progress bar's bytes: the parts' shares add up to the input files' sizes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curate.fragment_writes import WriteTarget
+    from curate.sources import AdapterOptions, make_adapter
+    from curate.stages.ingest_parts import plan_parts
+    from curate.stages.ingest_rows import IngestOptions
+
+    monkeypatch.setattr("curate.stages.ingest_parts.ROWS_PER_PART", 7)
+    lines = _pairs(tmp_path / "a.jsonl", 40)
+    table = pa.table({"prompt": [f"q{i}" for i in range(50)], "chosen": ["a"] * 50,
+                      "rejected": ["b"] * 50})
+    pq.write_table(table, tmp_path / "b.parquet", row_group_size=5)
+    inputs = [str(lines), str(tmp_path / "b.parquet")]
+    parts = plan_parts(inputs, make_adapter("generic", AdapterOptions()), IngestOptions(),
+                       WriteTarget(str(tmp_path / "out")), 64)
+    assert len(parts) == 6 + 5  # 40 lines by 7, 10 row groups of 5 by 2
+    assert sum(p.nbytes for p in parts) == sum(Path(i).stat().st_size for i in inputs)

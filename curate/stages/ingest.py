@@ -117,7 +117,7 @@ def ingest(
         run.open()
         t0 = time.perf_counter()
         if runs_in_workers(adapter, inputs):  # part by part, the same on every engine
-            with bar(f"ingest {kind}", None) as b:
+            with bar(f"ingest {kind}", ReadProgress.of(inputs).total, unit="bytes") as b:
                 ingest_in_workers(run, inputs, adapter, opts, engine, chunk_size, b)
         else:
             read = ReadProgress.of(inputs)

@@ -18,6 +18,7 @@ rejected as `duplicate_pair_id` by a second task that rewrites that part's kept 
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ class IngestPart:
     target: WriteTarget
     chunk_size: int = 64
     span: LineSpan | None = None  # lines of a JSON lines file (None: the whole file)
+    nbytes: int = 0  # the part's share of its file's stored bytes (for the progress bar)
 
     def records(self) -> Iterator[Record]:
         """The part's raw records, in input order."""
@@ -119,24 +121,30 @@ def plan_parts(inputs: list[str], adapter: Adapter, opts: IngestOptions, target:
     parts: list[IngestPart] = []
 
     def add(file: str, groups: tuple[int, ...] | None, first: int,
-            span: LineSpan | None = None) -> None:
+            span: LineSpan | None = None, nbytes: int = 0) -> None:
         parts.append(IngestPart(len(parts), file, groups, first, adapter, opts, target,
-                                chunk_size, span))
+                                chunk_size, span, nbytes))
 
     for file in expand_inputs(inputs):
         assert isinstance(file, str)
+        size = os.path.getsize(file)
         if file.endswith((".jsonl", ".ndjson")):
-            spans: list[LineSpan | None] = [None]  # None: read whole (see jsonl_spans)
-            spans = list(jsonl_spans(file, rows_per_part, BYTES_PER_PART) or spans)
-            for span in spans:
-                add(file, None, 0, span)
+            spans = jsonl_spans(file, rows_per_part, BYTES_PER_PART)
+            if spans is None:  # read whole (see jsonl_spans)
+                add(file, None, 0, None, size)
+            for span in spans or []:
+                add(file, None, 0, span, span.end - span.start)
             continue
         if not file.endswith(".parquet"):
-            add(file, None, 0)
+            add(file, None, 0, None, size)
             continue
-        for groups, first, _ in row_group_runs(parquet_row_groups(file), rows_per_part,
+        rows = parquet_row_groups(file)
+        done = 0  # bytes shared out by rows, the last part taking the rest
+        for groups, first, n in row_group_runs(rows, rows_per_part,
                                                parquet_row_group_bytes(file), BYTES_PER_PART):
-            add(file, groups, first)
+            share = size - done if first + n >= sum(rows) else size * n // max(1, sum(rows))
+            add(file, groups, first, None, share)
+            done += share
     return parts
 
 
@@ -214,12 +222,15 @@ def ingest_in_workers(run: StageRun, inputs: list[str], adapter: Adapter, opts: 
     seen: set[int] = set()
     moves = []
     parts = plan_parts(inputs, adapter, opts, target, chunk_size)
-    for part in engine.map(ingest_part, parts, releases_gil=_photos(parts)):
+    done = 0
+    written = engine.map(ingest_part, parts, releases_gil=_photos(parts))
+    for job, part in zip(parts, written, strict=True):
         run.add_written(part)
+        done += job.nbytes
         move = settle_duplicate_ids(part, seen, target)
         if move is not None:
             moves.append(move)
-        progress.advance(part.rows_in)
+        progress.set(done, rows=part.rows_in)
     for change in engine.map(move_duplicates, moves):
         run.add_written(change)
 
