@@ -291,7 +291,11 @@ class StageRun:
             fs, inner = D.resolve_uri(str(self.out))
             parent, _, name = inner.rpartition("/")
             staging = f"{parent}/.{name}.tmp-{os.getpid()}" if parent else f".{name}.tmp"
-            fs.delete_dir_contents(staging, missing_dir_ok=True)
+            try:
+                fs.delete_dir_contents(staging, missing_dir_ok=True)
+            except OSError as exc:  # e.g. no such bucket: said before any work is done
+                raise D.RemoteError(f"{D.redact(str(self.out))}: upload failed: {exc}"
+                                    ) from exc
             self._remote_staging = (fs, staging)
         fs, staging = self._remote_staging
         return WriteTarget(staging, fs)
