@@ -216,7 +216,7 @@ def _png(im: Any) -> bytes:
     return buf.getvalue()
 
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 SURROGATE_CONFIG = RECIPES / "train" / "minilm-frozen.yaml"
 TRAIN_CONFIG = RECIPES / "train" / "skywork-vl-small.yaml"
 
