@@ -142,6 +142,18 @@ def assert_same_output(a: Path, b: Path) -> None:
     assert_conserved(b)
 
 
+def assert_same_files(a: Path, b: Path) -> None:
+    """`a` and `b` hold the same files (the manifest aside: timings), byte for byte."""
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+                if p.is_file() and p.name != "manifest.json"}
+
+    got, want = files(b), files(a)
+    assert sorted(got) == sorted(want) and any(n.startswith("trl/") for n in got)
+    for name, data in want.items():
+        assert got[name] == data, name
+
+
 class WorkerWritesEngine(LocalEngine):
     """The local process pool, its workers writing their own parts as Ray's do: the Ray
     engine's code paths (curate.fragment_writes, ingest_parts, shard_shuffle) in seconds."""
