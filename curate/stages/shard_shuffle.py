@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from curate import dataset as D
 from curate.engine import fragments as F
@@ -115,24 +116,35 @@ def _miscount(job: ShardMap, got: str) -> RuntimeError:
 
 
 def write_shard(job: ShardReduce, blocks: list[pa.Table]) -> tuple[int, str, int]:
-    """The reduce task: gather, order and write one shard; (rows, sha256, size in bytes)."""
-    if not blocks:  # an input with no kept rows: one empty shard
-        return _write(job, job.schema.empty_table())
-    table = pa.concat_tables(blocks)
-    order = np.argsort(table[POSITION].to_numpy(), kind="stable")
-    table = table.take(pa.array(order, pa.int64())).drop_columns([POSITION])
-    return _write(job, pa.Table.from_batches([D.conform(table, job.schema)], schema=job.schema))
+    """The reduce task: gather, order and write one shard; (rows, sha256, size in bytes).
 
-
-def _write(job: ShardReduce, table: pa.Table) -> tuple[int, str, int]:
+    Row group by row group: the task holds its blocks (on the local engine, memory-mapped
+    from the spill) and one row group's copy, not a copy of the whole shard."""
     fs, folder = job.target.filesystem, f"{job.target.root}/{D.KEPT}"
     if fs is None:
         Path(folder).mkdir(parents=True, exist_ok=True)
     else:
         fs.create_dir(folder, recursive=True)
-    sha, size = D.write_parquet_hashed(table, f"{folder}/{job.name}", fs,
-                                       **shard_write_options(table.schema))
-    return table.num_rows, sha, size
+    path = f"{folder}/{job.name}"
+    if not blocks:  # an input with no kept rows: one empty shard
+        sha, size = D.write_parquet_hashed(job.schema.empty_table(), path, fs,
+                                           **shard_write_options(job.schema))
+        return 0, sha, size
+    table = pa.concat_tables(blocks)
+    order = np.argsort(table[POSITION].to_numpy(), kind="stable")
+    options = shard_write_options(job.schema)
+    rows_per_group = options.pop("row_group_size")
+    sink = D.HashingSink(D.open_output(path, fs))
+    try:  # the bytes of pq.write_table(whole shard, **shard_write_options)
+        with pq.ParquetWriter(sink, job.schema, **options) as writer:
+            for start in range(0, len(order), rows_per_group):
+                idx = pa.array(order[start:start + rows_per_group], pa.int64())
+                group = D.conform(table.take(idx).drop_columns([POSITION]), job.schema)
+                writer.write_table(pa.Table.from_batches([group], schema=job.schema),
+                                   row_group_size=rows_per_group)
+    finally:
+        sink.close()
+    return table.num_rows, sink.hexdigest(), D.file_size(path, fs)
 
 
 def shuffle_into_shards(run: Any, datasets: list[D.Dataset], plan: Any, schema: pa.Schema,
