@@ -142,8 +142,21 @@ def assert_same_output(a: Path, b: Path) -> None:
     assert_conserved(b)
 
 
+def assert_same_files(a: Path, b: Path) -> None:
+    """`a` and `b` hold the same files, byte for byte (the manifest and the dataset card
+    aside: they record the engine and the timings)."""
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+                if p.is_file() and str(p.relative_to(root)) not in ("manifest.json", "README.md")}
+
+    got, want = files(b), files(a)
+    assert sorted(got) == sorted(want) and any(n.startswith("trl/") for n in got)
+    for name, data in want.items():
+        assert got[name] == data, name
+
+
 class WorkerWritesEngine(LocalEngine):
     """The local process pool, its workers writing their own parts as Ray's do: the Ray
-    engine's code paths (curate.fragment_writes, ingest_parts, shard_shuffle) in seconds."""
+    engine's code paths (curate.fragment_writes, ingest_parts) in seconds."""
 
     writes_in_workers = True

@@ -24,6 +24,7 @@ from curate.stages.ingest import ingest
 from tests.helpers import (
     WorkerWritesEngine,
     assert_conserved,
+    assert_same_files,
     assert_same_output,
     canonical_sha256,
 )
@@ -119,27 +120,23 @@ def test_a_file_the_driver_cannot_see_fails_the_stage_and_commits_nothing(
     assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))
 
 
-def test_shard_as_map_and_reduce_tasks_writes_the_same_shards(
+def test_shard_writes_the_same_files_inline_and_on_a_pool(
         inputs: list[Path], tmp_path: Path, small_fragments: None) -> None:
-    """The shuffle on workers (one block per fragment and shard, one reduce per shard)
-    writes the very files of the driver's spill-and-gather, exports included."""
+    """The shuffle (one block per fragment and shard, one reduce per shard) writes the
+    very same files, byte for byte and name for name, exports included, whether its
+    tasks run inline (one worker) or on a pool whose workers write their own files."""
     from curate.stages.shard import shard
 
     kw: dict[str, Any] = {"shards": 3, "eval_fraction": 0.2, "seed": 3,
                           "formats": ["trl", "llamafactory"]}
-    a = shard(inputs, tmp_path / "driver", engine=get_engine("local", workers=1), **kw)
+    a = shard(inputs, tmp_path / "inline", engine=get_engine("local", workers=1), **kw)
     b = shard(inputs, tmp_path / "workers", engine=WorkerWritesEngine(workers=2), **kw)
     assert b["shards"] == a["shards"] and len(a["shards"]) == 4  # 3 train + 1 eval
     assert b["files"] == a["files"]
     assert b["exports"] == a["exports"]
     assert b["steps"].keys() >= {"plan", "shuffle"}
     assert_conserved(tmp_path / "workers")
-    for name in ("trl", "llamafactory"):
-        got = sorted(p.relative_to(tmp_path / "workers") for p in (tmp_path / "workers" / name)
-                     .rglob("*") if p.is_file())
-        want = sorted(p.relative_to(tmp_path / "driver") for p in (tmp_path / "driver" / name)
-                      .rglob("*") if p.is_file())
-        assert got == want and got
+    assert_same_files(tmp_path / "inline", tmp_path / "workers")
 
 
 # -- ingest: workers read, validate and write their own parts -------------------------------

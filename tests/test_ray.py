@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 from bench.bench_ray import make_raw  # noqa: E402
 from curate.engine import get_engine  # noqa: E402
 from curate.engine.ray import RayEngine  # noqa: E402
-from tests.helpers import assert_conserved, assert_same_output  # noqa: E402
+from tests.helpers import assert_conserved, assert_same_files, assert_same_output  # noqa: E402
 
 # about 70 s on 2 cores (Ray's start, a pipeline per engine, a CLI subprocess)
 pytestmark = pytest.mark.slow
@@ -185,7 +185,8 @@ def run_pipeline(engine: Any, raw: list[Path], out: Path) -> dict[str, Path]:
     folders["reward"] = out / "reward"
     run_reward(engine, [folders["decontam"]], folders["reward"])
     folders["shard"] = out / "shard"
-    shard([folders["reward"]], folders["shard"], shards=3, eval_fraction=0.1, engine=engine)
+    shard([folders["reward"]], folders["shard"], shards=3, eval_fraction=0.1, engine=engine,
+          formats=["trl", "llamafactory"])
     return folders
 
 
@@ -237,7 +238,7 @@ def tiny_encoder(folder: Path) -> Path:
 
 STAGES = ["ingest0", "ingest1", "eval", "dedup", "similar", "decontam", "reward", "shard"]
 # ingest's parts and the filter stages' write pass are written by Ray's workers; shard's
-# reducers write the local engine's very files
+# reducers write the local engine's very files (both engines run the same shuffle)
 WORKER_WRITTEN = {"ingest0", "ingest1", "eval", "dedup", "similar", "decontam", "reward"}
 
 
@@ -277,6 +278,8 @@ def test_ray_gives_the_local_result(stage: str, local_run: dict[str, Path],
         assert D.Dataset.open(b).read(D.KEPT, columns=["pair_id"])["pair_id"].equals(a_ids)
     else:  # stronger than the contract: the ordered engines write the very same files
         assert D.Dataset.open(a).manifest["files"] == m["files"]
+    if stage == "shard":  # the shards and exports, byte for byte and name for name
+        assert_same_files(a, b)
     assert m["engine"]["engine"] == "ray" and m["engine"]["workers"] == WORKERS
     assert m["steps"], "the manifest times each step"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import os
 from collections import deque
@@ -89,9 +90,8 @@ def _alive(pid: int) -> bool:  # pragma: no cover - only without pidfd
     return True
 
 
-def _call_reduce(job: tuple[Callable[[Any, list[Any]], Any], Any, list[Any]]) -> Any:
-    fn, item, blocks = job
-    return fn(item, blocks)
+def _call(task: Callable[[], R]) -> R:
+    return task()
 
 
 def _call_actor(item: Any) -> Any:
@@ -136,14 +136,25 @@ class LocalEngine:
         map_items: Iterable[T],
         reduce_fn: Callable[[Any, list[Any]], R],
         reduce_items: list[Any],
+        *,
+        spill_dir: str | None = None,
     ) -> Iterator[R]:
-        """The Ray engine's all-to-all step (see `RayEngine.shuffle`), every block held in
-        this process's memory: for tests and small inputs (local `curate shard` spills to
-        disk instead and never calls it)."""
-        blocks = list(self.map(map_fn, map_items))
-        jobs = [(reduce_fn, item, [b[s] for b in blocks]) for s, item in enumerate(reduce_items)]
-        del blocks
-        yield from self.map(_call_reduce, jobs)
+        """The Ray engine's all-to-all step (see `RayEngine.shuffle`) with the blocks on
+        disk (`curate.engine.spill`): map tasks write their blocks (Arrow tables, one
+        schema per map item) to a folder made under `spill_dir` (beside the output, so
+        on its disk; None: the system's temp folder) and the reduce tasks read theirs
+        from it, both on this engine's pool; the folder goes when the shuffle ends,
+        however it ends. Threads run the tasks: Arrow's readers and writers drop the GIL,
+        and nothing is pickled to a worker and back."""
+        from curate.engine.spill import reduce_spilled, spill_folder, spill_map
+
+        with spill_folder(spill_dir) as folder:
+            maps = (functools.partial(spill_map, map_fn, str(folder / f"map-{k:06d}.arrow"), item)
+                    for k, item in enumerate(map_items))
+            spilled = list(self.map(_call, maps, releases_gil=True))
+            reduces = (functools.partial(reduce_spilled, reduce_fn, s, item, spilled)
+                       for s, item in enumerate(reduce_items))
+            yield from self.map(_call, reduces, releases_gil=True)
 
     def map_inputs(
         self,

@@ -40,10 +40,13 @@ class Engine(Protocol):
         ...
 
     def shuffle(self, map_fn: Callable[[T], list[Any]], map_items: Iterable[T],
-                reduce_fn: Callable[[Any, list[Any]], R], reduce_items: list[Any]
-                ) -> Iterator[R]:
-        """All-to-all: `map_fn` cuts each map item into one block per reduce item;
-        `reduce_fn(reduce_items[s], [block s of every map item])`, results in order."""
+                reduce_fn: Callable[[Any, list[Any]], R], reduce_items: list[Any], *,
+                spill_dir: str | None = None) -> Iterator[R]:
+        """All-to-all: `map_fn` cuts each map item into one block (an Arrow table) per
+        reduce item; `reduce_fn(reduce_items[s], [block s of every map item])`, results in
+        order. Where the blocks wait is the engine's business: the local engine spills
+        them to a folder under `spill_dir` (a local folder beside the output), Ray keeps
+        them in its object store."""
         ...
 
     def map_inputs(self, fn: Callable[[pa.RecordBatch], R], datasets: list[Dataset],

@@ -184,12 +184,15 @@ class RayEngine:
         map_items: Iterable[T],
         reduce_fn: Callable[[Any, list[Any]], R],
         reduce_items: list[Any],
+        *,
+        spill_dir: str | None = None,
     ) -> Iterator[R]:
         """An all-to-all step: `map_fn(item)` cuts each map item into one block per reduce
         item; `reduce_fn(reduce_items[s], [block s of every map item, in order])` runs
         once per reduce item, results in order. Map tasks return their blocks as separate
         objects (`num_returns`), so each reducer fetches only its own blocks, worker to
-        worker through the object store; the driver holds references only."""
+        worker through the object store (`spill_dir` is not used: Ray spills its store
+        itself); the driver holds references only."""
         self._start()
         ray = self._ray
         n = len(reduce_items)

@@ -24,12 +24,16 @@ of the input order):
    to the shards in snake order (0..k-1, k-1..0, ...), so every shard gets one row
    of each length band: row counts within one, token totals close;
 4. inside a shard, rows keep their shuffled order.
-Writing streams the input once into an uncompressed Arrow spill file, then each
-shard is gathered from the memory-mapped spill, so memory holds one shard at a time.
+Writing is a shuffle on the engine's workers (`curate.stages.shard_shuffle`): map tasks
+cut each input fragment into one block per shard, reduce tasks order and write one shard
+each; the local engine keeps the blocks in a spill folder beside the output, Ray in its
+object store, and both write the same files. Memory holds what the running tasks hold
+(a fragment's rows, a shard's rows), never the whole input.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import Counter
@@ -49,12 +53,7 @@ from curate.manifest import Manifest
 from curate.progress import bar
 from curate.splits import shuffle_rank
 from curate.stage import StageRun, input_record, register_stage
-from curate.stages.shard_shuffle import (
-    SHARD_COLUMNS,
-    SHARD_FIELDS,
-    shard_write_options,
-    tag,
-)
+from curate.stages.shard_shuffle import SHARD_COLUMNS, SHARD_FIELDS
 
 if TYPE_CHECKING:
     from curate.engine.protocol import Engine
@@ -215,72 +214,6 @@ def plan_shards(keys: pa.Table, cfg: ShardConfig) -> ShardPlan:
 
 
 # -- writing -------------------------------------------------------------------------
-class ShardWriter:
-    """Takes the kept rows in input order (StageRun's kept writer); `close` writes the shards.
-
-    Rows are appended to an uncompressed Arrow spill file; at close each shard's rows
-    are gathered from the memory-mapped spill in their final order, written, hashed
-    and handed to the exporters. `shards` (the manifest's list) is filled at close.
-    """
-
-    def __init__(self, folder: Path, schema: pa.Schema, plan: ShardPlan,
-                 formats: Sequence[str] = (), options: ExportOptions | None = None) -> None:
-        self.folder, self.schema, self.plan = folder, schema, plan
-        folder.mkdir(parents=True, exist_ok=True)
-        self.spill_path = folder.parent / ".spill.arrow"
-        self._spill: pa.ipc.RecordBatchFileWriter | None = pa.ipc.new_file(
-            str(self.spill_path), schema)
-        self.exporters = make_exporters(folder.parent, tuple(formats),
-                                        has_images=bool(plan.multimodal.any()),
-                                        options=options or ExportOptions())
-        self.rows = 0
-        self.file_rows: dict[str, int] = {}
-        self.shards: list[dict[str, Any]] = []
-        self.exports: dict[str, Any] = {}
-
-    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
-        if batch.num_rows == 0:
-            return
-        assert self._spill is not None
-        conformed = D.conform(batch, self.schema)
-        self._spill.write_batch(conformed)
-        self.rows += conformed.num_rows
-
-    def close(self) -> None:
-        assert self._spill is not None
-        self._spill.close()
-        self._spill = None
-        if self.rows != len(self.plan.shard):
-            raise RuntimeError(f"shard: planned {len(self.plan.shard)} rows, got {self.rows}")
-        with pa.memory_map(str(self.spill_path)) as source:
-            spilled = pa.ipc.open_file(source).read_all()
-            with bar("shard: write", self.rows) as b:
-                for s, name in enumerate(self.plan.names):
-                    idx = self.plan.rows(s)
-                    table = spilled.take(pa.array(idx, pa.int64()))
-                    self._write_shard(s, name, table)
-                    b.advance(len(idx))
-            del spilled
-        self.spill_path.unlink()
-        for e in self.exporters:
-            self.exports[e.name] = e.close()
-
-    def _write_shard(self, s: int, name: str, table: pa.Table) -> None:
-        path = self.folder / name
-        pq.write_table(table, path, **shard_write_options(table.schema))
-        self.file_rows[name] = table.num_rows
-        self.shards.append(shard_record(self.plan, s, table.num_rows, D.sha256_file(path)))
-        for e in self.exporters:
-            e.write(self.plan.splits[s], name, table)
-
-    def abort(self) -> None:
-        if self._spill is not None:
-            self._spill.close()
-            self._spill = None
-        for e in self.exporters:
-            e.abort()
-
-
 def shard_record(plan: ShardPlan, s: int, rows: int, sha256: str) -> dict[str, Any]:
     """The manifest's entry for shard `s`."""
     idx = np.flatnonzero(plan.shard == s)
@@ -361,68 +294,42 @@ def shard(
         run.extra["splits"] = split_summary(keys, plan)
         run.extra["data_files"] = {s: f"{D.KEPT}/{s}-*.parquet" for s in sorted(set(plan.splits))}
         t = time.perf_counter()
-        if getattr(engine, "writes_in_workers", False):
-            _shard_in_workers(run, datasets, plan, schema, cfg, options, engine, batch_size,
-                              total)
-            run.steps["shuffle"] = time.perf_counter() - t
-        else:
-            _shard_on_driver(run, datasets, plan, schema, cfg, options, batch_size)
-            run.steps["spill"] = time.perf_counter() - t
+        _write_shards(run, datasets, plan, schema, cfg, options, engine, batch_size, total)
+        run.steps["shuffle"] = time.perf_counter() - t
     return run.manifest
 
 
-def _shard_on_driver(run: StageRun, datasets: list[D.Dataset], plan: ShardPlan,
-                     schema: pa.Schema, cfg: ShardConfig, options: ExportOptions,
-                     batch_size: int) -> None:
-    """Stream the input into the driver's spill; `ShardWriter.close` writes the shards."""
-    writers: list[ShardWriter] = []
-
-    def make_writer(folder: Path, kept_schema: pa.Schema) -> ShardWriter:
-        writers.append(ShardWriter(folder, kept_schema, plan, cfg.formats, options))
-        return writers[0]
-
-    run.open(schema, kept_writer=make_writer)
-    writer = writers[0]
-    # filled by writer.close(), which StageRun calls before it writes the manifest
-    run.extra.update({"shards": writer.shards, "exports": writer.exports})
-    offset = 0
-    for batch in D.iter_inputs(datasets, batch_size=batch_size):
-        n = batch.num_rows
-        sl = slice(offset, offset + n)
-        offset += n
-        tbl = tag(pa.Table.from_batches([batch]), plan.is_eval[sl], plan.multimodal[sl],
-                  plan.est_tokens[sl])
-        run.add_in(n)
-        run.keep(tbl)
-
-
-def _shard_in_workers(run: StageRun, datasets: list[D.Dataset], plan: ShardPlan,
-                      schema: pa.Schema, cfg: ShardConfig, options: ExportOptions, engine: Engine,
-                      batch_size: int, total: int) -> None:
-    """The shuffle as map and reduce tasks on the engine's workers (`shard_shuffle`)."""
+def _write_shards(run: StageRun, datasets: list[D.Dataset], plan: ShardPlan,
+                  schema: pa.Schema, cfg: ShardConfig, options: ExportOptions, engine: Engine,
+                  batch_size: int, total: int) -> None:
+    """The shuffle as map and reduce tasks on the engine's workers (`shard_shuffle`); each
+    shard, once written, goes to the export formats on the driver (read back from its
+    file while the workers write the next ones), in shard order."""
     from curate.stages.shard_shuffle import shuffle_into_shards
 
     run.open(schema)
-    with bar("shard: shuffle", total) as b:
-        written = shuffle_into_shards(run, datasets, plan, schema, engine, batch_size, b)
-    run.extra["shards"] = [shard_record(plan, s, *written[name][:2])
-                           for s, name in enumerate(plan.names)]
-    run.extra["exports"] = _export_from_files(run, plan, cfg.formats, options)
-
-
-def _export_from_files(run: StageRun, plan: ShardPlan, formats: Sequence[str],
-                       options: ExportOptions) -> dict[str, Any]:
-    """The export formats, written on the driver from the shard files the workers wrote."""
-    if not formats:
-        return {}
+    exporters = make_exporters(run.folder, cfg.formats, has_images=bool(plan.multimodal.any()),
+                               options=options) if cfg.formats else []
     target = run.worker_target()
-    exporters = make_exporters(run.folder, tuple(formats),
-                               has_images=bool(plan.multimodal.any()), options=options)
-    for s, name in enumerate(plan.names):
-        table = pq.read_table(f"{target.root}/{D.KEPT}/{name}", filesystem=target.filesystem)
+    records = []
+    try:
+        shards = shuffle_into_shards(run, datasets, plan, schema, engine, batch_size)
+        with bar("shard: shuffle", total) as b, contextlib.closing(shards):
+            for s, rows, sha, _ in shards:
+                records.append(shard_record(plan, s, rows, sha))
+                if exporters:
+                    name = plan.names[s]
+                    table = pq.read_table(f"{target.root}/{D.KEPT}/{name}",
+                                          filesystem=target.filesystem)
+                    for e in exporters:
+                        e.write(plan.splits[s], name, table)
+                b.advance(rows)
+    except BaseException:
         for e in exporters:
-            e.write(plan.splits[s], name, table)
-    return {e.name: e.close() for e in exporters}
+            e.abort()
+        raise
+    run.extra["shards"] = records
+    run.extra["exports"] = {e.name: e.close() for e in exporters}
 
 
 def shard_keys_schema() -> pa.Schema:

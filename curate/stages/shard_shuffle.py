@@ -1,32 +1,33 @@
-"""`curate shard` on a distributed engine: the shuffle as map and reduce tasks.
+"""How `curate shard` writes its shards, on every engine: a shuffle of map and reduce tasks.
 
-The local engine spills the input on the driver and gathers each shard from the
-spill (`ShardWriter`). On Ray that would pull every image byte through one process,
-so instead:
 - map, one task per input fragment: read the fragment, tag its rows (split, stage,
   est_tokens from the plan) and cut them into one block per shard, each row with
   its position inside its shard;
-- reduce, one task per shard: the shard's blocks from every fragment (Ray moves
-  them between workers through its object store), ordered by position, written as
-  the shard file with the local engine's writer options, so the file is the same,
-  byte for byte.
-The driver holds the plan (a few integers per row) and what the reducers report.
-Export formats (`--format`) are then written on the driver from the shard files.
+- reduce, one task per shard: the shard's blocks from every fragment, ordered by
+  position, written as the shard file (hashed as it is written).
+Where the blocks wait between the two is the engine's business (`Engine.shuffle`): the
+local engine spills them to a folder beside the output, Ray moves them from worker to
+worker through its object store. Either way no image byte goes through the driver,
+which holds the plan (a few integers per row) and what the reducers report, and the
+files are the same, byte for byte and name for name, on every engine and worker count.
 
-What both engines' shards share lives here too, below `curate.stages.shard`: the shard
-columns (`tag`) and the writer options.
+Fragments are cut smaller than `ROWS_PER_FRAGMENT` where the rows are large (photos),
+since a map task holds its fragment's rows while it cuts them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from curate import dataset as D
+from curate.engine import fragments as F
 from curate.engine.fragments import Fragment, fragments, read_fragment
 from curate.fragment_writes import WriteTarget, WrittenPart
 
@@ -41,6 +42,7 @@ SHARD_FIELDS = [
 ]
 SHARD_COLUMNS = [f.name for f in SHARD_FIELDS]
 SHARD_ROW_GROUP = 1024
+FRAGMENT_BYTES = 64 * 1024 * 1024  # of image bytes a map task reads (see fragment_rows)
 
 
 @dataclass(frozen=True)
@@ -82,40 +84,75 @@ def shard_write_options(schema: pa.Schema) -> dict[str, Any]:
 
 
 def split_fragment(job: ShardMap) -> list[pa.Table]:
-    """The map task: this fragment's tagged rows, one table per shard (maybe empty)."""
-    parts = [pa.Table.from_batches([b]) for b in read_fragment(job.fragment, job.batch_size)]
-    table = pa.concat_tables(parts) if parts else None
-    if table is None or table.num_rows != len(job.shard):
-        got = 0 if table is None else table.num_rows
-        raise RuntimeError(f"shard: fragment {job.fragment.file} has {got} rows, its plan "
-                           f"{len(job.shard)}")
-    table = tag(table, job.is_eval, job.multimodal, job.est_tokens)
-    table = table.append_column(POSITION, pa.array(job.position, pa.int64()))
-    return [table.take(pa.array(np.flatnonzero(job.shard == s), pa.int64()))
-            for s in range(job.shards)]
+    """The map task: this fragment's tagged rows, one table per shard (maybe empty).
+
+    Batch by batch, so the task holds the fragment's rows once (its blocks), not twice."""
+    pieces: list[list[pa.RecordBatch]] = [[] for _ in range(job.shards)]
+    offset = 0
+    for batch in read_fragment(job.fragment, job.batch_size):
+        sl = slice(offset, offset + batch.num_rows)
+        offset += batch.num_rows
+        if offset > len(job.shard):
+            raise _miscount(job, f"more than {len(job.shard)}")
+        table = _tagged(pa.Table.from_batches([batch]), job, sl)
+        shard = job.shard[sl]
+        for s in np.unique(shard).tolist():
+            pieces[s] += table.take(pa.array(np.flatnonzero(shard == s), pa.int64())).to_batches()
+    if offset != len(job.shard):
+        raise _miscount(job, str(offset))
+    schema = _tagged(job.fragment.schema.empty_table(), job, slice(0, 0)).schema
+    return [pa.Table.from_batches(p, schema=schema) for p in pieces]
+
+
+def _tagged(table: pa.Table, job: ShardMap, sl: slice) -> pa.Table:
+    """`table` (rows `sl` of the fragment) with the shard columns and each row's position."""
+    table = tag(table, job.is_eval[sl], job.multimodal[sl], job.est_tokens[sl])
+    return table.append_column(POSITION, pa.array(job.position[sl], pa.int64()))
+
+
+def _miscount(job: ShardMap, got: str) -> RuntimeError:
+    return RuntimeError(f"shard: fragment {job.fragment.file} has {got} rows, its plan "
+                        f"{len(job.shard)}")
 
 
 def write_shard(job: ShardReduce, blocks: list[pa.Table]) -> tuple[int, str, int]:
-    """The reduce task: gather, order and write one shard; (rows, sha256, size in bytes)."""
-    table = pa.concat_tables(blocks)
-    order = np.argsort(table[POSITION].to_numpy(), kind="stable")
-    table = table.take(pa.array(order, pa.int64())).drop_columns([POSITION])
-    table = pa.Table.from_batches([D.conform(table, job.schema)], schema=job.schema)
+    """The reduce task: gather, order and write one shard; (rows, sha256, size in bytes).
+
+    Row group by row group: the task holds its blocks (on the local engine, memory-mapped
+    from the spill) and one row group's copy, not a copy of the whole shard."""
     fs, folder = job.target.filesystem, f"{job.target.root}/{D.KEPT}"
     if fs is None:
         Path(folder).mkdir(parents=True, exist_ok=True)
     else:
         fs.create_dir(folder, recursive=True)
-    sha, size = D.write_parquet_hashed(table, f"{folder}/{job.name}", fs,
-                                       **shard_write_options(table.schema))
-    return table.num_rows, sha, size
+    path = f"{folder}/{job.name}"
+    if not blocks:  # an input with no kept rows: one empty shard
+        sha, size = D.write_parquet_hashed(job.schema.empty_table(), path, fs,
+                                           **shard_write_options(job.schema))
+        return 0, sha, size
+    table = pa.concat_tables(blocks)
+    order = np.argsort(table[POSITION].to_numpy(), kind="stable")
+    options = shard_write_options(job.schema)
+    rows_per_group = options.pop("row_group_size")
+    sink = D.HashingSink(D.open_output(path, fs))
+    try:  # the bytes of pq.write_table(whole shard, **shard_write_options)
+        with pq.ParquetWriter(sink, job.schema, **options) as writer:
+            for start in range(0, len(order), rows_per_group):
+                idx = pa.array(order[start:start + rows_per_group], pa.int64())
+                group = D.conform(table.take(idx).drop_columns([POSITION]), job.schema)
+                writer.write_table(pa.Table.from_batches([group], schema=job.schema),
+                                   row_group_size=rows_per_group)
+    finally:
+        sink.close()
+    return table.num_rows, sink.hexdigest(), D.file_size(path, fs)
 
 
 def shuffle_into_shards(run: Any, datasets: list[D.Dataset], plan: Any, schema: pa.Schema,
-                        engine: Engine, batch_size: int, progress: Any) -> dict[str, tuple]:
-    """Run the map and reduce tasks on `engine`; count every shard in `run`; returns
-    shard name -> (rows, sha256, size)."""
-    frags = fragments(datasets)
+                        engine: Engine, batch_size: int
+                        ) -> Generator[tuple[int, int, str, int], None, None]:
+    """Run the map and reduce tasks on `engine`; count every shard in `run` as it is
+    written; yields (shard index, rows, sha256, size in bytes), in shard order."""
+    frags = fragments(datasets, rows_per_fragment=fragment_rows(datasets))
     maps, offset = [], 0
     for frag in frags:
         sl = slice(offset, offset + frag.rows)
@@ -128,11 +165,22 @@ def shuffle_into_shards(run: Any, datasets: list[D.Dataset], plan: Any, schema: 
                            f"{len(plan.shard)}")
     target = run.worker_target()
     reduces = [ShardReduce(name, schema, target) for name in plan.names]
-    written: dict[str, tuple] = {}
-    for job, (rows, sha, size) in zip(
-            reduces, engine.shuffle(split_fragment, maps, write_shard, reduces), strict=True):
-        run.add_written(WrittenPart(rows_in=rows, kept=rows,
-                                    files={f"{D.KEPT}/{job.name}": (rows, sha, size)}))
-        written[job.name] = (rows, sha, size)
-        progress.advance(rows)
-    return written
+    results = engine.shuffle(split_fragment, maps, write_shard, reduces,
+                             spill_dir=str(run.folder))
+    try:
+        for s, (job, (rows, sha, size)) in enumerate(zip(reduces, results, strict=True)):
+            run.add_written(WrittenPart(rows_in=rows, kept=rows,
+                                        files={f"{D.KEPT}/{job.name}": (rows, sha, size)}))
+            yield s, rows, sha, size
+    finally:  # on an error too: the tasks end and the spill goes now, not when freed
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+
+
+def fragment_rows(datasets: list[D.Dataset]) -> int:
+    """Rows a map task reads: `ROWS_PER_FRAGMENT`, fewer where the images make that more
+    than `FRAGMENT_BYTES` (a task holds its fragment's rows while it cuts them)."""
+    rows = F.ROWS_PER_FRAGMENT
+    per_row = D.bytes_per_row(datasets)
+    return max(1, min(rows, int(FRAGMENT_BYTES // per_row))) if per_row > 0 else rows
