@@ -178,7 +178,7 @@ def test_every_import_of_curate_names_a_module_that_exists() -> None:
     function-level import (mypy's ignore_missing_imports does not see it)."""
     mods = modules()
     missing = set()
-    for name, (path, is_package) in mods.items():
+    for name, (path, _) in mods.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):

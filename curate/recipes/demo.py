@@ -394,8 +394,8 @@ def _train_and_eval(out: Path, evals: list[Path], force: bool) -> None:
     fresh = (rm / "metrics.json").is_file() and result.is_file() and (
         (rm / "metrics.json").stat().st_mtime >= (shards / "manifest.json").stat().st_mtime)
     if not fresh or force:
-        from curate.train.evaluate import evaluate, model_scorer
         from curate.models.reward_model import load_reward_model
+        from curate.train.evaluate import evaluate, model_scorer
         from curate.train.trainer import train_reward_model
 
         train_reward_model(shards, "tiny-qwen2.5-vl", rm, TRAIN_CONFIG)
