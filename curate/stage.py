@@ -226,20 +226,13 @@ class StageRun:
         self._drop_remote_staging()
 
     # -- writing ---------------------------------------------------------------------
-    def open(
-        self,
-        kept_schema: pa.Schema | None = None,
-        kept_writer: Callable[[Path, pa.Schema], Any] | None = None,
-    ) -> None:
-        """Open the writers; `kept_writer(folder, schema)` replaces the default PartWriter
-        for kept rows (a writer with PartWriter's interface that names its own files)."""
+    def open(self, kept_schema: pa.Schema | None = None) -> None:
+        """Open the driver's writers (rows its own reading produces: hub inputs, the
+        pointwise pairing, generate and pairs; and the empty file of a part no task wrote)."""
         kept_schema = kept_schema or self.base_schema
         S.validate(kept_schema, base=self.base_schema)
         assert self._tmp is not None
-        if kept_writer is not None:
-            self._kept = kept_writer(self._tmp / D.KEPT, kept_schema)
-        else:
-            self._kept = D.PartWriter(self._tmp / D.KEPT, kept_schema, self.rows_per_file)
+        self._kept = D.PartWriter(self._tmp / D.KEPT, kept_schema, self.rows_per_file)
         self._rejected = D.PartWriter(
             self._tmp / D.REJECTED, S.with_reject_columns(kept_schema), self.rows_per_file
         )

@@ -10,7 +10,6 @@ the same results from each:
   datasets, ...)` is the same over dataset rows (on Ray, with `gpus_per_worker` GPUs);
 - `shuffle(map_fn, map_items, reduce_fn, reduce_items, spill_dir=)`: an all-to-all step
   (shard's; the local engine's blocks wait on disk under `spill_dir`, Ray's in its store);
-- `writes_in_workers`: whether filter stages' workers write their own fragments' rows;
 - `describe()` (recorded in the manifest) and `close()`.
 """
 

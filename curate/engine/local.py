@@ -107,7 +107,6 @@ class LocalEngine:
     """
 
     name = "local"
-    writes_in_workers = False  # the driver writes (one output file series, as before)
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or default_workers()

@@ -25,9 +25,6 @@ class Engine(Protocol):
     so a stage's output does not depend on the engine or its worker count."""
 
     name: str
-    # filter stages' write pass: True = each worker writes its own fragment's rows
-    # (curate.fragment_writes), False = the driver writes them
-    writes_in_workers: bool
 
     @property
     def workers(self) -> int:

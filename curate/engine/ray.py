@@ -98,9 +98,6 @@ class RayEngine:
     """
 
     name = "ray"
-    # filter stages' write pass: each worker writes its own fragment's rows
-    # (curate.fragment_writes), so image bytes never gather on the driver
-    writes_in_workers = True
 
     def __init__(
         self,
