@@ -9,8 +9,8 @@ import pytest
 
 from curate import dataset as D
 from curate import schema as S
+from curate.stages.ingest import ingest as ingest_candidates
 from curate.stages.ingest_candidates import clean_responses
-from curate.stages.ingest_candidates import ingest as ingest_candidates
 from tests.helpers import assert_conserved, jpeg_bytes, rows, write_jsonl, write_parquet
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from curate import dataset as D
 from curate.scoring.scorer import ResponseFunctionScorer
-from curate.stages.ingest_candidates import ingest as ingest_candidates
+from curate.stages.ingest import ingest as ingest_candidates
 from curate.stages.pairs import (
     PairsConfig,
     choose_pairs,

@@ -289,7 +289,7 @@ def test_candidates_ingest_on_ray_gives_the_local_result(ray_session: None, raw:
     """`curate ingest candidates` (prompts with N responses) runs through `map` too."""
     import pyarrow.parquet as pq
 
-    from curate.stages.ingest_candidates import ingest as ingest_candidates
+    from curate.stages.ingest import ingest as ingest_candidates
 
     t = pq.read_table(raw[0], columns=["id", "prompt", "chosen", "rejected", "image"])
     t = t.append_column("responses", pa.array(

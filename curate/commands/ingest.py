@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -28,7 +27,6 @@ from curate.commands.options import (
     WorkersOpt,
 )
 from curate.images import DEFAULT_MAX_IMAGE_BYTES, PIL_DEFAULT_MAX_PIXELS
-from curate.manifest import Manifest
 from curate.sources import ADAPTERS, kinds_help
 
 
@@ -103,19 +101,10 @@ def ingest(
         curate ingest hh-rlhf data/harmless-base-test.jsonl.gz --out work/hh
         curate ingest generic pairs.parquet --map prompt=question,image=img --out work/g
     """
-    from curate.sources import mapping_fields
     from curate.sources.generic import parse_mapping
-    from curate.stages.ingest import ingest as ingest_pairs
+    from curate.stages.ingest import ingest as run_ingest
 
-    # the pairs stage takes a few more keywords (`extra`) than the candidates one
-    run_ingest: Callable[..., Manifest] = ingest_pairs
-    extra: dict = {"revision": revision, "data_dir": data_dir, "min_score_gap": min_score_gap}
-    fields = mapping_fields(kind)
-    if kind == "candidates":  # its own schema and stage, same signature
-        from curate.stages.ingest_candidates import FIELDS as fields
-        from curate.stages.ingest_candidates import ingest as ingest_candidates
-
-        run_ingest, extra = ingest_candidates, {}
+    fields = mappable_kinds().get(kind)
     if mapping and fields is None:
         raise UsageFailure(f"--map does not apply to {kind!r}; it is for "
                            f"{', '.join(mappable_kinds())}")
@@ -123,7 +112,7 @@ def ingest(
         kind, inputs, out, source=source, mapping=parse_mapping(mapping, fields or ()),
         config=config, split=split, image_root=image_root, max_pixels=max_pixels,
         max_image_bytes=max_image_bytes, engine=make_engine(engine, workers, ray_address),
-        force=force, **extra,
+        force=force, revision=revision, data_dir=data_dir, min_score_gap=min_score_gap,
     )
     if manifest.get("text_only"):
         from curate.progress import console

@@ -14,7 +14,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from curate import dataset as D
 from curate.images import (
     DEFAULT_MAX_IMAGE_BYTES,
     PIL_DEFAULT_MAX_PIXELS,
@@ -22,18 +21,13 @@ from curate.images import (
 from curate.manifest import Manifest
 from curate.progress import bar
 from curate.sources import AdapterOptions, make_adapter
-from curate.sources.base import (
-    safe_text,
-)
-from curate.sources.hub import resolve_revision
 from curate.sources.readers import (
-    HubSpec,
     ReadProgress,
-    SavedDataset,
-    expand_inputs,
     iter_records,
 )
 from curate.stage import StageRun, register_stage
+from curate.stages.ingest_candidates import KIND as CANDIDATES
+from curate.stages.ingest_candidates import ingest_candidates
 from curate.stages.ingest_checks import check_response
 from curate.stages.ingest_parts import ingest_in_workers, runs_in_workers
 from curate.stages.ingest_rows import (
@@ -41,6 +35,7 @@ from curate.stages.ingest_rows import (
     build_chunk,
     canonical_row,
     chunked,
+    input_fingerprints,
     peek_threads,
     split_duplicate_ids,
 )
@@ -50,26 +45,6 @@ if TYPE_CHECKING:
 
 # the row pipeline's names, as before it moved to curate.stages.ingest_rows
 __all__ = ["IngestOptions", "build_chunk", "canonical_row", "check_response", "ingest"]
-
-
-def input_fingerprints(inputs: list[str], config: str | None, split: str,
-                       revision: str | None = None, data_dir: str | None = None
-                       ) -> list[dict[str, Any]]:
-    """Each input's identity: a file's content, a hub dataset's resolved commit sha."""
-    out = []
-    for item in expand_inputs(inputs):
-        if isinstance(item, HubSpec):
-            spec = HubSpec(item.name, config, split, revision, data_dir)
-            sha = resolve_revision(spec)
-            out.append({"path": f"hf://{item.name}", "revision": sha,
-                        "fingerprint": D.json_fingerprint([item.name, config, split, data_dir,
-                                                           sha])})
-        elif isinstance(item, SavedDataset):
-            out.append({"path": item.path, "fingerprint": D.json_fingerprint(
-                [resolve_revision(HubSpec(item.path)), split])})
-        else:
-            out.append({"path": safe_text(item), "fingerprint": D.fingerprint_file(Path(item))})
-    return out
 
 
 def ingest(
@@ -91,12 +66,20 @@ def ingest(
     data_dir: str | None = None,
     min_score_gap: float = 0.0,
 ) -> Manifest:
-    """Ingest `inputs` of format `kind` into the dataset folder `out`; returns the manifest."""
+    """Ingest `inputs` of format `kind` into the dataset folder `out`; returns the manifest.
+
+    `kind` "candidates" (prompts with N sampled responses, for `curate pairs`) has its own
+    schema and row loop (`curate.stages.ingest_candidates`), on the same row checks."""
     from curate.engine import get_engine
 
     opts = IngestOptions.checked(image_root, max_pixels, max_image_bytes)
     engine = engine or get_engine("local")
     root = opts.image_root
+    if kind == CANDIDATES:
+        return ingest_candidates(
+            inputs, out, opts, AdapterOptions(source=source, mapping=mapping or {},
+                                              config=config, has_image_root=root is not None),
+            config=config, split=split, engine=engine, force=force, chunk_size=chunk_size)
     adapter = make_adapter(
         kind,
         AdapterOptions(source=source, mapping=mapping or {}, config=config,

@@ -32,7 +32,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import schema as S
-from curate.images import DEFAULT_MAX_IMAGE_BYTES, PIL_DEFAULT_MAX_PIXELS
 from curate.manifest import Manifest
 from curate.sources.base import AdapterOptions, RawPair, jsonable, lone_surrogate, safe_text
 from curate.sources.generic import Generic
@@ -206,44 +205,31 @@ def build_candidates_chunk(args: tuple[list[RawCandidates], str, IngestOptions])
     )
 
 
-def ingest(
-    kind: str,
+def ingest_candidates(
     inputs: list[str],
     out: str | Path,
+    opts: IngestOptions,
+    adapter_options: AdapterOptions,
     *,
-    source: str | None = None,
-    mapping: dict[str, str] | None = None,
-    config: str | None = None,
-    split: str = "train",
-    image_root: str | Path | None = None,
-    max_pixels: int = PIL_DEFAULT_MAX_PIXELS,
-    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
-    engine: Engine | None = None,
-    force: bool = False,
-    chunk_size: int = 64,
+    config: str | None,
+    split: str,
+    engine: Engine,
+    force: bool,
+    chunk_size: int,
 ) -> Manifest:
-    """Ingest candidate rows from `inputs` into the dataset folder `out`; returns the manifest.
-
-    `curate.stages.ingest.ingest` for `kind` "candidates": the same folder contract
-    (kept/, rejected/, manifest; conservation counts rows, one per prompt), with the
-    candidates schema."""
-    if kind != KIND:
-        raise ValueError(f"curate.stages.ingest_candidates ingests {KIND!r} rows, not {kind!r}")
-    from curate.engine import get_engine
+    """`curate.stages.ingest.ingest` for `kind` "candidates" (its options checked there):
+    the same folder contract (kept/, rejected/, manifest; conservation counts rows, one
+    per prompt), with the candidates schema; returns the manifest."""
     from curate.progress import bar
     from curate.sources.readers import iter_records
     from curate.stage import StageRun
-    from curate.stages.ingest import input_fingerprints
-    from curate.stages.ingest_rows import split_duplicate_ids
+    from curate.stages.ingest_rows import input_fingerprints, split_duplicate_ids
 
-    opts = IngestOptions.checked(image_root, max_pixels, max_image_bytes)
-    engine = engine or get_engine("local")
     root = opts.image_root
-    adapter = Candidates(AdapterOptions(source=source, mapping=mapping or {}, config=config,
-                                        has_image_root=root is not None))
-    cfg = {"kind": KIND, "source": adapter.source, "mapping": mapping or {}, "config": config,
-           "split": split, "image_root": str(root) if root else None, "max_pixels": max_pixels,
-           "max_image_bytes": max_image_bytes}
+    adapter = Candidates(adapter_options)
+    cfg = {"kind": KIND, "source": adapter.source, "mapping": adapter_options.mapping,
+           "config": config, "split": split, "image_root": str(root) if root else None,
+           "max_pixels": opts.max_pixels, "max_image_bytes": opts.max_image_bytes}
     run = StageRun("ingest", out, cfg, input_fingerprints(inputs, config, split), force=force,
                    base_schema=S.CANDIDATES_SCHEMA, engine=engine.describe())
     with run:

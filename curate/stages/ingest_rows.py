@@ -3,7 +3,8 @@
 `build_chunk`, a pure function over a chunk of raw pairs, validates text, decodes every
 image and builds the Arrow rows; the part tasks (`curate.stages.ingest_parts`) and the
 driver's reading of hub inputs and pointwise pairs (`curate.stages.ingest`) both run it.
-Repeated pair ids are settled in input order with `repeated_ids`.
+Repeated pair ids are settled in input order with `repeated_ids`; `input_fingerprints`
+gives each input's identity for the stage's fingerprint.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate import dataset as D
 from curate import schema as S
 from curate.images import (
     DEFAULT_MAX_IMAGE_BYTES,
@@ -40,6 +42,9 @@ from curate.sources.base import (
     lone_surrogate,
     safe_text,
 )
+from curate.sources.hf_local import SavedDataset
+from curate.sources.hub import HubSpec, resolve_revision
+from curate.sources.readers import expand_inputs
 from curate.sources.scores import score_problem
 from curate.stages.ingest_checks import check_prompt, check_response, check_score
 
@@ -306,3 +311,23 @@ def split_duplicate_ids(
         return kept, None
     arr = pa.array(mask)
     return kept.filter(pc.invert(arr)), arr
+
+
+def input_fingerprints(inputs: list[str], config: str | None, split: str,
+                       revision: str | None = None, data_dir: str | None = None
+                       ) -> list[dict[str, Any]]:
+    """Each input's identity: a file's content, a hub dataset's resolved commit sha."""
+    out = []
+    for item in expand_inputs(inputs):
+        if isinstance(item, HubSpec):
+            spec = HubSpec(item.name, config, split, revision, data_dir)
+            sha = resolve_revision(spec)
+            out.append({"path": f"hf://{item.name}", "revision": sha,
+                        "fingerprint": D.json_fingerprint([item.name, config, split, data_dir,
+                                                           sha])})
+        elif isinstance(item, SavedDataset):
+            out.append({"path": item.path, "fingerprint": D.json_fingerprint(
+                [resolve_revision(HubSpec(item.path)), split])})
+        else:
+            out.append({"path": safe_text(item), "fingerprint": D.fingerprint_file(Path(item))})
+    return out
