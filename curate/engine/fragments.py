@@ -68,16 +68,21 @@ def fragments(
 def row_group_runs(sizes: list[int], rows_per_run: int, byte_sizes: list[int] | None = None,
                    bytes_per_run: int | None = None) -> list[tuple[tuple[int, ...], int, int]]:
     """A file's row groups (their row counts `sizes`) cut into consecutive runs of at
-    least `rows_per_run` rows (or, given their `byte_sizes`, `bytes_per_run` bytes), the
-    last maybe fewer: (indices, first row, rows) each."""
+    least `rows_per_run` rows, the last maybe fewer: (indices, first row, rows) each. Given
+    their `byte_sizes`, a run also ends before it would pass `bytes_per_run` bytes (a
+    group larger than that is a run of its own)."""
     runs: list[tuple[tuple[int, ...], int, int]] = []
     group: list[int] = []
     first = rows = size = 0
     for i, n in enumerate(sizes):
+        nbytes = byte_sizes[i] if byte_sizes is not None else 0
+        if group and bytes_per_run is not None and size + nbytes > bytes_per_run:
+            runs.append((tuple(group), first, rows))
+            first, group, rows, size = first + rows, [], 0, 0
         group.append(i)
         rows += n
-        size += byte_sizes[i] if byte_sizes is not None else 0
-        if rows >= rows_per_run or (bytes_per_run is not None and size >= bytes_per_run):
+        size += nbytes
+        if rows >= rows_per_run:
             runs.append((tuple(group), first, rows))
             first, group, rows, size = first + rows, [], 0, 0
     if group:

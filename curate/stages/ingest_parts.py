@@ -57,9 +57,10 @@ if TYPE_CHECKING:
     from curate.stage import StageRun
 
 # A part ends at whichever comes first: enough parts for every core on a file of photos
-# (a 62 MB parquet of 512 photos is 4 parts), few enough task overheads on text.
+# (a 62 MB parquet of 512 photos in 8 row groups is 8 parts, which balance over 2-4
+# workers), few enough task overheads on text.
 ROWS_PER_PART = 4096
-BYTES_PER_PART = 16 << 20
+BYTES_PER_PART = 8 << 20
 STAGE = "ingest"
 
 
