@@ -48,7 +48,7 @@ from curate.stages.ingest_rows import (
     IngestOptions,
     build_chunk,
     chunked,
-    image_bytes_per_pair,
+    holds_photos,
     repeated_ids,
 )
 
@@ -237,16 +237,12 @@ def ingest_in_workers(run: StageRun, inputs: list[str], adapter: Adapter, opts: 
 
 
 def _photos(parts: list[IngestPart]) -> bool:
-    """Whether the first part's first chunk holds photos, so the local engine decodes on
-    threads (Pillow drops the GIL; see `curate.images.THREADS_MIN_IMAGE_BYTES`) rather
-    than in processes (JSON parsing and the adapters are Python)."""
-    from curate.images import THREADS_MIN_IMAGE_BYTES
-
+    """Whether the first part's first chunk holds photos (`holds_photos`)."""
     if not parts:
         return False
     first = parts[0]
     chunk = next(iter(chunked(first.adapter.pairs(first.records), first.chunk_size)), [])
-    return image_bytes_per_pair(chunk, first.opts) >= THREADS_MIN_IMAGE_BYTES
+    return holds_photos(chunk, first.opts)
 
 
 # -- writing ------------------------------------------------------------------------------

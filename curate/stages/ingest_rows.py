@@ -21,11 +21,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import dataset as D
+from curate import images
 from curate import schema as S
 from curate.images import (
     DEFAULT_MAX_IMAGE_BYTES,
     PIL_DEFAULT_MAX_PIXELS,
-    THREADS_MIN_IMAGE_BYTES,
     ImageRejected,
     check_image_size,
     image_record,
@@ -270,8 +270,14 @@ def peek_threads(work: Iterator[tuple[Any, ...]], opts: IngestOptions,
     first = next(work, None)
     if first is None:
         return iter(()), False
-    threads = image_bytes_per_pair(pairs_of(first[0]), opts) >= THREADS_MIN_IMAGE_BYTES
-    return itertools.chain([first], work), threads
+    return itertools.chain([first], work), holds_photos(pairs_of(first[0]), opts)
+
+
+def holds_photos(pairs: list[RawPair], opts: IngestOptions) -> bool:
+    """Whether a chunk's images are photos, which the local engine decodes on threads
+    (Pillow drops the GIL), not thumbnails, cheaper in processes (JSON parsing and the
+    adapters are Python): `curate.images.THREADS_MIN_IMAGE_BYTES`, read when called."""
+    return image_bytes_per_pair(pairs, opts) >= images.THREADS_MIN_IMAGE_BYTES
 
 
 def image_bytes_per_pair(pairs: list[RawPair], opts: IngestOptions) -> float:
