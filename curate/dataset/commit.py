@@ -16,6 +16,7 @@ from curate.dataset.errors import RemoteError, UnsafeOutputError
 from curate.dataset.folder_manifest import is_curate_manifest
 from curate.dataset.layout import MANIFEST
 from curate.dataset.uris import _resolve, is_uri
+from curate.processes import alive
 
 
 def stale_temp_folders(target: Path) -> list[Path]:
@@ -158,15 +159,8 @@ def temp_folder_for(target: str | os.PathLike[str]) -> Path:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Another process than this one, still running (a temp folder's writer)."""
+    return pid != os.getpid() and alive(pid)
 
 
 def commit(tmp: Path, target: str | os.PathLike[str],

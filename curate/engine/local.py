@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from curate.processes import alive
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -73,21 +75,11 @@ def _watch(driver: int) -> None:
     except ProcessLookupError:
         os._exit(1)
     except (AttributeError, OSError):  # pragma: no cover - no pidfd: poll
-        while _alive(driver):
+        while alive(driver):
             time.sleep(0.5)
         os._exit(1)
     select.select([fd], [], [])
     os._exit(1)
-
-
-def _alive(pid: int) -> bool:  # pragma: no cover - only without pidfd
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _call(task: Callable[[], R]) -> R:
