@@ -20,7 +20,6 @@ Other sources get plain accuracy, per category as well.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ import pyarrow as pa
 
 from curate.manifest import Manifest
 from curate.models.encoding import Item
+from curate.scoring.calibration import wilson
 from curate.scoring.scorer import ScoreFn
 
 VLRB_GROUPS: dict[str, tuple[str, ...]] = {
@@ -68,14 +68,10 @@ SCORE_COLUMNS = ("pair_id", "source", "category", "chosen_first", "score_first",
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion k/n."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (round(max(0.0, centre - half), 6), round(min(1.0, centre + half), 6))
+    """95% Wilson score interval of a proportion k/n, within [0, 1], to 6 decimals (as
+    the eval reports print it; the interval itself is `calibration.wilson`'s)."""
+    lo, hi = wilson(k, n, z)
+    return (round(max(0.0, lo), 6), round(min(1.0, hi), 6))
 
 
 def _acc(correct: Sequence[bool]) -> dict[str, Any]:
