@@ -30,6 +30,7 @@ import io
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -194,8 +195,10 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def recipe(work: Path, rows: int, seed: int) -> dict[str, Any]:
-    """Build the corpus of `rows` pairs in `work` and run the recipe; one record per stage."""
+def recipe(work: Path, rows: int, seed: int, keep: bool = False) -> dict[str, Any]:
+    """Build the corpus of `rows` pairs in `work` and run the recipe; one record per stage.
+    Unless `keep`, a stage's input folder is removed once the stage has read it (each
+    folder holds a copy of the corpus: six copies of 200k pairs would not fit most disks)."""
     work.mkdir(parents=True, exist_ok=True)
     raw = work / "raw.parquet"
     t0 = time.perf_counter()
@@ -228,6 +231,9 @@ def recipe(work: Path, rows: int, seed: int) -> dict[str, Any]:
         rec["reasons"] = m.get("rejected_by_reason") or {}
         out.append(rec)
         print(json.dumps(rec), flush=True)
+        before = Path(args[1])
+        if not keep and before.parent == work and before.is_dir():
+            shutil.rmtree(before)
     return {"rows": rows, "corpus_seconds": round(corpus_s, 1), "planted": planted,
             "stages": out}
 
@@ -258,11 +264,13 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "recipe")
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep every stage's output (default: remove a stage's input once read)")
     args = ap.parse_args(argv)
     if not (SHARED / "hh-rlhf").is_dir():
         print(f"bench_recipe: {SHARED} has no hh-rlhf; skipped")
         return
-    results = [recipe(args.work / f"rows-{n}", n, args.seed)
+    results = [recipe(args.work / f"rows-{n}", n, args.seed, args.keep)
                for n in (int(x) for x in args.rows.split(","))]
     print_table(results)
     if args.json:

@@ -40,6 +40,25 @@ def test_drop_image_bytes_keeps_everything_but_the_bytes_it_can_name() -> None:
     assert drop_image_bytes(pa.table({"x": [1]})).column_names == ["x"]
 
 
+def test_reading_without_the_bytes_reads_every_row_batch_by_batch(tmp_path: Path) -> None:
+    src = write_parquet(tmp_path / "p.parquet", [
+        {"id": str(i), "prompt": f"q{i}", "chosen": "a", "rejected": "b",
+         "image": jpeg_bytes(color=(i % 250, 0, 0)) if i % 3 else None} for i in range(2500)])
+    ingest("generic", [str(src)], tmp_path / "ds", engine=get_engine("local", workers=1))
+    (empty_src := tmp_path / "e.jsonl").write_text("")
+    ingest("generic", [str(empty_src)], tmp_path / "empty",
+           engine=get_engine("local", workers=1))
+    ds = kfold.D.Dataset.open(tmp_path / "ds")
+    assert len(list(ds.iter_batches())) > 1  # more than one batch is joined
+    got = kfold.read_pairs([str(tmp_path / "ds"), str(tmp_path / "empty")], image_bytes=False)
+    assert got.num_rows == 2500
+    assert got.equals(drop_image_bytes(ds.read()))
+    images = got["images"].combine_chunks().values
+    assert len(images) == 1666 and images.field("bytes").null_count == len(images)
+    whole = kfold.read_pairs([str(tmp_path / "ds")])
+    assert whole.drop_columns("images").equals(got.drop_columns("images"))
+
+
 def test_only_a_text_only_local_backbone_drops_them() -> None:
     assert not reads_images("minilm")
     assert reads_images("tiny-qwen2.5-vl")  # built in memory: no config on disk

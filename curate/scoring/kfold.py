@@ -110,8 +110,18 @@ def read_pairs(data: Sequence[str], fingerprints: Sequence[str] | None = None,
 
 
 def _read_all(datasets: Sequence[D.Dataset], image_bytes: bool) -> pa.Table:
-    tables = [d.read() if image_bytes else drop_image_bytes(d.read()) for d in datasets]
+    if image_bytes:
+        tables = [d.read() for d in datasets]
+    else:  # batch by batch, so the whole rows with their photos are never held at once
+        tables = [_without_image_bytes(d) for d in datasets]
     return pa.concat_tables(tables, promote_options="default")
+
+
+def _without_image_bytes(d: D.Dataset) -> pa.Table:
+    batches = [drop_image_bytes(pa.Table.from_batches([b])) for b in d.iter_batches()]
+    if not batches:
+        return d.read()
+    return pa.concat_tables(batches, promote_options="default")
 
 
 def drop_image_bytes(table: pa.Table) -> pa.Table:
