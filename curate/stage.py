@@ -40,6 +40,7 @@ from curate.registry import Registry, import_submodules
 if TYPE_CHECKING:
     from curate.engine.protocol import Engine
     from curate.fragment_writes import WriteTarget, WrittenPart
+    from curate.stage_entry import StageEntry
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,16 @@ class StageSpec:
     reward 50, generate 52, pairs 54, shard 60). `filter`: it reads dataset folders'
     kept rows and writes each of them to kept/ or rejected/ (dedup, similar, decontam,
     reward): the demo runs the filter stages in order between ingest and shard.
-    `run`: `run(inputs, out, *, force) -> manifest` with the stage's defaults, the demo's
-    step for a stage it has no step of its own for (None: the demo skips the stage).
+    `run`: the stage's entry point, `run(inputs, out, cfg, *, engine, force) -> Manifest`
+    (`curate.stage_entry`), and `config` the class of its `cfg`; `run(inputs, out,
+    config())` is the demo's step for a stage it has no step of its own for.
     """
 
     name: str
     order: float
     filter: bool = False
-    run: Callable[..., Manifest] | None = None
+    run: StageEntry | None = None
+    config: type | None = None
 
     @property
     def reasons(self) -> list[str]:
@@ -69,7 +72,7 @@ STAGES: Registry[StageSpec] = Registry("stage")
 
 
 def register_stage(name: str, order: float, *, filter: bool = False,
-                   run: Callable[..., Manifest] | None = None,
+                   run: StageEntry | None = None, config: type | None = None,
                    reasons: dict[str, Reason] | None = None) -> StageSpec:
     """Register a stage; `reasons` are reject reasons of its own that `curate.reasons` does
     not list yet (each with `stages` naming this stage), added to that registry."""
@@ -77,7 +80,9 @@ def register_stage(name: str, order: float, *, filter: bool = False,
         if name not in spec.stages:
             raise ValueError(f"stage {name}: reason {reason} does not name the stage")
         REASONS.add(reason, spec, order=1000 + order)
-    return STAGES.add(name, StageSpec(name, order, filter, run), order=order)
+    if (run is None) != (config is None):
+        raise ValueError(f"stage {name}: register its run and its config class together")
+    return STAGES.add(name, StageSpec(name, order, filter, run, config), order=order)
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,19 @@ class Lines(Adapter):
                        chosen=d.get("good"), rejected=d.get("bad"))
 
 
-def wordfilter(inputs: list[Any], out: Any, *, force: bool = False,
-               engine: Any = None) -> dict[str, Any]:
-    """Reject the pairs whose prompt holds WORD (has_word)."""
+@dataclass(frozen=True)
+class WordConfig:
+    word: str = WORD
+
+
+def wordfilter(inputs: list[Any], out: Any, cfg: WordConfig, *, engine: Any = None,
+               force: bool = False) -> dict[str, Any]:
+    """Reject the pairs whose prompt holds cfg.word (has_word)."""
     from curate.engine import get_engine
     from curate.report.pipeline import user_text
 
     def decide(keys: pa.Table) -> Decisions:
-        hits = [WORD in user_text(p).lower() for p in keys["prompt"].to_pylist()]
+        hits = [cfg.word in user_text(p).lower() for p in keys["prompt"].to_pylist()]
         return Decisions(pa.table({
             "pair_id": keys["pair_id"],
             "reject_reason": pa.array(["has_word" if h else None for h in hits], pa.string()),
@@ -58,7 +64,7 @@ def wordfilter(inputs: list[Any], out: Any, *, force: bool = False,
                                       pa.string()),
         }))
 
-    return run_filter_stage("wordfilter", inputs, out, {"word": WORD}, annotate=None,
+    return run_filter_stage("wordfilter", inputs, out, {"word": cfg.word}, annotate=None,
                             annotate_columns=["prompt"], decide=decide,
                             engine=engine or get_engine("local", workers=1), force=force)
 
@@ -68,7 +74,7 @@ def registered() -> Iterator[None]:
     """The throwaway adapter and stage, registered for one test only."""
     reason = Reason(("wordfilter",), f"the prompt mentions {WORD}", "the word")
     with ADAPTERS.temporarily(Lines.kind, Lines), \
-            temporary_stage("wordfilter", 45, filter=True, run=wordfilter,
+            temporary_stage("wordfilter", 45, filter=True, run=wordfilter, config=WordConfig,
                             reasons={"has_word": reason}):
         yield
     assert Lines.kind not in ADAPTERS and "wordfilter" not in STAGES
@@ -123,7 +129,7 @@ def test_a_new_adapter_and_stage_reach_every_list(registered: None, tmp_path: Pa
     filtered = tmp_path / "02-wordfilter"
     run = STAGES["wordfilter"].run
     assert run is not None
-    m = run([ingested], filtered)
+    m = run([ingested], filtered, WordConfig())
     assert_conserved(filtered)
     assert m["rejected_by_reason"] == {"has_word": 2}
     assert STAGES["wordfilter"].reasons == ["has_word"]

@@ -161,3 +161,9 @@ def print_summary(manifest: Mapping[str, Any], out: Path) -> None:
     if manifest.get("rejected_by_reason"):
         reasons = ", ".join(f"{k}: {v}" for k, v in manifest["rejected_by_reason"].items())
         c.print(f"rejected by reason: {reasons}", highlight=False)
+
+
+def given(**options: Any) -> dict[str, Any]:
+    """The options the user gave: those not None. An option whose default is None leaves
+    the field to the stage config's own default, declared there once."""
+    return {k: v for k, v in options.items() if v is not None}

@@ -26,6 +26,8 @@ from curate.commands.options import (
     WorkersOpt,
 )
 from curate.commands.similar import embed_settings, print_embeddings
+from curate.models.embedder import EmbedSettings
+from curate.stages.decontam import DecontamConfig, run
 
 
 @handle_errors
@@ -41,7 +43,7 @@ def decontam(
         help="Contaminated when the prompt shares this many consecutive normalised words "
         "(NFKC, case-folded, no punctuation) with an eval prompt. Eval prompts shorter than "
         "this are compared whole."
-    )] = 13,
+    )] = DecontamConfig.ngram,
     embed_threshold: Annotated[float, typer.Option(
         help="Contaminated when the last user message's embedding is within this cosine of an "
         "eval prompt's. 0.9: with VL-RewardBench prompts planted into hh-rlhf under light "
@@ -49,20 +51,20 @@ def decontam(
         "hh-rlhf pair came closer than 0.79 to any VL-RewardBench prompt; below 0.9 distinct "
         "requests of one template start to match (two people's home addresses: 0.898). "
         "Above 1 turns the test off."
-    )] = 0.9,
-    image_distance: ImageDistanceOpt = 10,
+    )] = DecontamConfig.embed_threshold,
+    image_distance: ImageDistanceOpt = DecontamConfig.image_distance,
     image_prompt_threshold: Annotated[float, typer.Option(
         help="An image match is contamination when the prompts also overlap: cosine >= this "
         "(or an exact / n-gram match with the same eval row). 0.4: rewordings of 'describe "
         "this image' score 0.47 with each other (median), unrelated questions 0.17 (p95 0.37)."
-    )] = 0.4,
+    )] = DecontamConfig.image_prompt_threshold,
     contain_min: Annotated[int, typer.Option(
         help="An eval prompt of this many words up to --ngram - 1 also matches (exact) when a "
         "training prompt contains it whole. 5: no hh-rlhf prompt contains a VL-RewardBench "
         "prompt of 4+ words; 3-word ones ('what is this') already match unrelated chats."
-    )] = 5,
+    )] = DecontamConfig.contain_min,
     model: EmbedModelOpt = None,
-    precision: PrecisionOpt = "auto",
+    precision: PrecisionOpt = EmbedSettings.precision,
     cache: EmbedCacheOpt = None,
     device: DeviceOpt = None,
     engine: EngineOpt = "local",
@@ -87,18 +89,13 @@ def decontam(
         curate decontam work/similar --against work/eval-vlrb --against work/eval-rb \\
             --out work/decontam
     """
-    from curate.stages.decontam import DecontamConfig
-    from curate.stages.decontam import decontam as run_decontam
-
-    cfg = DecontamConfig(ngram=ngram, embed_threshold=embed_threshold,
-                         image_distance=image_distance,
-                         image_prompt_threshold=image_prompt_threshold,
-                         contain_min=contain_min)
-    manifest = run_decontam(
-        list(inputs), list(against), out, config=cfg,
-        embed=embed_settings(list(inputs), model, precision, cache, device, batch_size),
-        engine=make_engine(engine, workers, ray_address, gpus_per_worker), force=force,
-    )
+    cfg = DecontamConfig(
+        ngram=ngram, embed_threshold=embed_threshold, image_distance=image_distance,
+        image_prompt_threshold=image_prompt_threshold, contain_min=contain_min,
+        against=tuple(against),
+        embed=embed_settings(list(inputs), model, precision, cache, device, batch_size))
+    manifest = run(inputs, out, cfg, force=force,
+                   engine=make_engine(engine, workers, ray_address, gpus_per_worker))
     if not quiet:
         print_summary(manifest, Path(str(out)))
         print_embeddings(manifest)

@@ -17,6 +17,7 @@ from curate.commands.options import (
     RayAddressOpt,
     WorkersOpt,
 )
+from curate.stages.dedup import DedupConfig, run
 
 
 @handle_errors
@@ -26,7 +27,7 @@ def dedup(
     image_hash: Annotated[str, typer.Option(
         help="Perceptual hash: phash, dhash, ahash or whash (64 bits, stored per image as "
         "the column image_<hash> and reused when the input has it)."
-    )] = "phash",
+    )] = DedupConfig.image_hash,
     max_distance: Annotated[int | None, typer.Option(
         help="Images at most this many bits apart are near duplicates. Default: 10 for phash "
         "and dhash, 6 for ahash and whash. Evidence (28 ukbench and scikit-image photos): "
@@ -42,11 +43,11 @@ def dedup(
     conflicts: Annotated[str, typer.Option(
         help="Same prompt, images and responses with chosen/rejected swapped: 'drop' rejects "
         "every copy; 'keep-majority' keeps the majority label given 3+ votes."
-    )] = "drop",
+    )] = DedupConfig.conflicts,
     near_match: Annotated[str, typer.Option(
         help="Near duplicates need the same normalised prompt ('prompt') or the same prompt "
         "and responses ('pair', which keeps several response pairs per image and question)."
-    )] = "prompt",
+    )] = DedupConfig.near_match,
     engine: EngineOpt = "local",
     workers: WorkersOpt = None,
     ray_address: RayAddressOpt = None,
@@ -64,14 +65,11 @@ def dedup(
     Example:
         curate dedup work/rlaif work/llava --out work/dedup --prefer rlaif-v
     """
-    from curate.stages.dedup import dedup as run_dedup
-
-    manifest = run_dedup(
-        inputs, out, image_hash=image_hash, max_distance=max_distance,
-        prefer=[s.strip() for s in (prefer or "").split(",") if s.strip()],
-        conflicts=conflicts, near_match=near_match,
-        engine=make_engine(engine, workers, ray_address), force=force,
-    )
+    cfg = DedupConfig(image_hash=image_hash, max_distance=max_distance,
+                      prefer=tuple(s.strip() for s in (prefer or "").split(",") if s.strip()),
+                      conflicts=conflicts, near_match=near_match)
+    manifest = run(inputs, out, cfg, engine=make_engine(engine, workers, ray_address),
+                   force=force)
     if not quiet:
         print_summary(manifest, out)
         _print_dedup(manifest)

@@ -11,6 +11,7 @@ import typer
 from curate.commands.common import (
     UsageFailure,
     check_model_engine,
+    given,
     handle_errors,
     make_engine,
     print_summary,
@@ -30,6 +31,8 @@ from curate.commands.options import (
     WorkersOpt,
     model_aliases,
 )
+from curate.generation.requests import SamplingParams, Selection
+from curate.stages.generate import GenerateConfig, run
 
 BACKENDS = ("transformers", "openai")
 
@@ -43,14 +46,17 @@ def generate(
         f"{model_aliases('tiny-qwen2.5-vl')} for --backend transformers; the served "
         "model's name for --backend openai."
     )],
-    n: Annotated[int, typer.Option("--n", help="Responses sampled per prompt.")] = 8,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature (0: greedy).")] = 0.8,
+    n: Annotated[int, typer.Option("--n", help="Responses sampled per prompt.")
+                 ] = SamplingParams.n,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0: greedy).")
+                           ] = SamplingParams.temperature,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling: the smallest set of tokens "
-                                         "whose probability reaches P.")] = 0.95,
+                                         "whose probability reaches P.")
+                     ] = SamplingParams.top_p,
     max_new_tokens: Annotated[int, typer.Option(
         help="Tokens per response at most; a response cut there has finish_reason=length "
         "and is not offered to `curate pairs` unless --keep-truncated."
-    )] = 1024,
+    )] = SamplingParams.max_new_tokens,
     seed: SeedOpt = None,
     backend: Annotated[str, typer.Option(
         help="transformers: the model in this process (bf16 on a GPU), or in Ray actors "
@@ -77,7 +83,7 @@ def generate(
     where: Annotated[str, typer.Option(
         help="all: every kept row's prompt; flagged: only rows `curate reward --action "
         "flag` flagged (needs_regeneration set)."
-    )] = "all",
+    )] = Selection.where,
     reason: Annotated[list[str] | None, typer.Option(
         help="Only rows flagged for this reason (repeatable), e.g. low_margin; implies "
         "--where flagged."
@@ -85,7 +91,7 @@ def generate(
     keep_truncated: Annotated[bool, typer.Option(
         "--keep-truncated", help="Offer responses cut at --max-new-tokens to `curate pairs` "
         "too (by default they are recorded in meta.invalid_responses only)."
-    )] = False,
+    )] = GenerateConfig.keep_truncated,
     max_model_len: Annotated[int | None, typer.Option(
         help="--backend transformers: prompt + new tokens at most (default: the model's "
         "max_position_embeddings); a longer request is rejected as prompt_too_long."
@@ -127,13 +133,10 @@ def generate(
             --endpoint http://localhost:8000/v1 --model Qwen/Qwen2.5-VL-72B-Instruct \\
             --out work/regen
     """
-    from curate.generation.requests import SamplingParams, Selection
-    from curate.stages.generate import generate as run_generate
-
     if backend not in BACKENDS:
         raise UsageFailure(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     sampling = SamplingParams(n=n, temperature=temperature, top_p=top_p,
-                              max_new_tokens=max_new_tokens, seed=seed or 0)
+                              max_new_tokens=max_new_tokens, **given(seed=seed))
     selection = Selection(where=where, reasons=tuple(reason or ()))
     check_model_engine(engine, workers, gpus_per_worker)
     if engine == "ray" and backend == "openai":
@@ -160,9 +163,9 @@ def generate(
                                      max_model_len=max_model_len, device=device)
     runner = make_engine(engine, workers, ray_address, gpus_per_worker)
     try:
-        manifest = run_generate(inputs, out, backend=policy, sampling=sampling,
-                                selection=selection, cache=cache,
-                                keep_truncated=keep_truncated, force=force, engine=runner)
+        cfg = GenerateConfig(backend=policy, sampling=sampling, selection=selection,
+                             keep_truncated=keep_truncated, cache=cache)
+        manifest = run(inputs, out, cfg, force=force, engine=runner)
     finally:
         runner.close()
     if not quiet:

@@ -26,8 +26,8 @@ from curate.commands.options import (
     RayAddressOpt,
     WorkersOpt,
 )
-from curate.images import DEFAULT_MAX_IMAGE_BYTES, PIL_DEFAULT_MAX_PIXELS
 from curate.sources import ADAPTERS, kinds_help
+from curate.stages.ingest import IngestConfig, run
 
 
 def mappable_kinds() -> dict[str, tuple[str, ...]]:
@@ -62,7 +62,8 @@ def ingest(
         help="Dataset config (hub datasets; llava-critic: pairwise or pointwise)."
     )] = None,
     split: Annotated[str, typer.Option(
-        help="Split of a hub dataset (or of a save_to_disk DatasetDict folder).")] = "train",
+        help="Split of a hub dataset (or of a save_to_disk DatasetDict folder).")
+    ] = IngestConfig.split,
     revision: Annotated[str | None, typer.Option(
         help="Hub dataset revision: a branch, tag or commit sha (default: main). The commit "
         "it resolves to is recorded in the manifest and the input fingerprint."
@@ -73,14 +74,14 @@ def ingest(
         help="With chosen/rejected scores: a pair whose chosen score leads by less than this "
         "is ambiguous (equal scores always are; chosen below rejected is "
         "score_contradicts_label)."
-    )] = 0.0,
+    )] = IngestConfig.min_score_gap,
     max_pixels: Annotated[int, typer.Option(
         help="Images with more pixels are rejected (image_too_large) before decoding."
-    )] = PIL_DEFAULT_MAX_PIXELS,
+    )] = IngestConfig.max_pixels,
     max_image_bytes: Annotated[int, typer.Option(
         help="Encoded images larger than this many bytes are rejected (image_too_large): a "
         "file by its size on disk, before it is read."
-    )] = DEFAULT_MAX_IMAGE_BYTES,
+    )] = IngestConfig.max_image_bytes,
     engine: EngineOpt = "local",
     workers: WorkersOpt = None,
     ray_address: RayAddressOpt = None,
@@ -102,18 +103,18 @@ def ingest(
         curate ingest generic pairs.parquet --map prompt=question,image=img --out work/g
     """
     from curate.sources.generic import parse_mapping
-    from curate.stages.ingest import ingest as run_ingest
 
     fields = mappable_kinds().get(kind)
     if mapping and fields is None:
         raise UsageFailure(f"--map does not apply to {kind!r}; it is for "
                            f"{', '.join(mappable_kinds())}")
-    manifest = run_ingest(
-        kind, inputs, out, source=source, mapping=parse_mapping(mapping, fields or ()),
-        config=config, split=split, image_root=image_root, max_pixels=max_pixels,
-        max_image_bytes=max_image_bytes, engine=make_engine(engine, workers, ray_address),
-        force=force, revision=revision, data_dir=data_dir, min_score_gap=min_score_gap,
-    )
+    cfg = IngestConfig(
+        kind, source=source, mapping=parse_mapping(mapping, fields or ()), config=config,
+        split=split, image_root=image_root, max_pixels=max_pixels,
+        max_image_bytes=max_image_bytes, revision=revision, data_dir=data_dir,
+        min_score_gap=min_score_gap)
+    manifest = run(inputs, out, cfg, engine=make_engine(engine, workers, ray_address),
+                   force=force)
     if manifest.get("text_only"):
         from curate.progress import console
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
 
 from curate.commands.common import (
     check_model_engine,
+    given,
     handle_errors,
     make_engine,
     print_summary,
@@ -29,6 +31,7 @@ from curate.commands.options import (
     ScoreCacheOpt,
     WorkersOpt,
 )
+from curate.stages.pairs import PairsConfig, run
 
 
 @handle_errors
@@ -41,7 +44,7 @@ def pairs(
     strategy: Annotated[str, typer.Option(
         help="best-worst: the best against the worst response; top-bottom: each of the --k "
         "best against each of the --k worst; all: every two responses."
-    )] = "best-worst",
+    )] = PairsConfig.strategy,
     k: Annotated[int | None, typer.Option(
         "--k", help="top-bottom: responses on each side (default 2; at most half of them)."
     )] = None,
@@ -49,7 +52,7 @@ def pairs(
     near_identical: Annotated[float, typer.Option(
         help="Responses whose normalised texts are equal, or whose word-level similarity "
         "(difflib ratio) is at least T, count as one and are never paired (1: equality only)."
-    )] = 0.95,
+    )] = PairsConfig.near_identical,
     score_cache: ScoreCacheOpt = None,
     batch_size: ModelBatchOpt = None,
     device: DeviceOpt = None,
@@ -78,17 +81,15 @@ def pairs(
         curate pairs work/cands --model work/rm --out work/pairs --engine ray \
             --gpus-per-worker 1
     """
-    from curate.stages.pairs import PairsConfig, make_scorer
-    from curate.stages.pairs import pairs as run_pairs
+    from curate.stages.pairs import make_scorer
 
     check_model_engine(engine, workers, gpus_per_worker)
-    cfg = PairsConfig(strategy=strategy, k=k, min_margin=min_margin or 0.0,
-                      near_identical=near_identical)
-    scorer = make_scorer(model, batch_size or MODEL_BATCH, device=device)
+    cfg = PairsConfig(strategy=strategy, k=k, near_identical=near_identical,
+                      score_cache=score_cache, **given(min_margin=min_margin))
+    cfg = replace(cfg, scorer=make_scorer(model, batch_size or MODEL_BATCH, device=device))
     runner = make_engine(engine, workers, ray_address, gpus_per_worker)
     try:
-        manifest = run_pairs(inputs, out, scorer=scorer, config=cfg,
-                             score_cache=score_cache, force=force, engine=runner)
+        manifest = run(inputs, out, cfg, force=force, engine=runner)
     finally:
         runner.close()
     if not quiet:

@@ -29,6 +29,8 @@ from curate.commands.options import (
     SeedOpt,
     WorkersOpt,
 )
+from curate.scoring.rules import RewardRules
+from curate.stages.reward import RewardConfig, run
 
 
 @handle_errors
@@ -65,10 +67,10 @@ def reward(
         "Skywork-Reward: --keep-top 0.1 --keep-top math=0.3 --keep-top code=0.3."
     )] = None,
     by: Annotated[str, typer.Option(help="--keep-top groups: category or source.")]
-    = "category",
+    = RewardRules.by,
     disagree: Annotated[bool, typer.Option(
         "--disagree", help="Margin below 0 (the model prefers the rejected): rm_disagrees."
-    )] = False,
+    )] = RewardRules.disagree,
     min_precision: Annotated[float, typer.Option(
         help="--disagree, --min-margin, --min-chosen reject only pairs whose probability "
         "of being mislabelled is at least P even at the low end of what the out-of-fold "
@@ -77,7 +79,7 @@ def reward(
         "label noise from its own errors (the interval reaches 0), or no pair reaches P. "
         "0: the plain rules. With --action flag the rules mark every pair they match "
         "(nothing is removed; the quality figures are still reported)."
-    )] = 0.6,
+    )] = RewardRules.min_precision,
     max_reject_fraction: Annotated[float | None, typer.Option(
         help="Those rules reject at most this fraction of the pairs (the most probably "
         "mislabelled first)."
@@ -87,11 +89,11 @@ def reward(
         "the guard would reject and abstain unless their out-of-fold agreement rises "
         "significantly (the 95% interval of the gain above 0; a "
         "second k-fold round: seconds on a frozen backbone, as long as the first otherwise)."
-    )] = True,
+    )] = RewardRules.validate,
     source_scores: Annotated[bool, typer.Option(
         "--source-scores", help="Calibrate on the surrogate's margin and the source's own "
         "judge score gap (chosen_score - rejected_score, where the source has them)."
-    )] = False,
+    )] = RewardRules.source_scores,
     min_source_gap: Annotated[float | None, typer.Option(
         help="The source's own chosen_score - rejected_score below G, where it gives both: "
         "ambiguous."
@@ -100,7 +102,7 @@ def reward(
         help="drop: reject with the rule as reason; flag: keep, naming the rule in a "
         "needs_regeneration column; relabel: keep the pairs --disagree marks with chosen "
         "and rejected swapped (recorded in meta), drop the other rules' pairs."
-    )] = "drop",
+    )] = RewardConfig.action,
     score_cache: ScoreCacheOpt = None,
     batch_size: ModelBatchOpt = None,
     bf16: Bf16Opt = None,
@@ -132,11 +134,10 @@ def reward(
         curate reward work/decontam --out work/reward --kfold 5 --model minilm \\
             --train-config recipes/train/minilm-frozen.yaml --disagree --min-precision 0.7
     """
-    from curate.scoring.rules import RewardRules, parse_keep_top
+    from curate.scoring.rules import parse_keep_top
     from curate.stages.reward import make_scorer
-    from curate.stages.reward import reward as run_reward
 
-    seed = seed or 0
+    seed = seed or RewardRules.seed
     rules = RewardRules(min_margin=min_margin, min_chosen=min_chosen,
                         keep_top=parse_keep_top(keep_top), by=by, disagree=disagree,
                         min_source_gap=min_source_gap, min_precision=min_precision,
@@ -146,9 +147,9 @@ def reward(
                          seed=seed, surrogates=surrogates,
                          batch_size=batch_size or MODEL_BATCH, bf16=bf16, quiet=quiet,
                          ensemble=ensemble, device=device)
-    manifest = run_reward(inputs, out, scorer=scorer, rules=rules, action=action,
-                          score_cache=score_cache, force=force,
-                          engine=make_engine(engine, workers, ray_address, gpus_per_worker))
+    cfg = RewardConfig(scorer=scorer, rules=rules, action=action, score_cache=score_cache)
+    manifest = run(inputs, out, cfg, force=force,
+                   engine=make_engine(engine, workers, ray_address, gpus_per_worker))
     if not quiet:
         print_summary(manifest, out)
         _print_reward(manifest)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from curate.commands.common import handle_errors, make_engine, print_summary
+from curate.commands.common import given, handle_errors, make_engine, print_summary
 from curate.commands.help_style import live_help
 from curate.commands.options import (
     EngineOpt,
@@ -68,14 +68,13 @@ def shard(
     Example:
         curate shard work/reward --out work/shards --shards 8 --eval-fraction 0.02 --format trl
     """
-    from curate.stages.shard import shard as run_shard
+    from curate.stages.shard import ShardConfig, run
 
-    manifest = run_shard(
-        inputs, out, rows_per_shard=rows_per_shard, shards=shards,
-        eval_fraction=eval_fraction or 0.0, seed=seed or 0, formats=formats or [], only=only,
-        absolute_paths=absolute_paths, force=force,
-        engine=make_engine(engine, workers, ray_address),
-    )
+    cfg = ShardConfig(formats=tuple(formats or ()), **given(
+        rows_per_shard=rows_per_shard, shards=shards, eval_fraction=eval_fraction, seed=seed,
+        only=only, absolute_paths=absolute_paths))
+    manifest = run(inputs, out, cfg, engine=make_engine(engine, workers, ray_address),
+                   force=force)
     if not quiet:
         print_summary(manifest, out)
         _print_shards(manifest, out)

@@ -25,13 +25,15 @@ from curate.commands.options import (
     RayAddressOpt,
     WorkersOpt,
 )
+from curate.models.embedder import EmbedSettings
+from curate.stages.similar import SimilarConfig, run
 
 
 def embed_settings(inputs: list[Any], model: str | None, precision: str, cache: str | None,
-                   device: str | None, batch_size: int | None = None) -> Any:
+                   device: str | None, batch_size: int | None = None) -> EmbedSettings:
     """The EmbedSettings a command's --model/--precision/--cache/--device name (no
     --device: the CPU, as these stages always embedded)."""
-    from curate.models.embedder import EmbedSettings, cache_option
+    from curate.models.embedder import cache_option
 
     return EmbedSettings(model=model, precision=precision, device=device or "cpu",
                          batch_size=batch_size, cache=cache_option(cache, inputs))
@@ -61,15 +63,16 @@ def similar(
         "people's home addresses: 0.898), so 0.95 keeps a margin. Hand-written paraphrases "
         "score 0.96-0.99, distinct questions on one topic 0.40-0.66. The model is uncased: "
         "case and spacing edits score 1.0; on very short prompts punctuation can cost 0.1."
-    )] = 0.95,
+    )] = SimilarConfig.threshold,
     response_threshold: Annotated[float, typer.Option(
         help="chosen vs rejected cosine >= this: responses_too_similar (no preference signal). "
         "Above 1 turns the test off and skips embedding responses."
-    )] = 0.99,
-    image_distance: ImageDistanceOpt = 10,
-    k: Annotated[int, typer.Option(help="Neighbours searched per unique prompt.")] = 10,
+    )] = SimilarConfig.response_threshold,
+    image_distance: ImageDistanceOpt = SimilarConfig.image_distance,
+    k: Annotated[int, typer.Option(help="Neighbours searched per unique prompt.")
+                 ] = SimilarConfig.k,
     model: EmbedModelOpt = None,
-    precision: PrecisionOpt = "auto",
+    precision: PrecisionOpt = EmbedSettings.precision,
     cache: EmbedCacheOpt = None,
     device: DeviceOpt = None,
     engine: EngineOpt = "local",
@@ -92,16 +95,12 @@ def similar(
     Example:
         curate similar work/dedup --out work/similar --threshold 0.95
     """
-    from curate.stages.similar import SimilarConfig
-    from curate.stages.similar import similar as run_similar
-
-    cfg = SimilarConfig(threshold=threshold, response_threshold=response_threshold,
-                        image_distance=image_distance, k=k)
-    manifest = run_similar(
-        list(inputs), out, config=cfg,
-        embed=embed_settings(list(inputs), model, precision, cache, device, batch_size),
-        engine=make_engine(engine, workers, ray_address, gpus_per_worker), force=force,
-    )
+    cfg = SimilarConfig(
+        threshold=threshold, response_threshold=response_threshold,
+        image_distance=image_distance, k=k,
+        embed=embed_settings(list(inputs), model, precision, cache, device, batch_size))
+    manifest = run(inputs, out, cfg, force=force,
+                   engine=make_engine(engine, workers, ray_address, gpus_per_worker))
     if not quiet:
         print_summary(manifest, Path(str(out)))
         print_embeddings(manifest)

@@ -12,9 +12,10 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from curate.manifest import Manifest
+if TYPE_CHECKING:
+    from curate.stage import StageSpec
 
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "hubble_deep_field",
           "immunohistochemistry", "colorwheel", "clock", "moon", "brick", "grass", "logo",
@@ -292,7 +293,7 @@ def run_demo(out: Path, *, force: bool = False) -> dict[str, Any]:
     demo = DemoRun(out, evals, force, results)
     inputs: list[Path] = ingested
     for name, dst in main_line():
-        step = STEPS.get(name) or _registered_step(STAGES[name].run)
+        step = STEPS.get(name) or _registered_step(STAGES[name])
         inputs = [step(inputs, out / dst, demo)]
     results["shard"] = shard(inputs, out / "06-shard", shards=2, eval_fraction=0.2,
                              force=force)
@@ -303,12 +304,13 @@ def run_demo(out: Path, *, force: bool = False) -> dict[str, Any]:
     return results
 
 
-def _registered_step(run: Callable[..., Manifest] | None) -> DemoStep:
-    """The demo step of a stage registered with a `run` and no step here: its defaults."""
-    assert run is not None  # main_line lists only stages with a run
+def _registered_step(spec: StageSpec) -> DemoStep:
+    """The demo step of a stage with no step here: its `run` with its config's defaults."""
+    run, config = spec.run, spec.config
+    assert run is not None and config is not None  # main_line lists only stages with a run
 
     def step(inputs: list[Path], dst: Path, demo: DemoRun) -> Path:
-        demo.results[dst.name.split("-", 1)[1]] = run(inputs, dst, force=demo.force)
+        demo.results[dst.name.split("-", 1)[1]] = run(inputs, dst, config(), force=demo.force)
         return dst
     return step
 
@@ -317,13 +319,6 @@ def _dedup(inputs: list[Path], dst: Path, demo: DemoRun) -> Path:
     from curate.stages.dedup import dedup
 
     demo.results["dedup"] = dedup(inputs, dst, prefer=["rlaif-v"], force=demo.force)
-    return dst
-
-
-def _similar(inputs: list[Path], dst: Path, demo: DemoRun) -> Path:
-    from curate.stages.similar import similar
-
-    demo.results["similar"] = similar(list(inputs), dst, force=demo.force)
     return dst
 
 
@@ -348,7 +343,8 @@ def _reward_and_regenerate(inputs: list[Path], dst: Path, demo: DemoRun) -> Path
     return demo.out / "05d-merge"
 
 
-STEPS: dict[str, DemoStep] = {"dedup": _dedup, "similar": _similar, "decontam": _decontam,
+# the stages whose demo step is not `run(inputs, out, Config())` (similar's is)
+STEPS: dict[str, DemoStep] = {"dedup": _dedup, "decontam": _decontam,
                               "reward": _reward_and_regenerate}
 
 

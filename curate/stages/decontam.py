@@ -32,8 +32,9 @@ and `decontam_tests` (the tests that fired).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,7 @@ from curate.index import dense
 from curate.manifest import Manifest
 from curate.models.embedder import EmbedSettings, ensure_embeddings, hashes_to_numpy
 from curate.stage import Decisions, register_stage, run_filter_stage
+from curate.stage_entry import RUN_ONLY, configured, recorded
 from curate.stages import keys as K
 from curate.stages.similar import (
     _embedding_folders,
@@ -98,8 +100,14 @@ class DecontamConfig:
     image_distance: int = DEFAULT_IMAGE_DISTANCE
     image_prompt_threshold: float = DEFAULT_IMAGE_PROMPT_THRESHOLD
     contain_min: int = DEFAULT_CONTAIN_MIN
+    # the eval dataset folders (recorded with their fingerprints)
+    against: tuple[str | os.PathLike[str], ...] = field(default=(), metadata=RUN_ONLY)
+    # recorded as `EmbedSettings.config()`; None: the default model and cache
+    embed: EmbedSettings | None = field(default=None, metadata=RUN_ONLY)
+    batch_size: int = field(default=512, metadata=RUN_ONLY)  # rows per annotate call
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "against", tuple(self.against))
         if not 1 <= self.ngram <= 200:
             raise ValueError(f"--ngram must be in 1..200 words, got {self.ngram}")
         if self.contain_min < 1:
@@ -145,7 +153,7 @@ def _whole_keys(prompt: Any) -> list[int]:
     return sorted({K.words_key(key) for key in T.prompt_keys(prompt)})
 
 
-def build_eval_index(eval_dirs: list[str | Path], n: int,
+def build_eval_index(eval_dirs: Sequence[str | os.PathLike[str]], n: int,
                      contain_min: int = DEFAULT_CONTAIN_MIN) -> EvalIndex:
     """Read every eval row with a prompt (kept and rejected: a prompt the eval set holds
     is eval content even if a stage filtered its row) into an EvalIndex."""
@@ -378,41 +386,40 @@ def decide(keys: pa.Table, cfg: DecontamConfig, idx: EvalIndex, embed: EmbedSett
     return Decisions(decisions, extra, write_files=_embedding_writer(table, key))
 
 
-def decontam(
-    inputs: Sequence[str | Path],
-    against: Sequence[str | Path],
-    out: str | Path,
-    *,
-    config: DecontamConfig | None = None,
-    embed: EmbedSettings | None = None,
-    engine: Engine | None = None,
-    force: bool = False,
-    batch_size: int = 512,
-) -> Manifest:
+def run(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+        cfg: DecontamConfig, *, engine: Engine | None = None, force: bool = False) -> Manifest:
     """Run `curate decontam` over the kept rows of `inputs` against the eval dataset
-    folders `against`, into `out`; returns the manifest."""
+    folders `cfg.against`, into `out`; returns the manifest."""
     from curate.engine import get_engine
     from curate.models.embedder import default_cache
 
-    if not against:
+    if not cfg.against:
         raise ValueError("--against: name at least one eval dataset folder")
-    cfg = config or DecontamConfig()
-    embed = embed or EmbedSettings(cache=default_cache(inputs))
+    embed = cfg.embed or EmbedSettings(cache=default_cache(inputs))
     engine = engine or get_engine("local")
     datasets = [D.Dataset.open(p) for p in inputs]
-    evals = [D.Dataset.open(p) for p in against]
-    idx = build_eval_index(list(against), cfg.ngram, cfg.contain_min)
+    evals = [D.Dataset.open(p) for p in cfg.against]
+    idx = build_eval_index(list(cfg.against), cfg.ngram, cfg.contain_min)
     schema = D.unified_schema(datasets)
     columns = ["pair_id", "prompt", *K.image_columns(schema)]
-    full_cfg = {**asdict(cfg), **embed.config(),
+    full_cfg = {**recorded(cfg), **embed.config(),
                 "against": [{"path": e.location if hasattr(e, "location") else str(e.path),
                              "fingerprint": e.fingerprint} for e in evals]}
     return run_filter_stage(
         STAGE, inputs, out, full_cfg,
         annotate=Annotator(idx, cfg.image_distance), annotate_columns=columns,
         decide=lambda keys: decide(keys, cfg, idx, embed, datasets, Path(out), engine),
-        engine=engine, force=force, batch_size=batch_size,
+        engine=engine, force=force, batch_size=cfg.batch_size,
     )
 
 
-register_stage(STAGE, 40, filter=True)
+def decontam(inputs: Sequence[str | os.PathLike[str]], against: Sequence[str | os.PathLike[str]],
+             out: str | os.PathLike[str], *, config: DecontamConfig | None = None,
+             engine: Engine | None = None, force: bool = False, **options: Any) -> Manifest:
+    """`run` against the eval folders `against`, with `config` (default: DecontamConfig())
+    and DecontamConfig's fields as keywords."""
+    cfg = configured(DecontamConfig, config, {**options, "against": tuple(against)})
+    return run(inputs, out, cfg, engine=engine, force=force)
+
+
+register_stage(STAGE, 40, filter=True, run=run, config=DecontamConfig)

@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cache, partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,6 +45,7 @@ from curate import dataset as D
 from curate.hashing import DEFAULT_METHOD, HASH_SIZE, METHODS, perceptual_hash
 from curate.manifest import Manifest
 from curate.stage import Decisions, register_stage, run_filter_stage
+from curate.stage_entry import RUN_ONLY, configured, recorded
 from curate.text import normalise_prompt
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ class DedupConfig:
     prefer: tuple[str, ...] = ()
     conflicts: str = "drop"
     near_match: str = "prompt"
+    batch_size: int = field(default=BATCH_SIZE, metadata=RUN_ONLY)  # rows per annotate call
     hash_size: int = field(default=HASH_SIZE, init=False)
 
     def __post_init__(self) -> None:
@@ -101,11 +103,6 @@ class DedupConfig:
     @property
     def column(self) -> str:
         return hash_column(self.image_hash)
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["prefer"] = list(self.prefer)
-        return d
 
 
 # -- pass 1: per-batch keys --------------------------------------------------------------
@@ -672,24 +669,11 @@ def decide(keys: pa.Table, cfg: DedupConfig) -> Decisions:
 
 
 # -- the stage ----------------------------------------------------------------------------
-def dedup(
-    inputs: Sequence[str | Path],
-    out: str | Path,
-    *,
-    image_hash: str = DEFAULT_METHOD,
-    max_distance: int | None = None,
-    prefer: Sequence[str] = (),
-    conflicts: str = "drop",
-    near_match: str = "prompt",
-    engine: Engine | None = None,
-    force: bool = False,
-    batch_size: int = BATCH_SIZE,
-) -> Manifest:
+def run(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+        cfg: DedupConfig, *, engine: Engine | None = None, force: bool = False) -> Manifest:
     """Deduplicate the kept rows of `inputs` (merged, in order) into `out`; returns the manifest."""
     from curate.engine import get_engine
 
-    cfg = DedupConfig(image_hash=image_hash, max_distance=max_distance, prefer=tuple(prefer),
-                      conflicts=conflicts, near_match=near_match)
     if not inputs:
         raise ValueError("give at least one input dataset folder")
     engine = engine or get_engine("local")
@@ -700,14 +684,24 @@ def dedup(
     annotate_fn: Callable[[pa.RecordBatch], pa.RecordBatch] = partial(
         annotate, method=cfg.image_hash)
     return run_filter_stage(
-        STAGE, inputs, out, cfg.as_dict(),
+        STAGE, inputs, out, recorded(cfg),
         annotate=annotate_fn, annotate_columns=columns,
-        decide=partial(decide, cfg=cfg), engine=engine, force=force, batch_size=batch_size,
-        annotate_releases_gil=hash_on_threads(inputs),
+        decide=partial(decide, cfg=cfg), engine=engine, force=force,
+        batch_size=cfg.batch_size, annotate_releases_gil=hash_on_threads(inputs),
     )
 
 
-def hash_on_threads(inputs: Sequence[str | Path]) -> bool:
+def dedup(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+          config: DedupConfig | None = None, engine: Engine | None = None,
+          force: bool = False, **options: Any) -> Manifest:
+    """`run` with `config` (default: DedupConfig()) and DedupConfig's fields as keywords."""
+    if "prefer" in options:
+        options["prefer"] = tuple(options["prefer"])
+    return run(inputs, out, configured(DedupConfig, config, options), engine=engine,
+               force=force)
+
+
+def hash_on_threads(inputs: Sequence[str | os.PathLike[str]]) -> bool:
     """Whether the local engine hashes `inputs`' images on threads: photos, not thumbnails
     (see `curate.images.THREADS_MIN_IMAGE_BYTES`)."""
     from curate.images import THREADS_MIN_IMAGE_BYTES
@@ -715,4 +709,4 @@ def hash_on_threads(inputs: Sequence[str | Path]) -> bool:
     return D.bytes_per_row([D.Dataset.open(p) for p in inputs]) >= THREADS_MIN_IMAGE_BYTES
 
 
-register_stage(STAGE, 20, filter=True)
+register_stage(STAGE, 20, filter=True, run=run, config=DedupConfig)

@@ -36,7 +36,7 @@ import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
@@ -58,6 +58,7 @@ from curate.generation.requests import (
 )
 from curate.manifest import Manifest
 from curate.stage import register_stage
+from curate.stage_entry import RUN_ONLY, configured
 
 if TYPE_CHECKING:
     from curate.engine.protocol import Engine
@@ -175,31 +176,35 @@ def _chunks(requests: Iterator[Request], size: int) -> Iterator[list[Request]]:
         yield chunk
 
 
-def generate(
-    inputs: Sequence[str | os.PathLike[str]],
-    out: str | os.PathLike[str],
-    *,
-    backend: Backend,
-    sampling: SamplingParams | None = None,
-    selection: Selection | None = None,
-    cache: str | os.PathLike[str] | None = None,
-    keep_truncated: bool = False,
-    requests_per_chunk: int = 32,
-    force: bool = False,
-    engine: Engine | None = None,
-) -> Manifest:
+@dataclass(frozen=True)
+class GenerateConfig:
+    """`backend`: the policy model's (`make_backend`: in process, vLLM or an
+    OpenAI-compatible server; recorded as its `describe()`). `cache`: the generation
+    cache folder (None: `default_generation_cache()`). `requests_per_chunk`: requests
+    handed to the backend at once (and written together)."""
+
+    backend: Backend | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    selection: Selection = field(default_factory=Selection)
+    keep_truncated: bool = False
+    cache: str | os.PathLike[str] | None = field(default=None, metadata=RUN_ONLY)
+    requests_per_chunk: int = field(default=32, metadata=RUN_ONLY)
+
+
+def run(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+        cfg: GenerateConfig, *, engine: Engine | None = None, force: bool = False) -> Manifest:
     """Sample responses for the prompts of `inputs` into the candidates folder `out`.
 
-    `cache`: the generation cache folder (default `default_generation_cache()`);
-    `requests_per_chunk`: requests handed to the backend at once (and written together);
-    `engine`: None or a local engine: `backend` generates in this process; a Ray engine:
+    `engine`: None or a local engine: the backend generates in this process; a Ray engine:
     each chunk's cache misses are generated in its actors, each with a backend built from
     `backend.spec()` (see the module docstring). Returns the manifest."""
     from curate.progress import bar
     from curate.stage import StageRun, input_record
 
-    sampling = sampling or SamplingParams()
-    selection = selection or Selection()
+    backend, sampling, selection = cfg.backend, cfg.sampling, cfg.selection
+    cache, keep_truncated = cfg.cache, cfg.keep_truncated
+    if backend is None:
+        raise ValueError("generate: give a backend (--model, or --server URL)")
     datasets = [D.Dataset.open(p) for p in inputs]
     check_selectable(datasets, selection)
     config = {"backend": backend.describe(), "sampling": sampling.to_dict(),
@@ -210,22 +215,22 @@ def generate(
                          "server does the parallel work): use the local engine")
     engine_info = ({**workers.describe(), "backend": backend.name} if workers is not None
                    else {"engine": "local", "workers": 1, "backend": backend.name})
-    run = StageRun("generate", out, config, [input_record(d) for d in datasets], force=force,
-                   base_schema=S.CANDIDATES_SCHEMA, engine=engine_info)
-    with run:
-        if run.skipped:
-            return run.manifest
-        run.open()
+    stage_run = StageRun("generate", out, config, [input_record(d) for d in datasets],
+                         force=force, base_schema=S.CANDIDATES_SCHEMA, engine=engine_info)
+    with stage_run:
+        if stage_run.skipped:
+            return stage_run.manifest
+        stage_run.open()
         t0 = time.perf_counter()
         plan = plan_requests(datasets, selection)
-        run.steps["plan"] = time.perf_counter() - t0
+        stage_run.steps["plan"] = time.perf_counter() - t0
         store = GenerationCache(cache or default_generation_cache(), backend.fingerprint,
                                 sampling)
         totals = Totals()
         per_prompt: Counter[int] = Counter()
         left_out = 0
         try:
-            chunks = _chunks(iter_requests(datasets, plan), requests_per_chunk)
+            chunks = _chunks(iter_requests(datasets, plan), cfg.requests_per_chunk)
             if workers is not None:
                 done = _generate_in_workers(chunks, sampling, backend, store, totals, workers)
             else:
@@ -248,28 +253,28 @@ def generate(
                             reasons.append(problem[0])
                             details.append(problem[1])
                             used_rejected += len(request.pair_ids)
-                    run.add_in(sum(len(r.pair_ids) for r in chunk))
-                    run.keep(pa.Table.from_pylist(kept, schema=S.CANDIDATES_SCHEMA),
+                    stage_run.add_in(sum(len(r.pair_ids) for r in chunk))
+                    stage_run.keep(pa.Table.from_pylist(kept, schema=S.CANDIDATES_SCHEMA),
                              consumed=used_kept)
-                    run.reject(pa.Table.from_pylist(rejected, schema=S.CANDIDATES_SCHEMA),
+                    stage_run.reject(pa.Table.from_pylist(rejected, schema=S.CANDIDATES_SCHEMA),
                                reasons, details, consumed=used_rejected)
                     b.advance(len(chunk))
         finally:
             store.close()
-        run.steps["generate"] = time.perf_counter() - t0 - run.steps["plan"]
+        stage_run.steps["generate"] = time.perf_counter() - t0 - stage_run.steps["plan"]
         info = totals.to_dict()
-        run.extra["generate"] = {
+        stage_run.extra["generate"] = {
             "model": backend.model_name, "backend": backend.describe(),
             "sampling": sampling.to_dict(), "selection": selection.to_dict(),
             "rows_read": plan.rows_read, "rows_selected": plan.selected,
             "requests": len(plan.first), **info,
         }
-        run.extra["candidates"] = {
+        stage_run.extra["candidates"] = {
             "responses": sum(k * v for k, v in per_prompt.items()),
             "responses_per_prompt": {str(k): v for k, v in sorted(per_prompt.items())},
             "invalid_responses_left_out": left_out,
         }
-    return run.manifest
+    return stage_run.manifest
 
 
 ChunkResults = list[tuple[Request, list[Job], list[Sample]]]
@@ -368,4 +373,15 @@ def _generate_in_workers(chunks: Iterable[list[Request]], sampling: SamplingPara
         yield look.chunk, look.finish(samples, backend.name, store, totals)
 
 
-register_stage("generate", 52)
+def generate(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+             config: GenerateConfig | None = None, engine: Engine | None = None,
+             force: bool = False, **options: Any) -> Manifest:
+    """`run` with `config` (default: GenerateConfig()) and GenerateConfig's fields as
+    keywords (`sampling=None`, `selection=None`: their defaults)."""
+    options = {k: v for k, v in options.items()
+               if not (k in ("sampling", "selection") and v is None)}
+    return run(inputs, out, configured(GenerateConfig, config, options), engine=engine,
+               force=force)
+
+
+register_stage("generate", 52, run=run, config=GenerateConfig)

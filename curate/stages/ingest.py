@@ -8,10 +8,10 @@ Both run the one row pipeline, `curate.stages.ingest_rows.build_chunk`.
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterator
-from dataclasses import replace
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from curate.images import (
@@ -26,6 +26,7 @@ from curate.sources.readers import (
     iter_records,
 )
 from curate.stage import StageRun, register_stage
+from curate.stage_entry import RUN_ONLY
 from curate.stages.ingest_candidates import KIND as CANDIDATES
 from curate.stages.ingest_candidates import ingest_candidates
 from curate.stages.ingest_checks import check_response
@@ -44,40 +45,51 @@ if TYPE_CHECKING:
     from curate.engine.protocol import Engine
 
 # the row pipeline's names, as before it moved to curate.stages.ingest_rows
-__all__ = ["IngestOptions", "build_chunk", "canonical_row", "check_response", "ingest"]
+__all__ = ["IngestConfig", "IngestOptions", "build_chunk", "canonical_row", "check_response",
+           "ingest", "run"]
 
 
-def ingest(
-    kind: str,
-    inputs: list[str],
-    out: str | Path,
-    *,
-    source: str | None = None,
-    mapping: dict[str, str] | None = None,
-    config: str | None = None,
-    split: str = "train",
-    image_root: str | Path | None = None,
-    max_pixels: int = PIL_DEFAULT_MAX_PIXELS,
-    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
-    engine: Engine | None = None,
-    force: bool = False,
-    chunk_size: int = 64,
-    revision: str | None = None,
-    data_dir: str | None = None,
-    min_score_gap: float = 0.0,
-) -> Manifest:
-    """Ingest `inputs` of format `kind` into the dataset folder `out`; returns the manifest.
+@dataclass(frozen=True)
+class IngestConfig:
+    """How `curate ingest` reads its inputs (`kind`: a registered source format).
+
+    `config`/`split`/`revision`/`data_dir`: of a hub dataset (llava-critic's `config`:
+    pairwise or pointwise); `chunk_size`: pairs per validation task."""
+
+    kind: str
+    source: str | None = None  # the rows' source label (None: the adapter's)
+    mapping: dict[str, str] | None = None  # generic kinds: canonical field -> input column
+    config: str | None = None
+    split: str = "train"
+    image_root: str | os.PathLike[str] | None = None
+    max_pixels: int = PIL_DEFAULT_MAX_PIXELS
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    revision: str | None = None
+    data_dir: str | None = None
+    min_score_gap: float = 0.0
+    chunk_size: int = field(default=64, metadata=RUN_ONLY)
+
+
+def run(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+        cfg: IngestConfig, *, engine: Engine | None = None, force: bool = False) -> Manifest:
+    """Ingest `inputs` of format `cfg.kind` into the dataset folder `out`; returns the
+    manifest.
 
     `kind` "candidates" (prompts with N sampled responses, for `curate pairs`) has its own
     schema and row loop (`curate.stages.ingest_candidates`), on the same row checks."""
     from curate.engine import get_engine
 
-    opts = IngestOptions.checked(image_root, max_pixels, max_image_bytes)
+    kind, source, mapping, config = cfg.kind, cfg.source, cfg.mapping, cfg.config
+    split, revision, data_dir = cfg.split, cfg.revision, cfg.data_dir
+    max_pixels, max_image_bytes = cfg.max_pixels, cfg.max_image_bytes
+    chunk_size, min_score_gap = cfg.chunk_size, cfg.min_score_gap
+    files = [os.fspath(p) for p in inputs]
+    opts = IngestOptions.checked(cfg.image_root, max_pixels, max_image_bytes)
     engine = engine or get_engine("local")
     root = opts.image_root
     if kind == CANDIDATES:
         return ingest_candidates(
-            inputs, out, opts, AdapterOptions(source=source, mapping=mapping or {},
+            files, out, opts, AdapterOptions(source=source, mapping=mapping or {},
                                               config=config, has_image_root=root is not None),
             config=config, split=split, engine=engine, force=force, chunk_size=chunk_size)
     adapter = make_adapter(
@@ -87,30 +99,30 @@ def ingest(
     )
     opts = replace(opts, min_score_gap=min_score_gap,
                    eval_set=getattr(adapter, "eval_set", False))
-    cfg = {"kind": kind, "source": adapter.source, "mapping": mapping or {}, "config": config,
-           "split": split, "image_root": str(root) if root else None, "max_pixels": max_pixels,
-           "max_image_bytes": max_image_bytes, "revision": revision, "data_dir": data_dir,
-           "min_score_gap": min_score_gap}
-    run = StageRun("ingest", out, cfg,
-                   input_fingerprints(inputs, config, split, revision, data_dir),
-                   force=force, engine=engine.describe())
-    with run:
-        if run.skipped:
-            return run.manifest
-        run.open()
+    record = {"kind": kind, "source": adapter.source, "mapping": mapping or {},
+              "config": config, "split": split, "image_root": str(root) if root else None,
+              "max_pixels": max_pixels, "max_image_bytes": max_image_bytes,
+              "revision": revision, "data_dir": data_dir, "min_score_gap": min_score_gap}
+    stage_run = StageRun("ingest", out, record,
+                         input_fingerprints(files, config, split, revision, data_dir),
+                         force=force, engine=engine.describe())
+    with stage_run:
+        if stage_run.skipped:
+            return stage_run.manifest
+        stage_run.open()
         t0 = time.perf_counter()
-        if runs_in_workers(adapter, inputs):  # part by part, the same on every engine
-            with bar(f"ingest {kind}", ReadProgress.of(inputs).total, unit="bytes") as b:
-                ingest_in_workers(run, inputs, adapter, opts, engine, chunk_size, b)
+        if runs_in_workers(adapter, files):  # part by part, the same on every engine
+            with bar(f"ingest {kind}", ReadProgress.of(files).total, unit="bytes") as b:
+                ingest_in_workers(stage_run, files, adapter, opts, engine, chunk_size, b)
         else:
-            read = ReadProgress.of(inputs)
+            read = ReadProgress.of(files)
             with bar(f"ingest {kind}", read.total,
                      unit="bytes" if read.total is not None else "rows") as b:
-                _ingest_on_driver(run, inputs, adapter, opts, engine, chunk_size, b,
+                _ingest_on_driver(stage_run, files, adapter, opts, engine, chunk_size, b,
                                   config, split, read, revision, data_dir)
-        run.steps["ingest"] = time.perf_counter() - t0
-        run.extra.update(adapter.extra_manifest())
-    return run.manifest
+        stage_run.steps["ingest"] = time.perf_counter() - t0
+        stage_run.extra.update(adapter.extra_manifest())
+    return stage_run.manifest
 
 
 def _ingest_on_driver(run: StageRun, inputs: list[str], adapter: Any, opts: IngestOptions,
@@ -143,4 +155,10 @@ def _ingest_on_driver(run: StageRun, inputs: list[str], adapter: Any, opts: Inge
             progress.set(read.done, rows=res.rows_in)
 
 
-register_stage("ingest", 10)
+def ingest(kind: str, inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+           *, engine: Engine | None = None, force: bool = False, **options: Any) -> Manifest:
+    """`run` with IngestConfig(kind, **options)."""
+    return run(inputs, out, IngestConfig(kind, **options), engine=engine, force=force)
+
+
+register_stage("ingest", 10, run=run, config=IngestConfig)

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -207,7 +207,7 @@ def build_candidates_chunk(args: tuple[list[RawCandidates], str, IngestOptions])
 
 def ingest_candidates(
     inputs: list[str],
-    out: str | Path,
+    out: str | os.PathLike[str],
     opts: IngestOptions,
     adapter_options: AdapterOptions,
     *,

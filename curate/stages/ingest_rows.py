@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,7 @@ class IngestOptions:
     eval_set: bool = False  # keep every row a benchmark scores (curate.sources.eval_sets)
 
     @classmethod
-    def checked(cls, image_root: str | Path | None, max_pixels: int,
+    def checked(cls, image_root: str | os.PathLike[str] | None, max_pixels: int,
                 max_image_bytes: int) -> IngestOptions:
         """The options, refused (ValueError: exit 2) before any input is read when a
         limit is not positive or --image-root is not a folder."""

@@ -36,7 +36,7 @@ import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +52,7 @@ from curate.models.encoding import Item
 from curate.scoring.cache import ScoreCache
 from curate.scoring.scorer import ResponseScorer, RewardModelScorer
 from curate.stage import register_stage
+from curate.stage_entry import RUN_ONLY, configured, recorded
 from curate.text import normalise_text
 
 if TYPE_CHECKING:
@@ -120,6 +121,11 @@ class PairsConfig:
     k: int | None = None  # top-bottom only (default 2)
     min_margin: float = 0.0
     near_identical: float = DEFAULT_NEAR_IDENTICAL
+    # scores the responses (`make_scorer`); recorded as its `describe()`
+    scorer: ResponseScorer | None = field(default=None, metadata=RUN_ONLY)
+    # the folder of cached scores (None: `default_score_cache()`)
+    score_cache: str | os.PathLike[str] | None = field(default=None, metadata=RUN_ONLY)
+    prompts_per_batch: int = field(default=128, metadata=RUN_ONLY)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -137,7 +143,7 @@ class PairsConfig:
             raise ValueError("--near-identical must be in (0, 1]")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return recorded(self)
 
 
 def rank(scores: Sequence[float]) -> list[int]:
@@ -393,21 +399,11 @@ def open_candidates(inputs: Sequence[str | os.PathLike[str]]) -> list[D.Dataset]
     return datasets
 
 
-def pairs(
-    inputs: Sequence[str | os.PathLike[str]],
-    out: str | os.PathLike[str],
-    *,
-    scorer: ResponseScorer,
-    config: PairsConfig | None = None,
-    score_cache: str | os.PathLike[str] | None = None,
-    force: bool = False,
-    prompts_per_batch: int = 128,
-    engine: Engine | None = None,
-) -> Manifest:
+def run(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+        cfg: PairsConfig, *, engine: Engine | None = None, force: bool = False) -> Manifest:
     """Build pairs from the candidates folders `inputs` into `out`; returns the manifest.
 
-    `score_cache`: the folder of cached scores (default `default_score_cache()`).
-    `engine`: None or a local engine: `scorer` scores in this process; an engine with
+    `engine`: None or a local engine: `cfg.scorer` scores in this process; an engine with
     workers of its own (Ray): each batch's uncached responses are scored in its actors
     (`engine.map_actors`), each with a scorer built once from `scorer.spec()`, while this
     process plans, reads and writes the score cache and writes the output. Every batch
@@ -416,20 +412,22 @@ def pairs(
     from curate.progress import bar
     from curate.stage import StageRun, input_record
 
-    cfg = config or PairsConfig()
+    scorer, score_cache, prompts_per_batch = cfg.scorer, cfg.score_cache, cfg.prompts_per_batch
+    if scorer is None:
+        raise ValueError("pairs: give a scorer (--model: a reward-model checkpoint)")
     datasets = open_candidates(inputs)
     stage_config = {**cfg.to_dict(), "scorer": scorer.describe()}
     workers = engine if distributed(engine) else None
     if workers is not None and not callable(getattr(scorer, "spec", None)):
         raise ValueError(f"the {scorer.describe().get('kind')} scorer cannot run in engine "
                          "workers: use the local engine")
-    run = StageRun("pairs", out, stage_config, [input_record(d) for d in datasets], force=force,
-                   engine=workers.describe() if workers is not None else {"engine": "local",
-                                                                "workers": 1})
-    with run:
-        if run.skipped:
-            return run.manifest
-        run.open(PAIRS_SCHEMA)
+    stage_run = StageRun("pairs", out, stage_config, [input_record(d) for d in datasets],
+                         force=force, engine=workers.describe() if workers is not None
+                         else {"engine": "local", "workers": 1})
+    with stage_run:
+        if stage_run.skipped:
+            return stage_run.manifest
+        stage_run.open(PAIRS_SCHEMA)
         scores = ResponseScores(scorer, Path(score_cache or default_score_cache()) / "responses")
         stats: Counter[str] = Counter()
         per_prompt: Counter[int] = Counter()
@@ -447,12 +445,12 @@ def pairs(
                     done = _score_here(batches, cfg, scores, stats)
                 for batch, plans in done:
                     results = [decide_prompt(p, cfg, scorer.fingerprint) for p in plans]
-                    run.add_in(batch.num_rows)
+                    stage_run.add_in(batch.num_rows)
                     kept = [p for r in results for p in r.pairs]
                     rejected = [r for r in results if r.rejected is not None]
-                    run.keep(pa.Table.from_pylist(kept, schema=PAIRS_SCHEMA),
+                    stage_run.keep(pa.Table.from_pylist(kept, schema=PAIRS_SCHEMA),
                              consumed=len(results) - len(rejected))
-                    run.reject(pa.Table.from_pylist([r.rejected for r in rejected],
+                    stage_run.reject(pa.Table.from_pylist([r.rejected for r in rejected],
                                                     schema=PAIRS_SCHEMA),
                                [r.reason for r in rejected], [r.detail for r in rejected])
                     for r in results:
@@ -464,12 +462,12 @@ def pairs(
                     b.advance(batch.num_rows)
         finally:
             scores.save()  # scores computed before a failure are still good
-        run.steps["pairs"] = time.perf_counter() - t0
-        run.extra["pairs"] = {
+        stage_run.steps["pairs"] = time.perf_counter() - t0
+        stage_run.extra["pairs"] = {
             "score_key": scorer.fingerprint,
             "scorer": scorer.describe(),
-            "prompts": run.rows_in,
-            "prompts_with_pairs": run.consumed_by_kept,
+            "prompts": stage_run.rows_in,
+            "prompts_with_pairs": stage_run.consumed_by_kept,
             "pairs_produced": len(margins),
             "pairs_per_prompt": {str(k): v for k, v in sorted(per_prompt.items())},
             "candidates": stats["candidates"],
@@ -478,7 +476,7 @@ def pairs(
             "margin_histogram": histogram(margins),
             "best_worst_margin_histogram": histogram(best_worst),
         }
-    return run.manifest
+    return stage_run.manifest
 
 
 Planned = tuple[pa.RecordBatch, list[PromptPlan]]
@@ -544,4 +542,12 @@ def make_scorer(model: str | os.PathLike[str], batch_size: int = 16,
     return RewardModelScorer(model, batch_size=batch_size, device=device)
 
 
-register_stage("pairs", 54)
+def pairs(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+          config: PairsConfig | None = None, engine: Engine | None = None,
+          force: bool = False, **options: Any) -> Manifest:
+    """`run` with `config` (default: PairsConfig()) and PairsConfig's fields as keywords."""
+    return run(inputs, out, configured(PairsConfig, config, options), engine=engine,
+               force=force)
+
+
+register_stage("pairs", 54, run=run, config=PairsConfig)

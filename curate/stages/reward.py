@@ -34,6 +34,7 @@ from curate.scoring.gate import validation_veto
 from curate.scoring.rules import RewardRules, apply_rules
 from curate.scoring.scorer import SCORE_COLUMNS, PairScorer
 from curate.stage import Decisions, register_stage, run_filter_stage
+from curate.stage_entry import RUN_ONLY, configured
 
 if TYPE_CHECKING:
     from curate.engine.protocol import Engine
@@ -77,28 +78,33 @@ def make_scorer(
     return RewardModelScorer(model, batch_size=batch_size, bf16=bf16, device=device)
 
 
-def reward(
-    inputs: Sequence[str | os.PathLike[str]],
-    out: str | os.PathLike[str],
-    *,
-    scorer: PairScorer | None = None,
-    rules: RewardRules | None = None,
-    action: str = "drop",
-    score_cache: str | os.PathLike[str] | None = None,
-    force: bool = False,
-    batch_size: int = 256,
-    engine: Engine | None = None,
-) -> Manifest:
-    """Score the kept rows of `inputs` with `scorer` and apply `rules`; returns the manifest.
+@dataclasses.dataclass(frozen=True)
+class RewardConfig:
+    """`scorer`: a `curate train` checkpoint's, k-fold surrogates' (`make_scorer`) or any
+    PairScorer (recorded as its `describe()`; None: rules that need no scores).
+    `score_cache`: a folder shared across runs and outputs, besides the previous output.
+    `batch_size`: rows per scoring call (the model batches inside it)."""
 
-    `score_cache`: a folder shared across runs and outputs, besides the previous `out`.
-    `batch_size`: rows per scoring call (the model batches inside it).
+    scorer: PairScorer | None = None
+    rules: RewardRules = dataclasses.field(default_factory=RewardRules)
+    action: str = "drop"
+    score_cache: str | os.PathLike[str] | None = dataclasses.field(default=None,
+                                                                   metadata=RUN_ONLY)
+    batch_size: int = dataclasses.field(default=256, metadata=RUN_ONLY)
+
+
+def run(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+        cfg: RewardConfig, *, engine: Engine | None = None, force: bool = False) -> Manifest:
+    """Score the kept rows of `inputs` with `cfg.scorer` and apply `cfg.rules`; returns
+    the manifest.
+
     `engine`: scoring runs in its `map_inputs_actors` workers, the scorer's model loaded
     once per worker (Ray: actors with --gpus-per-worker GPUs; local: this process);
     k-fold surrogates train there too, one actor per fold (`KFoldScorer.fit`)."""
     from curate.engine import get_engine
 
-    rules = rules or RewardRules()
+    scorer, rules, action = cfg.scorer, cfg.rules, cfg.action
+    score_cache, batch_size = cfg.score_cache, cfg.batch_size
     if action not in ACTIONS:
         raise ValueError(f"--action must be one of {', '.join(ACTIONS)}")
     if action == "flag" and rules.min_precision > 0:
@@ -289,4 +295,15 @@ def _stats(keys: pa.Table) -> dict[str, Any]:
     }
 
 
-register_stage("reward", 50, filter=True)
+def reward(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+           config: RewardConfig | None = None, engine: Engine | None = None,
+           force: bool = False, **options: Any) -> Manifest:
+    """`run` with `config` (default: RewardConfig()) and RewardConfig's fields as keywords
+    (`rules=None`: the default rules)."""
+    if options.get("rules", "") is None:
+        del options["rules"]
+    return run(inputs, out, configured(RewardConfig, config, options), engine=engine,
+               force=force)
+
+
+register_stage("reward", 50, filter=True, run=run, config=RewardConfig)

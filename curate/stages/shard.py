@@ -35,10 +35,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,7 @@ from curate.manifest import Manifest
 from curate.progress import bar
 from curate.splits import shuffle_rank
 from curate.stage import StageRun, input_record, register_stage
+from curate.stage_entry import RUN_ONLY, configured, recorded
 from curate.stages.shard_shuffle import SHARD_COLUMNS, SHARD_FIELDS
 
 if TYPE_CHECKING:
@@ -77,7 +79,9 @@ class ShardConfig:
     seed: int = 0
     formats: tuple[str, ...] = ()
     only: str | None = None  # exports: only the text or only the vision rows
-    absolute_paths: bool = False  # exports (mpo): absolute paths of the committed folder
+    # exports (mpo): absolute paths of the committed folder (None: yes for a local output)
+    absolute_paths: bool | None = None
+    batch_size: int = field(default=512, metadata=RUN_ONLY)  # rows per task
 
     def __post_init__(self) -> None:
         if self.rows_per_shard is not None and self.shards is not None:
@@ -234,74 +238,59 @@ def split_summary(keys: pa.Table, plan: ShardPlan) -> dict[str, Any]:
     return out
 
 
-def shard(
-    inputs: Sequence[str | Path],
-    out: str | Path,
-    *,
-    rows_per_shard: int | None = None,
-    shards: int | None = None,
-    eval_fraction: float = 0.0,
-    seed: int = 0,
-    formats: Sequence[str] = (),
-    only: str | None = None,
-    absolute_paths: bool | None = None,
-    engine: Engine | None = None,
-    force: bool = False,
-    batch_size: int = 512,
-) -> Manifest:
+def run(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+        cfg: ShardConfig, *, engine: Engine | None = None, force: bool = False) -> Manifest:
     """Shard the kept rows of `inputs` into `out` (see the module docstring); returns the
-    manifest, whose `shards` lists each file's split, rows, est. tokens and sha256.
-
-    `only` (text|vision) restricts the exports' rows; `absolute_paths` (default: True for
-    a local `out`) makes the exports that name files (mpo) use absolute paths."""
+    manifest, whose `shards` lists each file's split, rows, est. tokens and sha256."""
     from curate.engine import get_engine
 
     engine = engine or get_engine("local", workers=1)
     local = not D.is_uri(out)
+    absolute_paths = cfg.absolute_paths
     if absolute_paths and not local:
         raise ValueError(f"--absolute-paths: {D.redact(str(out))} is not a local folder; "
                          "use --no-absolute-paths (paths relative to the export's folder)")
-    absolute = (local if absolute_paths is None else absolute_paths) and "mpo" in formats
-    cfg = ShardConfig(rows_per_shard, shards, eval_fraction, seed, tuple(formats), only,
-                      absolute)
-    options = ExportOptions(only, Path(out).resolve() if absolute else None)
+    absolute = (local if absolute_paths is None else absolute_paths) and "mpo" in cfg.formats
+    cfg = replace(cfg, absolute_paths=absolute)
+    options = ExportOptions(cfg.only, Path(out).resolve() if absolute else None)
     datasets = [D.Dataset.open(p) for p in inputs]
-    config = asdict(cfg) | {"formats": list(cfg.formats)}
+    config = recorded(cfg)
     if options.root is not None and "mpo" in cfg.formats:  # the paths written depend on it
         config["export_root"] = str(options.root)
-    run = StageRun("shard", out, config, [input_record(d) for d in datasets], force=force,
-                   engine=engine.describe())
-    with run:
-        if run.skipped:
-            return run.manifest
+    stage_run = StageRun("shard", out, config, [input_record(d) for d in datasets],
+                         force=force, engine=engine.describe())
+    with stage_run:
+        if stage_run.skipped:
+            return stage_run.manifest
         total = sum(d.count() for d in datasets)
         t = time.perf_counter()
         parts = []
         with bar("shard: keys", total) as b:
             batches = (batch for d in datasets
-                       for batch in d.iter_batches(D.KEPT, KEY_COLUMNS, batch_size))
+                       for batch in d.iter_batches(D.KEPT, KEY_COLUMNS, cfg.batch_size))
             for res in engine.map(shard_keys, batches):
                 parts.append(res)
                 b.advance(res.num_rows)
         keys = pa.Table.from_batches(parts, schema=shard_keys_schema())
         plan = plan_shards(keys, cfg)
-        run.steps["plan"] = time.perf_counter() - t
+        stage_run.steps["plan"] = time.perf_counter() - t
         schema = D.unified_schema(datasets)
         for name in SHARD_COLUMNS:
             if schema.get_field_index(name) >= 0:
                 schema = schema.remove(schema.get_field_index(name))
         schema = pa.schema(list(schema) + SHARD_FIELDS)
-        run.extra["splits"] = split_summary(keys, plan)
-        run.extra["data_files"] = {s: f"{D.KEPT}/{s}-*.parquet" for s in sorted(set(plan.splits))}
+        stage_run.extra["splits"] = split_summary(keys, plan)
+        stage_run.extra["data_files"] = {s: f"{D.KEPT}/{s}-*.parquet"
+                                         for s in sorted(set(plan.splits))}
         t = time.perf_counter()
-        _write_shards(run, datasets, plan, schema, cfg, options, engine, batch_size, total)
-        run.steps["shuffle"] = time.perf_counter() - t
-    return run.manifest
+        _write_shards(stage_run, datasets, plan, schema, cfg, options, engine, total)
+        stage_run.steps["shuffle"] = time.perf_counter() - t
+    return stage_run.manifest
 
 
 def _write_shards(run: StageRun, datasets: list[D.Dataset], plan: ShardPlan,
                   schema: pa.Schema, cfg: ShardConfig, options: ExportOptions, engine: Engine,
-                  batch_size: int, total: int) -> None:
+                  total: int) -> None:
     """The shuffle as map and reduce tasks on the engine's workers (`shard_shuffle`); each
     shard, once written, goes to the export formats on the driver (read back from its
     file while the workers write the next ones), in shard order."""
@@ -313,7 +302,7 @@ def _write_shards(run: StageRun, datasets: list[D.Dataset], plan: ShardPlan,
     target = run.worker_target()
     records = []
     try:
-        shards = shuffle_into_shards(run, datasets, plan, schema, engine, batch_size)
+        shards = shuffle_into_shards(run, datasets, plan, schema, engine, cfg.batch_size)
         with bar("shard: shuffle", total) as b, contextlib.closing(shards):
             for s, rows, sha, _ in shards:
                 records.append(shard_record(plan, s, rows, sha))
@@ -337,4 +326,14 @@ def shard_keys_schema() -> pa.Schema:
                       ("est_tokens", pa.int64()), ("multimodal", pa.bool_())])
 
 
-register_stage("shard", 60)
+def shard(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+          config: ShardConfig | None = None, engine: Engine | None = None,
+          force: bool = False, **options: Any) -> Manifest:
+    """`run` with `config` (default: ShardConfig()) and ShardConfig's fields as keywords."""
+    if "formats" in options:
+        options["formats"] = tuple(options["formats"])
+    return run(inputs, out, configured(ShardConfig, config, options), engine=engine,
+               force=force)
+
+
+register_stage("shard", 60, run=run, config=ShardConfig)

@@ -27,8 +27,9 @@ a row is rejected exactly when its printed score passes the printed threshold.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,7 @@ from curate.models.embedder import (
 )
 from curate.models.pair_cosine import ResponseCosines, response_cosines
 from curate.stage import Decisions, register_stage, run_filter_stage
+from curate.stage_entry import RUN_ONLY, configured, recorded
 from curate.stages import keys as K
 
 if TYPE_CHECKING:
@@ -90,6 +92,10 @@ class SimilarConfig:
     k: int = DEFAULT_K
     exact_max: int = dense.EXACT_MAX
     nprobe: int = dense.DEFAULT_NPROBE
+    # the model, precision and cache (None: the default model, the inputs' default cache);
+    # recorded as `EmbedSettings.config()`, the part of it that changes the output
+    embed: EmbedSettings | None = field(default=None, metadata=RUN_ONLY)
+    batch_size: int = field(default=512, metadata=RUN_ONLY)  # rows per annotate call
 
     def __post_init__(self) -> None:
         for name in ("threshold", "response_threshold"):
@@ -383,32 +389,31 @@ def _embedding_writer(table: EmbeddingTable, key: str,
     return write
 
 
-def similar(
-    inputs: list[str | Path],
-    out: str | Path,
-    *,
-    config: SimilarConfig | None = None,
-    embed: EmbedSettings | None = None,
-    engine: Engine | None = None,
-    force: bool = False,
-    batch_size: int = 512,
-) -> Manifest:
+def run(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+        cfg: SimilarConfig, *, engine: Engine | None = None, force: bool = False) -> Manifest:
     """Run `curate similar` over the kept rows of `inputs` into `out`; returns the manifest."""
     from curate.engine import get_engine
     from curate.models.embedder import default_cache
 
-    cfg = config or SimilarConfig()
-    embed = embed or EmbedSettings(cache=default_cache(inputs))
+    embed = cfg.embed or EmbedSettings(cache=default_cache(inputs))
     engine = engine or get_engine("local")
     datasets = [D.Dataset.open(p) for p in inputs]
     schema = D.unified_schema(datasets)
     columns = ["pair_id", "prompt", "chosen", "rejected", *K.image_columns(schema)]
-    full_cfg = {**asdict(cfg), **embed.config()}
+    full_cfg = {**recorded(cfg), **embed.config()}
     return run_filter_stage(
         STAGE, inputs, out, full_cfg, annotate=annotate, annotate_columns=columns,
         decide=lambda keys: decide(keys, cfg, embed, datasets, Path(out), engine),
-        engine=engine, force=force, batch_size=batch_size,
+        engine=engine, force=force, batch_size=cfg.batch_size,
     )
 
 
-register_stage(STAGE, 30, filter=True)
+def similar(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+            config: SimilarConfig | None = None, engine: Engine | None = None,
+            force: bool = False, **options: Any) -> Manifest:
+    """`run` with `config` (default: SimilarConfig()) and SimilarConfig's fields as keywords."""
+    return run(inputs, out, configured(SimilarConfig, config, options), engine=engine,
+               force=force)
+
+
+register_stage(STAGE, 30, filter=True, run=run, config=SimilarConfig)
