@@ -85,7 +85,7 @@ def _dataset(files: list[Path], size: tuple[int, int], folder: Path) -> Path:
     import pyarrow as pa
 
     from curate import schema as S
-    from curate.stage import StageRun
+    from curate.pipeline.runner import StageRun
 
     rows = []
     for f in files:

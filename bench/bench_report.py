@@ -76,7 +76,7 @@ def make_run(root: Path, rows: int, image_share: float, seed: int = 0) -> Path:
 
     from curate import schema as S
     from curate.dataset import Dataset
-    from curate.stage import StageRun, input_record
+    from curate.pipeline.runner import StageRun, input_record
 
     rng = np.random.default_rng(seed)
     images = _jpegs(400, rng)

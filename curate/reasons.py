@@ -5,7 +5,7 @@ drift from the code.
 
 The built-in stages' reasons are the table below (several are written by more than one
 stage, and its order is the README's); a stage added later registers its own through
-`curate.stage.register_stage(..., reasons=...)`, in its module.
+`curate.pipeline.runner.register_stage(..., reasons=...)`, in its module.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from curate.hashing import hamming
 from curate.index.hamming import radius_pairs
 from curate.index.unionfind import UnionFind
-from curate.stage import Decisions
+from curate.pipeline.runner import Decisions
 from curate.stages.dedup import DedupConfig
 
 

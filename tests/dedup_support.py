@@ -78,7 +78,7 @@ def unchecked_folder(out: Path, images: list[bytes]) -> Path:
     import pyarrow as pa
 
     from curate import schema as S
-    from curate.stage import StageRun
+    from curate.pipeline.runner import StageRun
 
     rows = [{"pair_id": f"{i:032x}", "source": "x", "source_id": str(i),
              "prompt": [{"role": "user", "content": f"Question {i}?"}], "chosen": "a",

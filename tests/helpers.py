@@ -157,6 +157,6 @@ def assert_same_files(a: Path, b: Path) -> None:
 
 class WorkerWritesEngine(LocalEngine):
     """The local process pool, its workers writing their own parts as Ray's do: the Ray
-    engine's code paths (curate.fragment_writes, ingest_parts) in seconds."""
+    engine's code paths (curate.pipeline.fragment_writes, ingest_parts) in seconds."""
 
     writes_in_workers = True

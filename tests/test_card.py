@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from curate import card
 from curate import dataset as D
 from curate.engine import get_engine
+from curate.pipeline import card
 from curate.stages.ingest import ingest
 from curate.stages.shard import shard
 from tests.helpers import jpeg_bytes, write_parquet

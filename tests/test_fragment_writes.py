@@ -1,4 +1,4 @@
-"""The write pass on an engine's workers (`curate.fragment_writes`): same rows as the
+"""The write pass on an engine's workers (`curate.pipeline.fragment_writes`): same rows as the
 driver's write pass, files cut per fragment, checksums from the workers, and a clear
 error when the driver cannot see what a worker wrote.
 
@@ -103,7 +103,7 @@ def test_a_stage_with_nothing_rejected_still_leaves_a_rejected_file(
 def test_a_file_the_driver_cannot_see_fails_the_stage_and_commits_nothing(
         inputs: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """As on a multi-node cluster writing to a path that is not shared."""
-    import curate.fragment_writes as FW
+    import curate.pipeline.fragment_writes as FW
 
     real = FW.write_fragment
 

@@ -190,7 +190,7 @@ def test_only_flagged_rows_by_reason(tmp_path: Path, run_cli) -> None:
 
     src = _dataset(tmp_path, run_cli)
     # a `curate reward --action flag` output: the same rows with needs_regeneration
-    from curate.stage import StageRun
+    from curate.pipeline.runner import StageRun
 
     table = D.Dataset.open(src).read()
     flags = ["low_margin", None, "low_chosen_score", None, "low_margin"]

@@ -31,7 +31,7 @@ ALLOWED_UPWARD: dict[tuple[str, str], str] = {}
 LAYERS = (
     ("curate.models", "curate.scoring", "curate.sources", "curate.index", "curate.export",
      "curate.generation", "curate.train"),
-    ("curate.stage", "curate.fragment_writes", "curate.card", "curate.stages"),
+    ("curate.pipeline", "curate.stages"),
     ("curate.inspect", "curate.report"),
     ("curate.recipes", "curate.commands", "curate.cli", "curate.__main__"),
 )

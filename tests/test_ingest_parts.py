@@ -96,7 +96,7 @@ def test_the_parts_share_out_every_stored_byte(tmp_path: Path,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from curate.fragment_writes import WriteTarget
+    from curate.pipeline.fragment_writes import WriteTarget
     from curate.sources import AdapterOptions, make_adapter
     from curate.stages.ingest_parts import plan_parts
     from curate.stages.ingest_rows import IngestOptions

@@ -141,7 +141,7 @@ class KillingWritePassRayEngine(KillingRayEngine):
     """Kills a worker while it writes its fragment's rows (the write pass), nowhere else."""
 
     def map(self, fn: Callable[[Any], Any], items: Any, **kw: Any) -> Iterator[Any]:
-        from curate.fragment_writes import write_fragment
+        from curate.pipeline.fragment_writes import write_fragment
 
         if fn is write_fragment:
             return RayEngine.map(self, _DieMidWrite(fn, self.marker), items, **kw)

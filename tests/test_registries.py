@@ -21,12 +21,12 @@ import pyarrow as pa
 import pytest
 
 from curate import dataset as D
+from curate.pipeline.runner import STAGES, Decisions, all_stages, run_filter_stage, temporary_stage
 from curate.reasons import REASONS, Reason, markdown_table
 from curate.registry import Registry
 from curate.sources import ADAPTERS, all_kinds
 from curate.sources.base import Adapter, RawPair, record_id, user
 from curate.sources.readers import Record
-from curate.stage import STAGES, Decisions, all_stages, run_filter_stage, temporary_stage
 from tests.helpers import assert_conserved, rows, write_jsonl
 
 WORD = "banana"

@@ -28,7 +28,7 @@ from typing import Any
 import pyarrow.fs as pafs
 import pytest
 
-from curate.card import CARD
+from curate.pipeline.card import CARD
 
 try:
     from moto.server import ThreadedMotoServer

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from curate import dataset as D
-from curate.stage import StageRun
+from curate.pipeline.runner import StageRun
 from tests.safety_support import ingested, leftovers, snapshot, write_pairs
 
 

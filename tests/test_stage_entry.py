@@ -1,5 +1,5 @@
 """Every stage has one entry point of one shape, and its options are declared once
-(issue 15 item 3; `curate.stage_entry`).
+(issue 15 item 3; `curate.pipeline.entry`).
 
 - Every registered stage has `run(inputs, out, cfg, *, engine=None, force=False)`,
   returning a Manifest, and a config dataclass; a filter stage's config builds with no
@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from curate.manifest import Manifest
-from curate.stage import all_stages
-from curate.stage_entry import RUN_ONLY, configured, defaults, recorded
+from curate.pipeline.entry import RUN_ONLY, configured, defaults, recorded
+from curate.pipeline.runner import all_stages
 from tests.helpers import write_jsonl
 
 STAGES = list(all_stages().values())

@@ -41,7 +41,7 @@ def push_folder(folder: Path, repo_id: str, *, private: bool = False,
     from huggingface_hub import HfApi, get_token
 
     from curate import dataset as D
-    from curate.card import CARD, write_card
+    from curate.pipeline.card import CARD, write_card
 
     ds = D.Dataset.open(folder)  # a complete dataset folder, or a DatasetError (exit 2)
     if ds.filesystem is not None:

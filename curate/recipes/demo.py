@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from curate.stage import StageSpec
+    from curate.pipeline.runner import StageSpec
 
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "hubble_deep_field",
           "immunohistochemistry", "colorwheel", "clock", "moon", "brick", "grass", "logo",
@@ -245,7 +245,7 @@ def main_line() -> list[tuple[str, str]]:
     the stage registry in pipeline order: a built-in stage in the folder the recipe names,
     a stage registered later (with a `run`) in `<NN>x<k>-<name>`, after the stage before
     it (`04x1-mystage` after `04-decontam`)."""
-    from curate.stage import filter_stages
+    from curate.pipeline.runner import filter_stages
 
     plan: list[tuple[str, str]] = []
     number, extra = "01", 0
@@ -268,7 +268,7 @@ def run_demo(out: Path, *, force: bool = False) -> dict[str, Any]:
     `08-eval.json` and the report in `report.html`. The filter stages between ingest and
     shard are the registered ones (`main_line`). Returns {step: manifest}.
     """
-    from curate.stage import STAGES
+    from curate.pipeline.runner import STAGES
     from curate.stages.ingest import ingest
     from curate.stages.shard import shard
 

@@ -46,8 +46,8 @@ from curate import text as T
 from curate.index import dense
 from curate.manifest import Manifest
 from curate.models.embedder import EmbedSettings, ensure_embeddings, hashes_to_numpy
-from curate.stage import Decisions, register_stage, run_filter_stage
-from curate.stage_entry import RUN_ONLY, configured, recorded
+from curate.pipeline.entry import RUN_ONLY, configured, recorded
+from curate.pipeline.runner import Decisions, register_stage, run_filter_stage
 from curate.stages import keys as K
 from curate.stages.similar import (
     _embedding_folders,

@@ -44,8 +44,8 @@ import pyarrow.compute as pc
 from curate import dataset as D
 from curate.hashing import DEFAULT_METHOD, HASH_SIZE, METHODS, perceptual_hash
 from curate.manifest import Manifest
-from curate.stage import Decisions, register_stage, run_filter_stage
-from curate.stage_entry import RUN_ONLY, configured, recorded
+from curate.pipeline.entry import RUN_ONLY, configured, recorded
+from curate.pipeline.runner import Decisions, register_stage, run_filter_stage
 from curate.text import normalise_prompt
 
 if TYPE_CHECKING:

@@ -57,8 +57,8 @@ from curate.generation.requests import (
     plan_requests,
 )
 from curate.manifest import Manifest
-from curate.stage import register_stage
-from curate.stage_entry import RUN_ONLY, configured
+from curate.pipeline.entry import RUN_ONLY, configured
+from curate.pipeline.runner import register_stage
 
 if TYPE_CHECKING:
     from curate.engine.protocol import Engine
@@ -198,8 +198,8 @@ def run(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
     `engine`: None or a local engine: the backend generates in this process; a Ray engine:
     each chunk's cache misses are generated in its actors, each with a backend built from
     `backend.spec()` (see the module docstring). Returns the manifest."""
+    from curate.pipeline.runner import StageRun, input_record
     from curate.progress import bar
-    from curate.stage import StageRun, input_record
 
     backend, sampling, selection = cfg.backend, cfg.sampling, cfg.selection
     cache, keep_truncated = cfg.cache, cfg.keep_truncated

@@ -19,14 +19,14 @@ from curate.images import (
     PIL_DEFAULT_MAX_PIXELS,
 )
 from curate.manifest import Manifest
+from curate.pipeline.entry import RUN_ONLY
+from curate.pipeline.runner import StageRun, register_stage
 from curate.progress import bar
 from curate.sources import AdapterOptions, make_adapter
 from curate.sources.readers import (
     ReadProgress,
     iter_records,
 )
-from curate.stage import StageRun, register_stage
-from curate.stage_entry import RUN_ONLY
 from curate.stages.ingest_candidates import KIND as CANDIDATES
 from curate.stages.ingest_candidates import ingest_candidates
 from curate.stages.ingest_checks import check_response

@@ -220,9 +220,9 @@ def ingest_candidates(
     """`curate.stages.ingest.ingest` for `kind` "candidates" (its options checked there):
     the same folder contract (kept/, rejected/, manifest; conservation counts rows, one
     per prompt), with the candidates schema; returns the manifest."""
+    from curate.pipeline.runner import StageRun
     from curate.progress import bar
     from curate.sources.readers import iter_records
-    from curate.stage import StageRun
     from curate.stages.ingest_rows import input_fingerprints, split_duplicate_ids
 
     root = opts.image_root

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from curate import dataset as D
 from curate import schema as S
 from curate.engine.fragments import row_group_runs
-from curate.fragment_writes import WriteTarget, WrittenPart
+from curate.pipeline.fragment_writes import WriteTarget, WrittenPart
 from curate.sources.base import Adapter
 from curate.sources.readers import (
     LineSpan,
@@ -54,7 +54,7 @@ from curate.stages.ingest_rows import (
 
 if TYPE_CHECKING:
     from curate.engine.protocol import Engine
-    from curate.stage import StageRun
+    from curate.pipeline.runner import StageRun
 
 # A part ends at whichever comes first: enough parts for every core on a file of photos
 # (a 62 MB parquet of 512 photos in 8 row groups is 8 parts, which balance over 2-4

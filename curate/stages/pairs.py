@@ -49,10 +49,10 @@ from curate import schema as S
 from curate.engine.protocol import distributed
 from curate.manifest import Manifest
 from curate.models.encoding import Item
+from curate.pipeline.entry import RUN_ONLY, configured, recorded
+from curate.pipeline.runner import register_stage
 from curate.scoring.cache import ScoreCache
 from curate.scoring.scorer import ResponseScorer, RewardModelScorer
-from curate.stage import register_stage
-from curate.stage_entry import RUN_ONLY, configured, recorded
 from curate.text import normalise_text
 
 if TYPE_CHECKING:
@@ -409,8 +409,8 @@ def run(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
     process plans, reads and writes the score cache and writes the output. Every batch
     goes to one scorer call either way, with the same responses in the same order, and
     the results come back in batch order, so the output is the same."""
+    from curate.pipeline.runner import StageRun, input_record
     from curate.progress import bar
-    from curate.stage import StageRun, input_record
 
     scorer, score_cache, prompts_per_batch = cfg.scorer, cfg.score_cache, cfg.prompts_per_batch
     if scorer is None:

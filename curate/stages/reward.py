@@ -29,12 +29,12 @@ import pyarrow.compute as pc
 
 from curate import dataset as D
 from curate.manifest import Manifest
+from curate.pipeline.entry import RUN_ONLY, configured
+from curate.pipeline.runner import Decisions, register_stage, run_filter_stage
 from curate.scoring.cache import ScoreCache
 from curate.scoring.gate import validation_veto
 from curate.scoring.rules import RewardRules, apply_rules
 from curate.scoring.scorer import SCORE_COLUMNS, PairScorer
-from curate.stage import Decisions, register_stage, run_filter_stage
-from curate.stage_entry import RUN_ONLY, configured
 
 if TYPE_CHECKING:
     from curate.engine.protocol import Engine

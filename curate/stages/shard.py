@@ -51,10 +51,10 @@ import pyarrow.parquet as pq
 from curate import dataset as D
 from curate.export.base import ExportOptions, make_exporters
 from curate.manifest import Manifest
+from curate.pipeline.entry import RUN_ONLY, configured, recorded
+from curate.pipeline.runner import StageRun, input_record, register_stage
 from curate.progress import bar
 from curate.splits import shuffle_rank
-from curate.stage import StageRun, input_record, register_stage
-from curate.stage_entry import RUN_ONLY, configured, recorded
 from curate.stages.shard_shuffle import SHARD_COLUMNS, SHARD_FIELDS
 
 if TYPE_CHECKING:

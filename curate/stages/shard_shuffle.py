@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from curate import dataset as D
 from curate.engine import fragments as F
 from curate.engine.fragments import Fragment, fragments, read_fragment
-from curate.fragment_writes import WriteTarget, WrittenPart
+from curate.pipeline.fragment_writes import WriteTarget, WrittenPart
 
 if TYPE_CHECKING:
     from curate.engine.protocol import Engine

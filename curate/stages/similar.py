@@ -47,8 +47,8 @@ from curate.models.embedder import (
     hashes_to_numpy,
 )
 from curate.models.pair_cosine import ResponseCosines, response_cosines
-from curate.stage import Decisions, register_stage, run_filter_stage
-from curate.stage_entry import RUN_ONLY, configured, recorded
+from curate.pipeline.entry import RUN_ONLY, configured, recorded
+from curate.pipeline.runner import Decisions, register_stage, run_filter_stage
 from curate.stages import keys as K
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ Two ways in:
   `annotate` function (run by the engine) computes compact keys, a `decide`
   function over all keys says which rows go to rejected, and one task per input
   fragment reads its rows a second time and writes each once, to kept or to rejected
-  (`curate.fragment_writes`: the same write path on every engine).
+  (`curate.pipeline.fragment_writes`: the same write path on every engine).
 
 Every stage registers itself once, in its module, with `register_stage` (its name, its
 place in the pipeline, its reject reasons); `all_stages()` is that registry with every
@@ -31,16 +31,16 @@ import pyarrow.fs as pafs
 from curate import __version__
 from curate import dataset as D
 from curate import schema as S
-from curate.card import write_card
 from curate.manifest import Manifest
+from curate.pipeline.card import write_card
 from curate.progress import bar, console
 from curate.reasons import REASONS, Reason, check_registered
 from curate.registry import Registry, import_submodules
 
 if TYPE_CHECKING:
     from curate.engine.protocol import Engine
-    from curate.fragment_writes import WriteTarget, WrittenPart
-    from curate.stage_entry import StageEntry
+    from curate.pipeline.entry import StageEntry
+    from curate.pipeline.fragment_writes import WriteTarget, WrittenPart
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class StageSpec:
     kept rows and writes each of them to kept/ or rejected/ (dedup, similar, decontam,
     reward): the demo runs the filter stages in order between ingest and shard.
     `run`: the stage's entry point, `run(inputs, out, cfg, *, engine, force) -> Manifest`
-    (`curate.stage_entry`), and `config` the class of its `cfg`; `run(inputs, out,
+    (`curate.pipeline.entry`), and `config` the class of its `cfg`; `run(inputs, out,
     config())` is the demo's step for a stage it has no step of its own for.
     """
 
@@ -149,7 +149,8 @@ class StageRun:
         self.consumed_by_rejected = 0
         self.reasons: Counter[str] = Counter()
         self._tmp: Path | None = None
-        # files engine workers wrote (see curate.fragment_writes): relpath -> (rows, sha, size)
+        # files engine workers wrote (see curate.pipeline.fragment_writes):
+        # relpath -> (rows, sha, size)
         self._worker_files: dict[str, tuple[int, str, int]] = {}
         self._worker_rows = {D.KEPT: 0, D.REJECTED: 0}
         self._remote_staging: tuple[Any, str] | None = None  # (filesystem, path) for a URI
@@ -280,7 +281,7 @@ class StageRun:
         """Where engine workers write this run's part files: the staging folder beside a
         local output (every Ray node must see it: one machine, or a shared filesystem),
         or a staging prefix beside a URI output on its own filesystem."""
-        from curate.fragment_writes import WriteTarget
+        from curate.pipeline.fragment_writes import WriteTarget
 
         assert self._tmp is not None
         if not D.is_uri(self.out):
@@ -299,7 +300,7 @@ class StageRun:
         return WriteTarget(staging, fs)
 
     def add_written(self, part: WrittenPart) -> None:
-        """Count what a worker wrote for one fragment (`curate.fragment_writes`)."""
+        """Count what a worker wrote for one fragment (`curate.pipeline.fragment_writes`)."""
         self.rows_in += part.rows_in
         self.consumed_by_kept += part.kept if part.kept_consumed is None else part.kept_consumed
         self.consumed_by_rejected += (part.rejected if part.rejected_consumed is None
@@ -478,10 +479,10 @@ def _write_fragments(run: StageRun, datasets: list[D.Dataset], decisions: pa.Tab
                      attach: list[str], schema: pa.Schema, engine: Engine, batch_size: int,
                      progress: Any) -> None:
     """The write pass, the same on every engine: each input fragment's rows are read,
-    decided and written by one task (`curate.fragment_writes`); the local engine runs the
+    decided and written by one task (`curate.pipeline.fragment_writes`); the local engine runs the
     tasks on threads (pyarrow's reading, compute and writing release the GIL)."""
     from curate.engine.fragments import fragments
-    from curate.fragment_writes import jobs, write_fragment
+    from curate.pipeline.fragment_writes import jobs, write_fragment
 
     todo = jobs(fragments(datasets), decisions, attach, schema, run.worker_target(),
                 run.stage, batch_size)

@@ -1,7 +1,7 @@
 """The one shape of every stage's entry point, and its options, declared once.
 
 Every stage module has `run(inputs, out, cfg, *, engine=None, force=False) -> Manifest`
-(`StageEntry`), registered with its config class (`curate.stage.register_stage`). `cfg`
+(`StageEntry`), registered with its config class (`curate.pipeline.runner.register_stage`). `cfg`
 is the stage's config dataclass: every option of the stage, its collaborators included
 (decontam's eval folders, reward's scorer, generate's backend), each declared with its
 default in that one place. The command builds the config from its options, whose
