@@ -173,17 +173,24 @@ def _duplicates(keys: pa.Table, v: _Verdicts, cfg: DedupConfig) -> dict[str, Any
     codes_of = keys["codes"]
     rejected: list[int] = []
     for group in groups:
-        winner = v.best(group)
-        for r in group:
-            if r == winner:
-                continue
-            if np.array_equal(exact_key[r], exact_key[winner]):
-                v.reject(r, "exact_duplicate", v.pair_ids[winner])
-                continue
-            a, b = codes_of[r].as_py(), codes_of[winner].as_py()
-            d = max(hamming(x, y) for x, y in zip(a, b, strict=True))
-            v.reject(r, "near_duplicate_image", f"{v.pair_ids[winner]} distance={d}")
-            rejected.append(d)
+        left = list(group)
+        while len(left) > 1:  # greedy: the best row takes what is within reach of it
+            winner = v.best(left)
+            further = []
+            for r in left:
+                if r == winner:
+                    continue
+                if np.array_equal(exact_key[r], exact_key[winner]):
+                    v.reject(r, "exact_duplicate", v.pair_ids[winner])
+                    continue
+                a, b = codes_of[r].as_py(), codes_of[winner].as_py()
+                d = max(hamming(x, y) for x, y in zip(a, b, strict=True))
+                if d > cfg.max_distance:
+                    further.append(r)
+                    continue
+                v.reject(r, "near_duplicate_image", f"{v.pair_ids[winner]} distance={d}")
+                rejected.append(d)
+            left = further
     return {**stats, "near_duplicate_distance_histogram": _histogram(rejected)}
 
 

@@ -188,6 +188,25 @@ def test_near_duplicates_several_images_no_image_and_corrupt_rows() -> None:
     assert outcome(rows, max_distance=2)[1] == (None, None)
 
 
+def test_a_chain_of_near_duplicates_rejects_only_what_is_near_the_survivor() -> None:
+    # a ~ b ~ c ~ d, 6 bits a step: one union-find cluster, but c is 12 bits from a
+    a, b, c, d = 0, 0b111111, 0b111111_111111, 0b111111_111111_111111
+    rows = [key_row("a", images=[img(1, a)], pixels=400),
+            key_row("b", images=[img(2, b)], pixels=300),
+            key_row("c", images=[img(3, c)], pixels=200),
+            key_row("d", images=[img(4, d)], pixels=100),
+            key_row("e", images=[img(5, d ^ 1)])]  # 1 bit from d, 19 from a
+    assert outcome(rows) == [
+        (None, None), ("near_duplicate_image", "a distance=6"),
+        (None, None), ("near_duplicate_image", "c distance=6"),  # c survives: its own group
+        ("near_duplicate_image", "c distance=7")]
+    # every near-duplicate rejection is within max_distance of the row it names
+    assert outcome(rows, max_distance=12) == [
+        (None, None), ("near_duplicate_image", "a distance=6"),
+        ("near_duplicate_image", "a distance=12"), (None, None),
+        ("near_duplicate_image", "d distance=1")]
+
+
 def test_near_match_pair_keeps_other_response_pairs() -> None:
     rows = [key_row("a", chosen="x", images=[img(1, 0)]),
             key_row("b", chosen="z", images=[img(2, 1)])]

@@ -59,8 +59,9 @@ def dedup(
     Several inputs are merged (their kept rows, in order). Exact duplicates share the
     normalised prompt (NFKC, case-folded, whitespace collapsed), the decoded pixels of
     every image and both responses. Near duplicates share the prompt and have every
-    image within --max-distance bits (clustered with union-find). Rejected rows name
-    the surviving pair_id in reject_detail (and the distance, for near duplicates).
+    image within --max-distance bits of the surviving row's (a chain of near matches
+    does not reach further). Rejected rows name the surviving pair_id in
+    reject_detail (and the distance, for near duplicates).
 
     Example:
         curate dedup work/rlaif work/llava --out work/dedup --prefer rlaif-v
