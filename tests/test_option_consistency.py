@@ -123,16 +123,17 @@ def _recorder(seen: dict[str, Any]) -> Any:
 
 
 def _settings_recorder(seen: dict[str, Any]) -> Any:
-    def record(*args: Any, embed: Any = None, **kwargs: Any) -> Any:
-        seen.update(device=embed.device, batch_size=embed.batch_size)
+    """Records the embedding settings of the config the command hands the stage's `run`."""
+    def record(inputs: Any, out: Any, cfg: Any, **kwargs: Any) -> Any:
+        seen.update(device=cfg.embed.device, batch_size=cfg.embed.batch_size)
         raise typer.Exit(7)
     return record
 
 
 CASES = {
     # command: (the function the command hands the device to, a recorder, arguments)
-    "similar": ("curate.stages.similar.similar", _settings_recorder, []),
-    "decontam": ("curate.stages.decontam.decontam", _settings_recorder,
+    "similar": ("curate.commands.similar.run", _settings_recorder, []),
+    "decontam": ("curate.commands.decontam.run", _settings_recorder,
                  ["--against", "{tmp}/eval"]),
     "reward": ("curate.stages.reward.make_scorer", _recorder, ["--model", "{tmp}/ckpt"]),
     "pairs": ("curate.stages.pairs.make_scorer", _recorder, ["--model", "{tmp}/ckpt"]),
