@@ -84,12 +84,12 @@ def test_an_out_below_a_file_is_one_message(tmp_path: Path, run_cli) -> None:
 
 def test_an_unexpected_error_is_one_line_and_exit_1(tmp_path: Path, run_cli,
                                                     monkeypatch) -> None:
-    import curate.stages.dedup as dedup_stage
+    import curate.commands.dedup as dedup_command
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(dedup_stage, "dedup", broken)
+    monkeypatch.setattr(dedup_command, "run", broken)  # the stage's entry point
     ing = ingested(tmp_path, run_cli)
     res = run_cli("dedup", ing, "--out", tmp_path / "dd", "--quiet", expect=1)
     assert "internal error (RuntimeError: a bug)" in res.output and "--debug" in res.output
