@@ -715,8 +715,6 @@ def dedup(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
           config: DedupConfig | None = None, engine: Engine | None = None,
           force: bool = False, **options: Any) -> Manifest:
     """`run` with `config` (default: DedupConfig()) and DedupConfig's fields as keywords."""
-    if "prefer" in options:
-        options["prefer"] = tuple(options["prefer"])
     return run(inputs, out, configured(DedupConfig, config, options), engine=engine,
                force=force)
 

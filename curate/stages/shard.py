@@ -330,8 +330,6 @@ def shard(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
           config: ShardConfig | None = None, engine: Engine | None = None,
           force: bool = False, **options: Any) -> Manifest:
     """`run` with `config` (default: ShardConfig()) and ShardConfig's fields as keywords."""
-    if "formats" in options:
-        options["formats"] = tuple(options["formats"])
     return run(inputs, out, configured(ShardConfig, config, options), engine=engine,
                force=force)
 
