@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.hashing import hamming
-from curate.index.hamming import radius_pairs
+from curate.index.hamming import brute_force_pairs, radius_pairs
 from curate.index.unionfind import UnionFind
 from curate.pipeline.runner import Decisions
 from curate.stages.dedup import DedupConfig
@@ -113,31 +113,85 @@ def _histogram(values: Any) -> dict[str, int]:
     return {str(k): counts[k] for k in sorted(counts)}
 
 
-def _image_clusters(codes: np.ndarray, ids: np.ndarray, max_distance: int) -> tuple[
-        np.ndarray, dict[str, Any]]:
-    """Cluster label of each image (union-find over all pairs of distinct hashes within
-    `max_distance`), and the manifest's statistics."""
+def _text_groups(text: np.ndarray, images_per_row: np.ndarray) -> list[list[int]]:
+    """The rows with images that share their text and number of images with another row."""
+    by: dict[tuple[bytes, int], list[int]] = defaultdict(list)
+    for r in np.flatnonzero(images_per_row).tolist():
+        by[(text[r].tobytes(), int(images_per_row[r]))].append(r)
+    return [rows for rows in by.values() if len(rows) > 1]
+
+
+def _copies(rows: list[int], exact_key: np.ndarray) -> list[tuple[int, int]]:
+    """(row, its first exact copy) for every later exact copy among `rows`."""
+    first: dict[bytes, int] = {}
+    return [(r, first.setdefault(exact_key[r].tobytes(), r)) for r in rows
+            if first.setdefault(exact_key[r].tobytes(), r) != r]
+
+
+def _image_clusters(codes: np.ndarray, img_row: np.ndarray, images_per_row: np.ndarray,
+                    groups: list[list[int]], exact_key: np.ndarray,
+                    max_distance: int) -> np.ndarray:
+    """Cluster label of each image: union-find over all pairs of distinct hashes within
+    `max_distance`, and over the images at the same place of exact copies in a group. The
+    decisions use these clusters over every hash; the columnar `decide` compares only the
+    images of rows with the same text and must decide the same."""
     uniq, inverse = np.unique(codes, return_inverse=True)
-    ii, jj, dd = radius_pairs(uniq, max_distance)
+    ii, jj, _ = radius_pairs(uniq, max_distance)
     uf = UnionFind(len(uniq))  # the pre-columnar `components`, Python union-find
     uf.union_pairs(zip(ii.tolist(), jj.tolist(), strict=True))
+    for rows in groups:
+        for r, r0 in _copies(rows, exact_key):
+            a, b = np.searchsorted(img_row, [r, r0]).tolist()
+            for p in range(int(images_per_row[r])):
+                uf.union(int(inverse[a + p]), int(inverse[b + p]))
+    return uf.labels()[inverse]
+
+
+def _compared_images(groups: list[list[int]], exact_key: np.ndarray, img_row: np.ndarray,
+                     images_per_row: np.ndarray, codes: np.ndarray, ids: np.ndarray,
+                     max_distance: int) -> dict[str, Any]:
+    """The manifest's image statistics, written plainly: the images compared are those at
+    the same place of rows with the same text and number of images (a segment); pairs,
+    clusters and identical hashes are counted within a segment, and a cluster also joins
+    the images at the same place of exact copies."""
+    segments: list[list[tuple[int, int]]] = []  # (code, image id) of each compared image
+    links: list[tuple[int, int, int]] = []  # (segment, image a, image b) of exact copies
+    for rows in groups:
+        places = int(images_per_row[rows[0]])
+        at = {r: k for k, r in enumerate(rows)}
+        for r, r0 in _copies(rows, exact_key):
+            links += [(len(segments) + p, at[r], at[r0]) for p in range(places)]
+        starts = np.searchsorted(img_row, rows).tolist()
+        segments += [[(int(codes[a + p]), int(ids[a + p])) for a in starts]
+                     for p in range(places)]
+    node: dict[tuple[int, int], int] = {}  # (segment, hash) -> node
+    pairs: list[tuple[int, int]] = []
+    distances: list[int] = []
+    zero = 0
+    for k, seg in enumerate(segments):
+        hashes = sorted({c for c, _ in seg})
+        for c in hashes:
+            node[k, c] = len(node)
+        ii, jj, dd = brute_force_pairs(hashes, max_distance)
+        pairs += [(node[k, hashes[i]], node[k, hashes[j]])
+                  for i, j in zip(ii.tolist(), jj.tolist(), strict=True)]
+        distances += dd.tolist()
+        per_hash = Counter(c for c, _ in set(seg))
+        zero += sum(m * (m - 1) // 2 for m in per_hash.values())
+    pairs += [(node[k, segments[k][a][0]], node[k, segments[k][b][0]]) for k, a, b in links]
+    uf = UnionFind(len(node))
+    uf.union_pairs(pairs)
     labels = uf.labels()
-    # distinct images (by decoded pixels) per hash value and per cluster
-    images = np.unique(np.stack([inverse.astype(np.uint64), ids], axis=1), axis=0)
-    code_of_image = images[:, 0].astype(np.int64)
-    per_code = np.bincount(code_of_image, minlength=len(uniq))
-    sizes = [s for s in Counter(labels[code_of_image].tolist()).values() if s > 1]
-    distances = _histogram(dd)
-    zero = int((per_code * (per_code - 1) // 2).sum())  # distinct images, identical hashes
-    if zero:
-        distances = {"0": zero, **distances}
-    return labels[inverse], {
-        "images_compared": int(len(codes)),
-        "distinct_images": int(len(images)),
-        "distinct_hashes": int(len(uniq)),
+    images = {(k, c, i) for k, seg in enumerate(segments) for c, i in seg}
+    sizes = [s for s in Counter(labels[node[k, c]] for k, c, _ in images).values() if s > 1]
+    histogram = _histogram(distances)
+    return {
+        "images_compared": sum(len(seg) for seg in segments),
+        "distinct_images": len(images),
+        "distinct_hashes": len({c for seg in segments for c, _ in seg}),
         "clusters": len(sizes),
         "cluster_size_histogram": _histogram(sizes),
-        "distance_histogram": distances,
+        "distance_histogram": {"0": zero, **histogram} if zero else histogram,
     }
 
 
@@ -149,12 +203,16 @@ def _duplicates(keys: pa.Table, v: _Verdicts, cfg: DedupConfig) -> dict[str, Any
     _, ids = _flat_lists(keys["image_ids"])
     keep = alive[img_row]
     img_row, codes, ids = img_row[keep], codes[keep], ids[keep]
-    cluster, stats = _image_clusters(codes, ids, cfg.max_distance)
-
     text = _fixed(keys["prompt_key"])
     if cfg.near_match == "pair":
         text = np.hstack([text, _fixed(keys["responses_key"])])
     images_per_row = np.bincount(img_row, minlength=len(alive))
+    exact_key = _fixed(keys["exact_key"])
+    groups_of_text = _text_groups(text, images_per_row)
+    cluster = _image_clusters(codes, img_row, images_per_row, groups_of_text, exact_key,
+                              cfg.max_distance)
+    stats = _compared_images(groups_of_text, exact_key, img_row, images_per_row, codes, ids,
+                             cfg.max_distance)
     # only rows that share their text with another row can be duplicates: sign just those
     rows = np.asarray(sorted(r for g in _dup_groups(text, np.flatnonzero(images_per_row))
                              for r in g), dtype=np.int64)
@@ -167,7 +225,6 @@ def _duplicates(keys: pa.Table, v: _Verdicts, cfg: DedupConfig) -> dict[str, Any
     for r, a in zip(rows[~one].tolist(), first[~one].tolist(), strict=True):
         by[(text[r].tobytes(), tuple(cluster[a:a + images_per_row[r]].tolist()))].append(r)
     groups += [g for g in by.values() if len(g) > 1]
-    exact_key = _fixed(keys["exact_key"])
     groups += _dup_groups(exact_key, np.flatnonzero(alive & (images_per_row == 0)))
 
     codes_of = keys["codes"]

@@ -207,6 +207,30 @@ def test_a_chain_of_near_duplicates_rejects_only_what_is_near_the_survivor() -> 
         ("near_duplicate_image", "d distance=1")]
 
 
+def test_exact_copies_share_a_group_even_when_a_stored_hash_differs() -> None:
+    # "b" holds the pixels of "a" (same image id, same exact key) but a reused stored hash
+    # 30 bits away; "c" and "d" are another prompt's rows 30 bits apart
+    far = (1 << 30) - 1
+    rows = [key_row("a", images=[(1, 0)], pixels=200), key_row("b", images=[(1, far)]),
+            key_row("c", prompt=1, images=[(2, 0)]), key_row("d", prompt=1, images=[(3, far)])]
+    assert outcome(rows) == [(None, None), ("exact_duplicate", "a"), (None, None),
+                             (None, None)]
+
+
+def test_only_images_of_rows_sharing_a_prompt_are_compared() -> None:
+    """A near-identical image under another prompt neither joins a cluster nor counts."""
+    rows = [key_row("a", images=[img(1, 0)]), key_row("b", images=[img(2, 1)]),
+            key_row("c", prompt=1, images=[img(3, 3)]),  # 2 bits from a, alone in its prompt
+            key_row("d", prompt=2, images=[img(4, 0), img(5, 9)])]
+    keys = key_table(rows)
+    assert_same(keys, DedupConfig())
+    stats = decide(keys, DedupConfig()).extra["dedup"]
+    assert {k: stats[k] for k in ("images_compared", "distinct_images", "distinct_hashes",
+                                  "clusters", "distance_histogram")} == {
+        "images_compared": 2, "distinct_images": 2, "distinct_hashes": 2, "clusters": 1,
+        "distance_histogram": {"1": 1}}
+
+
 def test_near_match_pair_keeps_other_response_pairs() -> None:
     rows = [key_row("a", chosen="x", images=[img(1, 0)]),
             key_row("b", chosen="z", images=[img(2, 1)])]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,6 +14,7 @@ from curate.index.hamming import (
     make_plan,
     plan_for,
     radius_pairs,
+    radius_pairs_within,
 )
 from curate.index.unionfind import UnionFind, components
 
@@ -47,6 +50,32 @@ def test_index_equals_brute_force(codes: list[int], radius: int, blocks: int) ->
 @given(codes=clustered_codes(), radius=st.integers(0, 10))
 def test_chosen_plan_equals_brute_force(codes: list[int], radius: int) -> None:
     assert _as_set(radius_pairs(codes, radius)) == _as_set(brute_force_pairs(codes, radius))
+
+
+@settings(max_examples=150, deadline=None)
+@given(codes=clustered_codes(), radius=st.integers(0, 14), small=st.integers(1, 12),
+       data=st.data())
+def test_search_within_groups_equals_brute_force_on_each_group(
+        codes: list[int], radius: int, small: int, data: st.DataObject) -> None:
+    """Pairs only within a group, from both paths: pair by pair (groups of up to `small`
+    codes) and the range search (larger groups); chunked pair lists too."""
+    groups = sorted(data.draw(st.lists(st.integers(0, 6), min_size=len(codes),
+                                       max_size=len(codes))))
+    x = np.asarray(codes, dtype=np.uint64)
+    i, j, d = brute_force_pairs(x, radius)
+    same = np.asarray(groups, dtype=np.int64)[i] == np.asarray(groups, dtype=np.int64)[j]
+    expected = (i[same], j[same], d[same])
+    with mock.patch("curate.index.hamming.PAIR_CHUNK", data.draw(st.sampled_from([1, 7, 1 << 20]))):
+        got = radius_pairs_within(x, np.asarray(groups), radius, small=small)
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+
+
+def test_search_within_groups_refuses_unsorted_groups_and_odd_lengths() -> None:
+    with pytest.raises(ValueError, match="sorted"):
+        radius_pairs_within([1, 2, 3], np.array([1, 0, 1]), 4)
+    with pytest.raises(ValueError, match="3 codes but 2 groups"):
+        radius_pairs_within([1, 2, 3], np.array([0, 0]), 4)
+    assert radius_pairs_within([7], np.array([0]), 4)[0].size == 0
 
 
 def test_duplicates_and_extreme_codes() -> None:

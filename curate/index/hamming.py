@@ -86,6 +86,11 @@ def _block(codes: np.ndarray, shift: int, width: int) -> np.ndarray:
     return ((codes >> np.uint64(shift)) & mask).astype(np.int32)
 
 
+def _wide_block(codes: np.ndarray, shift: int, width: int) -> np.ndarray:
+    """`_block` for any width up to 64 bits, as uint64."""
+    return (codes >> np.uint64(shift)) & np.uint64((1 << width) - 1)
+
+
 def as_codes(codes: object) -> np.ndarray:
     """Codes as a 1-d uint64 array: from Python ints, or any integer array (int64 reinterpreted)."""
     if not isinstance(codes, np.ndarray):
@@ -236,6 +241,140 @@ def _expand(q: np.ndarray, first: np.ndarray, cnt: np.ndarray,
         ea = ends[a:b] - (ends[a - 1] if a else 0)
         cp = np.arange(int(ea[-1]), dtype=np.int64) - np.repeat(ea - ca - first[a:b], ca)
         emit(np.repeat(q[a:b], ca), cp)
+
+
+# `radius_pairs_within`'s three ways, by group size: pair by pair up to SMALL_GROUP codes;
+# up to LARGE_GROUP, every such group at once by the pigeonhole principle on radius + 1
+# blocks (pair by pair within each (group, block value) bucket: about 1/2^w of the pairs
+# for blocks of w bits); above it, `radius_pairs` on the group's own codes. PAIR_CHUNK
+# pairs are verified at a time (about 50 MB of temporaries).
+SMALL_GROUP = 64
+LARGE_GROUP = 4096
+PAIR_CHUNK = 1 << 20
+
+_Out = tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]
+
+
+def radius_pairs_within(
+    codes: object, groups: np.ndarray, radius: int, *, small: int = SMALL_GROUP,
+    large: int = LARGE_GROUP,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All (i, j, distance) with i < j, `groups[i] == groups[j]` and
+    popcount(codes[i] ^ codes[j]) <= radius, sorted by (i, j).
+
+    `groups` is non-decreasing (the codes sorted by group). The work follows the groups,
+    not n (see SMALL_GROUP and LARGE_GROUP for how each size is searched, all groups of a
+    way at once). Used where only codes of the same group can matter (dedup: images of
+    rows with the same prompt), where one search over all codes grows as n^1.8
+    (docs/scaling.md)."""
+    x = as_codes(codes)
+    groups = np.asarray(groups).reshape(-1)
+    if groups.size != x.size:
+        raise ValueError(f"{x.size} codes but {groups.size} groups")
+    if radius < 0:
+        raise ValueError("radius must be >= 0")
+    if x.size < 2:
+        return _sorted_pairs([], [], [])
+    if (groups[1:] < groups[:-1]).any():
+        raise ValueError("groups must be sorted (non-decreasing)")
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    sizes = np.diff(np.r_[starts, x.size])
+    out: _Out = ([], [], [])
+    few = (sizes > 1) & ((sizes <= small) | (radius >= BITS))  # radius 64+: every pair
+    _all_pairs(x, starts[few], sizes[few], radius, out)
+    mid = ~few & (sizes > 1) & (sizes <= large)
+    _pigeonhole_pairs(x, starts[mid], sizes[mid], radius, out)
+    big = ~few & (sizes > large)
+    for start, size in zip(starts[big].tolist(), sizes[big].tolist(), strict=True):
+        i, j, d = radius_pairs(x[start:start + size], radius)
+        out[0].append(i + start)
+        out[1].append(j + start)
+        out[2].append(d)
+    return _sorted_pairs(*out)
+
+
+def _ranges(starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every position of the ranges (`starts`, `sizes`), and its place in its range."""
+    at = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    return np.repeat(starts.astype(np.int64), sizes) + at, at
+
+
+def _pigeonhole_pairs(x: np.ndarray, starts: np.ndarray, sizes: np.ndarray, radius: int,
+                      out: _Out) -> None:
+    """Append the pairs within `radius` (< 64) of each group (`starts`, `sizes`): two codes
+    within `radius` bits are equal on one of radius + 1 blocks, so each block's buckets
+    (same group, same block value) are compared pair by pair, and a pair is kept only by
+    the first block it is equal on."""
+    if not starts.size:
+        return
+    member, _ = _ranges(starts, sizes)
+    group = np.repeat(np.arange(starts.size, dtype=np.uint64), sizes)
+    plan = make_plan(radius, radius + 1)
+    shifts = np.cumsum((0,) + plan.widths[:-1]).tolist()
+    for k, (shift, width) in enumerate(zip(shifts, plan.widths, strict=True)):
+        value = _wide_block(x[member], shift, width)
+        if starts.size <= 1 << (BITS - width):  # (group, value) packed in one word
+            key = (group << np.uint64(width)) | value if width < BITS else value
+            order = np.argsort(key)
+            key = key[order]
+            new = np.r_[True, key[1:] != key[:-1]]
+        else:
+            order = np.lexsort((value, group))
+            value, g = value[order], group[order]
+            new = np.r_[True, (value[1:] != value[:-1]) | (g[1:] != g[:-1])]
+        at = member[order]
+        bstarts = np.flatnonzero(new)
+        bsizes = np.diff(np.r_[bstarts, at.size])
+        del order, new
+        crowded = bsizes > 1
+        earlier = list(zip(shifts[:k], plan.widths, strict=False))
+
+        def first_block(diff: np.ndarray, earlier: list[tuple[int, int]] = earlier
+                        ) -> np.ndarray:
+            keep = np.ones(diff.size, dtype=bool)
+            for e_shift, e_width in earlier:  # equal on an earlier block: found there
+                keep &= _wide_block(diff, e_shift, e_width) != 0
+            return keep
+
+        found: _Out = ([], [], [])
+        _all_pairs(x[at], bstarts[crowded], bsizes[crowded], radius, found, first_block)
+        for i, j, d in zip(*found, strict=True):
+            a, b = at[i], at[j]
+            out[0].append(np.minimum(a, b))
+            out[1].append(np.maximum(a, b))
+            out[2].append(d)
+
+
+def _all_pairs(x: np.ndarray, starts: np.ndarray, sizes: np.ndarray, radius: int, out: _Out,
+               keep: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+    """Append every pair within `radius` of each group (`starts`, `sizes`), pair by pair;
+    with `keep`, only those whose xor it accepts."""
+    if not starts.size:
+        return
+    # every code of the groups, and how many later codes of its group it meets
+    code, at = _ranges(starts, sizes)
+    later = np.repeat(sizes, sizes) - at - 1
+    del at
+    ends = np.cumsum(later)
+    cuts = np.searchsorted(ends, np.arange(PAIR_CHUNK, int(ends[-1]), PAIR_CHUNK),
+                           side="left").tolist()
+    for a, b in zip((0, *cuts), (*cuts, code.size), strict=True):
+        if a >= b:
+            continue
+        cnt = later[a:b]
+        total = int(cnt.sum())
+        if total == 0:
+            continue
+        ii = np.repeat(code[a:b], cnt)
+        jj = ii + 1 + np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        diff = x[ii] ^ x[jj]
+        dist = np.bitwise_count(diff)
+        ok = np.flatnonzero(dist <= radius)
+        if keep is not None and ok.size:
+            ok = ok[keep(diff[ok])]
+        out[0].append(ii[ok])
+        out[1].append(jj[ok])
+        out[2].append(dist[ok].astype(np.uint8))
 
 
 def brute_force_pairs(

@@ -12,10 +12,12 @@ Pass 2, `decide` (global, over the keys only), in this order:
    swapped: every row of the group, or with `conflicts="keep-majority"` and three
    or more votes, only the outvoted side.
 3. Duplicate groups: rows with the same normalised prompt (and, with
-   `near_match="pair"`, the same responses) whose every image falls in the same
-   cluster, where clusters are the connected components (union-find) of "within
-   `max_distance` bits" over all distinct image hashes, found with a
-   multi-index-hashing range search; text-only rows group by their exact key.
+   `near_match="pair"`, the same responses) and number of images whose every image falls
+   in the same cluster, where clusters are the connected components (union-find) of
+   "within `max_distance` bits" among the images at the same place of those rows (and of
+   "the same place of exact copies"), found pair by pair in small groups and with a
+   multi-index-hashing range search in large ones (`radius_pairs_within`), so the work
+   follows the prompt groups, not n; text-only rows group by their exact key.
    In each group one row survives: the first of `prefer`'s sources, then the
    larger image (pixels), then the larger file (for the same pixels, the better
    JPEG quality), then the smallest `pair_id`, then the earlier row. The others name it in
@@ -277,7 +279,7 @@ CORRUPT, CONFLICT, EXACT, NEAR = range(len(REASONS))
 # what a detail says: the error, or the pair_id of the row it names plus its numbers
 _ERROR, _VOTES, _OUTVOTED, _SAME, _DISTANCE = range(5)
 _REASON_OF = np.array([CORRUPT, CONFLICT, CONFLICT, EXACT, NEAR], dtype=np.int8)
-_SLAB = 1024  # rows of a column concatenated at a time (`_take`): small blocks, reused
+_SLAB = 65536  # rows of a column concatenated at a time (`_take`): a few MB each
 # what `str.split` splits on (nothing above U+3000 is whitespace), as an RE2 class
 _SPACE_CLASS = "[" + "".join(f"\\x{{{c:x}}}" for c in range(0x3001) if chr(c).isspace()) + "]"
 
@@ -336,13 +338,19 @@ def _numpy(column: pa.Array | pa.ChunkedArray, dtype: Any) -> np.ndarray:
     return np.asarray(column.to_numpy(zero_copy_only=False), dtype=dtype)
 
 
+def _chunk_starts(column: pa.ChunkedArray) -> np.ndarray:
+    """Where each chunk of `column` starts, and its length at the end."""
+    lengths = np.fromiter(map(len, column.iterchunks()), dtype=np.int64,
+                          count=column.num_chunks)
+    return np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(lengths)])
+
+
 def _take(column: pa.ChunkedArray, rows: np.ndarray) -> pa.ChunkedArray:
     """`column[rows]` for sorted `rows`, a few chunks at a time: Arrow's take on a chunked
     array first concatenates all of it (for pair_id, a copy of the whole column)."""
     if rows.size == 0:
         return pa.chunked_array([], column.type)
-    starts = np.cumsum([0, *(len(column.chunk(i)) for i in range(column.num_chunks))],
-                       dtype=np.int64)
+    starts = _chunk_starts(column)
     cuts = np.unique(np.searchsorted(starts, np.arange(0, starts[-1], _SLAB), side="right") - 1)
     pieces = []
     for a, b in zip(cuts.tolist(), [*cuts[1:].tolist(), column.num_chunks], strict=True):
@@ -539,7 +547,8 @@ def _histogram(values: np.ndarray) -> dict[str, int]:
 
 
 def _distinct_images(inverse: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """The hash (index into the distinct hashes) of every distinct (hash, image id)."""
+    """The key (`inverse`: small integers, such as indices of distinct hashes) of every
+    distinct (key, image id)."""
     members, group = _shared(np.arange(inverse.size), inverse, ids)
     alone = np.ones(inverse.size, dtype=bool)  # no other image has its hash and id
     alone[members] = False
@@ -548,29 +557,74 @@ def _distinct_images(inverse: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.concatenate([inverse[alone], inverse[members[first]]])
 
 
-def _image_clusters(uniq: np.ndarray, code_of_image: np.ndarray, images_compared: int,
+def _image_clusters(codes: np.ndarray, ids: np.ndarray, first: np.ndarray, count: np.ndarray,
+                    members: np.ndarray, group: np.ndarray, exact: np.ndarray,
                     max_distance: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """Cluster label of each distinct hash (union-find over all pairs within
-    `max_distance`), and the manifest's statistics."""
-    from curate.index.hamming import radius_pairs
+    """The cluster label of every image of `members` (rows grouped by text and image count,
+    `group`), as a column over all the live images (-1: not compared), and the manifest's
+    statistics.
+
+    Only images at the same place in rows of the same group are compared: a row can only
+    be a near duplicate of a row with its text, so the search's work follows the groups,
+    not the number of images (one search over every hash grows as n^1.8). A cluster is a
+    connected component (union-find) of "within `max_distance` bits" among them, and of
+    "the same place of exact copies" (same `exact` key, so the same pixels, even where a
+    reused stored hash differs), so exact copies always share a group. Every decision is
+    the same as with clusters over all hashes: a row is rejected only as an exact copy of
+    its survivor or within `max_distance` of it at every place, a link made here directly,
+    and the survivor order is the same within each smaller group."""
+    from curate.index.hamming import radius_pairs_within
     from curate.index.unionfind import components
 
-    per_code = np.bincount(code_of_image, minlength=len(uniq))
-    zero = int((per_code * (per_code - 1) // 2).sum())  # distinct images, identical hashes
-    del per_code
-    ii, jj, dd = radius_pairs(uniq, max_distance)
-    labels = components(len(uniq), ii, jj)
-    del ii, jj
-    sizes = np.bincount(labels[code_of_image], minlength=len(uniq))
+    n = count[members].astype(np.int64)
+    starts = np.cumsum(n) - n
+    place = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(starts, n)
+    image = np.repeat(first[members], n) + place  # the compared images, row after row
+    segment = np.repeat(group, n) * max(int(n.max(initial=0)), 1) + place
+    del starts, place
+    code = codes[image]
+    # nodes: the distinct (group and place, hash); the search compares a segment's nodes
+    order = np.lexsort((code, segment))
+    seg_sorted, code_sorted = segment[order], code[order]
+    del segment
+    new = np.ones(order.size, dtype=bool)
+    new[1:] = (seg_sorted[1:] != seg_sorted[:-1]) | (code_sorted[1:] != code_sorted[:-1])
+    node_of = np.empty(order.size, dtype=np.int64)
+    node_of[order] = np.cumsum(new) - 1
+    node_code, node_segment = code_sorted[new], seg_sorted[new]
+    del order, seg_sorted, code_sorted, new
+    ii, jj, dd = radius_pairs_within(node_code, node_segment, max_distance)
+    del node_segment
+    labels = np.full(codes.size, -1, dtype=np.int64)  # first the node of each image
+    labels[image] = node_of
+    copies, copy_group = _shared(members, group, exact[members, 0], exact[members, 1])
+    head = np.ones(copies.size, dtype=bool)
+    head[1:] = copy_group[1:] != copy_group[:-1]
+    copy_of = copies[head][np.cumsum(head) - 1]  # each copy's first copy
+    copies, copy_of = copies[~head], copy_of[~head]
+    n = count[copies].astype(np.int64)
+    place = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+    ci = labels[np.repeat(first[copies], n) + place]
+    cj = labels[np.repeat(first[copy_of], n) + place]
+    del copies, copy_group, copy_of, head, n, place
+    node_label = components(node_code.size, np.concatenate([ii, ci]),
+                            np.concatenate([jj, cj]))
+    del ii, jj, ci, cj
+    labels[image] = node_label[node_of]
+
+    node_of_image = _distinct_images(node_of, ids[image])
+    per_node = np.bincount(node_of_image, minlength=node_code.size)
+    zero = int((per_node * (per_node - 1) // 2).sum())  # distinct images, identical hashes
+    sizes = np.bincount(node_label[node_of_image], minlength=node_code.size)
     sizes = sizes[sizes > 1]
     distances = _histogram(dd)
     if zero:
         distances = {"0": zero, **distances}
     return labels, {
-        "images_compared": images_compared,
-        "distinct_images": int(len(code_of_image)),
-        "distinct_hashes": int(len(uniq)),
-        "clusters": int(len(sizes)),
+        "images_compared": int(image.size),
+        "distinct_images": int(node_of_image.size),
+        "distinct_hashes": int(np.unique(code).size),
+        "clusters": int(sizes.size),
         "cluster_size_histogram": _histogram(sizes),
         "distance_histogram": distances,
     }
@@ -583,35 +637,33 @@ def _duplicates(keys: pa.Table, v: _Verdicts, cfg: DedupConfig) -> dict[str, Any
     count = _numpy(pc.list_value_length(keys["codes"]), np.int32)
     live = np.repeat(alive, count)  # the images of rows still alive
     count = np.where(alive, count, 0)
-    codes = _flat(keys["codes"])
-    codes = codes if live.all() else codes[live]
-    uniq, inverse = np.unique(codes, return_inverse=True)
-    del codes
-    inverse = inverse.astype(np.int32 if len(uniq) < 2**31 else np.int64)
-    ids = _flat(keys["image_ids"])
-    code_of_image = _distinct_images(inverse, ids if live.all() else ids[live])
-    del ids, live
+    codes, ids = _flat(keys["codes"]), _flat(keys["image_ids"])
+    if not live.all():
+        codes, ids = codes[live], ids[live]
+    del live
     _release()
-    assert cfg.max_distance is not None  # DedupConfig fills in the method's default
-    labels, stats = _image_clusters(uniq, code_of_image, len(inverse), cfg.max_distance)
-    del code_of_image
+    first = np.cumsum(count, dtype=np.int64) - count  # where each row's images start
 
     # rows with images: same text, then the same number of images, then image by image
     # the same cluster; groups of one drop out at every step
-    first = np.cumsum(count) - count  # where each row's images start
     rows = np.flatnonzero(count)
     text = ["prompt_key", "responses_key"] if cfg.near_match == "pair" else ["prompt_key"]
     members, group = _shared(rows, *_words(keys, text, rows))
     members, group = _shared(members, *_pack(group, count[members]))
+    assert cfg.max_distance is not None  # DedupConfig fills in the method's default
+    exact = _fixed(keys["exact_key"])
+    labels, stats = _image_clusters(codes, ids, first, count, members, group, exact,
+                                    cfg.max_distance)
+    del ids
     found: list[tuple[np.ndarray, np.ndarray]] = []
     step = 0
     while members.size:
-        members, group = _shared(members, *_pack(group, labels[inverse[first[members] + step]]))
+        members, group = _shared(members, *_pack(group, labels[first[members] + step]))
         step += 1
         done = count[members] == step
         found.append((members[done], group[done]))
         members, group = members[~done], group[~done]
-    exact = _fixed(keys["exact_key"])
+    del labels
     rows = np.flatnonzero(alive & (count == 0))
     found.append(_shared(rows, exact[rows, 0], exact[rows, 1]))
     del rows
@@ -636,7 +688,7 @@ def _duplicates(keys: pa.Table, v: _Verdicts, cfg: DedupConfig) -> dict[str, Any
         same = (exact[members] == exact[winner]).all(axis=1)
         v.reject(_SAME, members[same], winner[same])
         members, winner, group = members[~same], winner[~same], group[~same]
-        distance = _image_distance(uniq, inverse, first, count, members, winner)
+        distance = _image_distance(codes, first, count, members, winner)
         close = distance <= cfg.max_distance
         v.reject(_DISTANCE, members[close], winner[close], distance[close])
         rejected_at.append(distance[close])
@@ -645,8 +697,8 @@ def _duplicates(keys: pa.Table, v: _Verdicts, cfg: DedupConfig) -> dict[str, Any
     return {**stats, "near_duplicate_distance_histogram": _histogram(distances)}
 
 
-def _image_distance(uniq: np.ndarray, inverse: np.ndarray, first: np.ndarray,
-                    count: np.ndarray, rows: np.ndarray, other: np.ndarray) -> np.ndarray:
+def _image_distance(codes: np.ndarray, first: np.ndarray, count: np.ndarray,
+                    rows: np.ndarray, other: np.ndarray) -> np.ndarray:
     """The largest Hamming distance between the images at the same place of each row and
     its `other` row (rows with the same number of images)."""
     n = count[rows].astype(np.int64)
@@ -654,8 +706,8 @@ def _image_distance(uniq: np.ndarray, inverse: np.ndarray, first: np.ndarray,
         return np.zeros(0, dtype=np.int64)
     starts = np.cumsum(n) - n
     at = np.arange(int(n.sum())) - np.repeat(starts, n)
-    a = uniq[inverse[np.repeat(first[rows], n) + at]]
-    b = uniq[inverse[np.repeat(first[other], n) + at]]
+    a = codes[np.repeat(first[rows], n) + at]
+    b = codes[np.repeat(first[other], n) + at]
     return np.maximum.reduceat(np.bitwise_count(a ^ b), starts).astype(np.int64)
 
 
