@@ -414,24 +414,45 @@ def _firsts(keys: pa.Table, prefer: Sequence[str], members: np.ndarray,
     """The survivor of each group 0, 1, ... of `members` (distinct rows): its member first
     in the survivor order, that is the first of `prefer`'s sources, then more pixels, then
     the larger file, then the smaller pair_id (by code point, as Python compares strings:
-    UTF-8 bytes sort the same), then the earlier row. Only the members' keys are read."""
-    by_row = np.argsort(members)
-    rows = members[by_row]
-    rank = {s: i for i, s in enumerate(prefer)}  # a source listed twice: its last place
-    listed = pc.index_in(_take(keys["source"], rows), value_set=pa.array(list(rank), pa.string()))
-    source = np.zeros(members.size, dtype=np.int64)
-    source[by_row] = np.array([*rank.values(), len(rank)], dtype=np.int64)[
-        _numpy(listed.fill_null(len(rank)), np.int64)]
-    # stable: equal pair_ids keep the rows' order
-    by_pid = _numpy(pc.sort_indices(_take(keys["pair_id"], rows)), np.int64)
-    pair_id = np.empty(members.size, dtype=np.int64)
-    pair_id[by_row[by_pid]] = np.arange(members.size)
-    del by_row, rows, listed, by_pid
-    order = np.lexsort((pair_id, -_numpy(keys["nbytes"], np.int64)[members],
-                        -_numpy(keys["pixels"], np.int64)[members], source, group))
-    first = np.ones(order.size, dtype=bool)
-    first[1:] = group[order[1:]] != group[order[:-1]]
-    return members[order[first]]
+    UTF-8 bytes sort the same), then the earlier row. Only the members' keys are read.
+
+    Key by key, each group keeps only its members that are best on it (no sort of every
+    member): after pixels and file size few groups are still tied, and only their
+    members' pair_ids are read and sorted."""
+    groups = int(group.max()) + 1 if group.size else 0
+    at = np.arange(members.size)  # the candidates, as positions in `members`
+    if prefer:
+        by_row = np.argsort(members)
+        rank = {s: i for i, s in enumerate(prefer)}  # a source listed twice: its last place
+        listed = pc.index_in(_take(keys["source"], members[by_row]),
+                             value_set=pa.array(list(rank), pa.string()))
+        source = np.empty(members.size, dtype=np.int64)
+        source[by_row] = np.array([*rank.values(), len(rank)], dtype=np.int64)[
+            _numpy(listed.fill_null(len(rank)), np.int64)]
+        del by_row, listed
+        at = _best(at, group, source, groups)
+    at = _best(at, group, -_numpy(keys["pixels"], np.int64)[members[at]], groups)
+    at = _best(at, group, -_numpy(keys["nbytes"], np.int64)[members[at]], groups)
+    tied = np.bincount(group[at], minlength=groups)[group[at]] > 1
+    if tied.any():
+        ties = at[tied]
+        by_row = np.argsort(members[ties])
+        # stable: equal pair_ids keep the rows' order, so the earlier row comes first
+        by_pid = _numpy(pc.sort_indices(_take(keys["pair_id"], members[ties][by_row])), np.int64)
+        pair_id = np.empty(ties.size, dtype=np.int64)
+        pair_id[by_row[by_pid]] = np.arange(ties.size)
+        at = np.concatenate([at[~tied], _best(ties, group, pair_id, groups)])
+    first = np.empty(groups, dtype=members.dtype)
+    first[group[at]] = members[at]
+    return first
+
+
+def _best(at: np.ndarray, group: np.ndarray, key: np.ndarray, groups: int) -> np.ndarray:
+    """The candidates `at` (positions) whose `key` (given per candidate) is their group's
+    smallest."""
+    best = np.full(groups, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(best, group[at], key)
+    return at[key == best[group[at]]]
 
 
 class _Verdicts:
@@ -584,7 +605,7 @@ def _image_clusters(codes: np.ndarray, ids: np.ndarray, first: np.ndarray, count
     del starts, place
     code = codes[image]
     # nodes: the distinct (group and place, hash); the search compares a segment's nodes
-    order = np.lexsort((code, segment))
+    order = _by_segment_and_code(segment, code)
     seg_sorted, code_sorted = segment[order], code[order]
     del segment
     new = np.ones(order.size, dtype=bool)
@@ -597,7 +618,7 @@ def _image_clusters(codes: np.ndarray, ids: np.ndarray, first: np.ndarray, count
     del node_segment
     labels = np.full(codes.size, -1, dtype=np.int64)  # first the node of each image
     labels[image] = node_of
-    copies, copy_group = _shared(members, group, exact[members, 0], exact[members, 1])
+    copies, copy_group = _shared(members, exact[members, 0], exact[members, 1], group)
     head = np.ones(copies.size, dtype=bool)
     head[1:] = copy_group[1:] != copy_group[:-1]
     copy_of = copies[head][np.cumsum(head) - 1]  # each copy's first copy
@@ -623,11 +644,33 @@ def _image_clusters(codes: np.ndarray, ids: np.ndarray, first: np.ndarray, count
     return labels, {
         "images_compared": int(image.size),
         "distinct_images": int(node_of_image.size),
-        "distinct_hashes": int(np.unique(code).size),
+        "distinct_hashes": _distinct(node_code),
         "clusters": int(sizes.size),
         "cluster_size_histogram": _histogram(sizes),
         "distance_histogram": distances,
     }
+
+
+def _by_segment_and_code(segment: np.ndarray, code: np.ndarray) -> np.ndarray:
+    """`np.lexsort((code, segment))`, as one sort of the codes and one of packed
+    (segment, code rank) words where they fit (lexsort's passes are slow at millions)."""
+    if segment.size >= 2**32 or (segment.size and (segment.min() < 0
+                                                    or segment.max() >= 2**32)):
+        return np.lexsort((code, segment))
+    by_code = np.argsort(code, kind="stable")
+    rank = np.empty(code.size, dtype=np.uint64)
+    rank[by_code] = np.arange(code.size, dtype=np.uint64)
+    packed = (segment.astype(np.uint64) << np.uint64(32)) | rank
+    packed.sort()
+    return by_code[(packed & np.uint64(0xFFFFFFFF)).astype(np.int64)]
+
+
+def _distinct(values: np.ndarray) -> int:
+    """How many distinct values (a sort: numpy's hashed unique is slower for uint64)."""
+    if values.size == 0:
+        return 0
+    ordered = np.sort(values)
+    return int(1 + np.count_nonzero(ordered[1:] != ordered[:-1]))
 
 
 def _duplicates(keys: pa.Table, v: _Verdicts, cfg: DedupConfig) -> dict[str, Any]:
