@@ -77,8 +77,13 @@ class Exporter:
         return self.subsets(table)[0][1]
 
     def write(self, split: str, shard: str, table: pa.Table) -> None:
-        """One shard: `split` is train or eval, `shard` the kept file name."""
+        """Rows of one shard, in order (`split` is train or eval, `shard` the kept file
+        name): called once or more per shard, a row group at a time, so that no shard
+        is held whole; then `end_shard`."""
         raise NotImplementedError
+
+    def end_shard(self, split: str, shard: str) -> None:
+        """Every row of `shard` has been written."""
 
     def close(self) -> dict[str, Any]:
         """Finish the files; return a summary for the manifest."""

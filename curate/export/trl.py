@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from curate.export.base import IMAGE_TAG, Exporter, ExportOptions, place_image_tags, register
 
 COLUMNS = ["pair_id", "prompt", "chosen", "rejected", "images"]
+ROW_GROUP = 1024  # rows per row group of an exported file
 _SPLIT = re.compile(f"({re.escape(IMAGE_TAG)})")
 
 
@@ -100,6 +101,10 @@ class TrlExporter(Exporter):
         super().__init__(folder, has_images=has_images, options=options)
         self._schemas: dict[str, pa.Schema] = {}
         self.rows: dict[str, dict[str, int]] = {}  # kind -> shard file -> rows
+        # the shard being written: per kind its file's writer (opened at its first row
+        # group) and the records not yet written
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._pending: dict[str, list[dict[str, Any]]] = {}
 
     def schema(self, kind: str) -> pa.Schema:
         if kind not in self._schemas:
@@ -110,14 +115,39 @@ class TrlExporter(Exporter):
         return trl_row(row, kind == "vision")
 
     def write(self, split: str, shard: str, table: pa.Table) -> None:
+        """Rows go out in row groups of ROW_GROUP, the bytes `pq.write_table` of the
+        whole subset would write, with at most one row group's records held."""
         for kind, part in self.subsets(table):
             if part.num_rows == 0:
                 continue
-            records = [self.record(r, kind) for r in part.select(list(self.columns)).to_pylist()]
+            pending = self._pending.setdefault(kind, [])
+            pending += [self.record(r, kind) for r in part.select(list(self.columns)).to_pylist()]
+            files = self.rows.setdefault(kind, {})
+            files[shard] = files.get(shard, 0) + part.num_rows
+            while len(pending) >= ROW_GROUP:
+                self._flush(kind, shard, pending[:ROW_GROUP])
+                del pending[:ROW_GROUP]
+
+    def end_shard(self, split: str, shard: str) -> None:
+        for kind, pending in self._pending.items():
+            if pending:
+                self._flush(kind, shard, pending)
+        self._pending = {}
+        self.abort()
+
+    def _flush(self, kind: str, shard: str, records: list[dict[str, Any]]) -> None:
+        writer = self._writers.get(kind)
+        if writer is None:
             (self.folder / kind).mkdir(exist_ok=True)
-            pq.write_table(pa.Table.from_pylist(records, schema=self.schema(kind)),
-                           self.folder / kind / shard, compression="zstd", row_group_size=1024)
-            self.rows.setdefault(kind, {})[shard] = part.num_rows
+            writer = self._writers[kind] = pq.ParquetWriter(
+                self.folder / kind / shard, self.schema(kind), compression="zstd")
+        writer.write_table(pa.Table.from_pylist(records, schema=self.schema(kind)),
+                           row_group_size=ROW_GROUP)
+
+    def abort(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
 
     def close(self) -> dict[str, Any]:
         """Per subset: rows per file and the `data_files` patterns of its splits."""

@@ -55,10 +55,12 @@ from curate.pipeline.entry import RUN_ONLY, configured, recorded
 from curate.pipeline.runner import StageRun, input_record, register_stage
 from curate.progress import bar
 from curate.splits import shuffle_rank
-from curate.stages.shard_shuffle import SHARD_COLUMNS, SHARD_FIELDS
+from curate.stages.shard_shuffle import SHARD_COLUMNS, SHARD_FIELDS, SHARD_ROW_GROUP
 
 if TYPE_CHECKING:
     from curate.engine.protocol import Engine
+    from curate.export.base import Exporter
+    from curate.pipeline.fragment_writes import WriteTarget
 
 SPLITS = ("train", "eval")
 # the key pass reads image sizes only, never the image bytes (nested parquet projection)
@@ -307,11 +309,7 @@ def _write_shards(run: StageRun, datasets: list[D.Dataset], plan: ShardPlan,
             for s, rows, sha, _ in shards:
                 records.append(shard_record(plan, s, rows, sha))
                 if exporters:
-                    name = plan.names[s]
-                    table = pq.read_table(f"{target.root}/{D.KEPT}/{name}",
-                                          filesystem=target.filesystem)
-                    for e in exporters:
-                        e.write(plan.splits[s], name, table)
+                    _export(exporters, target, plan.splits[s], plan.names[s])
                 b.advance(rows)
     except BaseException:
         for e in exporters:
@@ -319,6 +317,20 @@ def _write_shards(run: StageRun, datasets: list[D.Dataset], plan: ShardPlan,
         raise
     run.extra["shards"] = records
     run.extra["exports"] = {e.name: e.close() for e in exporters}
+
+
+def _export(exporters: list[Exporter], target: WriteTarget, split: str, name: str) -> None:
+    """Hand the written shard `name` to every exporter, read back row group by row group
+    (a shard of photos is hundreds of MB; the exporters hold one row group's records)."""
+    path = f"{target.root}/{D.KEPT}/{name}"
+    fs = target.filesystem
+    with (open(path, "rb") if fs is None else fs.open_input_file(path)) as f:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=SHARD_ROW_GROUP):
+            table = pa.Table.from_batches([batch])
+            for e in exporters:
+                e.write(split, name, table)
+    for e in exporters:
+        e.end_shard(split, name)
 
 
 def shard_keys_schema() -> pa.Schema:
