@@ -324,7 +324,7 @@ def _export(exporters: list[Exporter], target: WriteTarget, split: str, name: st
     (a shard of photos is hundreds of MB; the exporters hold one row group's records)."""
     path = f"{target.root}/{D.KEPT}/{name}"
     fs = target.filesystem
-    with (open(path, "rb") if fs is None else fs.open_input_file(path)) as f:
+    with (pa.OSFile(path) if fs is None else fs.open_input_file(path)) as f:
         for batch in pq.ParquetFile(f).iter_batches(batch_size=SHARD_ROW_GROUP):
             table = pa.Table.from_batches([batch])
             for e in exporters:

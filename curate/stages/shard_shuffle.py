@@ -101,7 +101,16 @@ def split_fragment(job: ShardMap) -> list[pa.Table]:
     if offset != len(job.shard):
         raise _miscount(job, str(offset))
     schema = _tagged(job.fragment.schema.empty_table(), job, slice(0, 0)).schema
-    return [pa.Table.from_batches(p, schema=schema) for p in pieces]
+    return [_by_position(pa.Table.from_batches(p, schema=schema)) for p in pieces]
+
+
+def _by_position(block: pa.Table) -> pa.Table:
+    """`block`'s rows in position order, so that a reducer finds each of its row groups as
+    one slice of every block."""
+    position = block[POSITION].to_numpy()
+    if position.size < 2 or (position[1:] >= position[:-1]).all():
+        return block
+    return block.take(pa.array(np.argsort(position, kind="stable"), pa.int64()))
 
 
 def _tagged(table: pa.Table, job: ShardMap, sl: slice) -> pa.Table:
@@ -119,7 +128,10 @@ def write_shard(job: ShardReduce, blocks: list[pa.Table]) -> tuple[int, str, int
     """The reduce task: gather, order and write one shard; (rows, sha256, size in bytes).
 
     Row group by row group: the task holds its blocks (on the local engine, memory-mapped
-    from the spill) and one row group's copy, not a copy of the whole shard."""
+    from the spill) and one row group's copy, not a copy of the whole shard. Each block is
+    in position order (`split_fragment`), so a row group is one slice of every block;
+    Arrow's take on the whole shard would join all its chunks first, a copy of the shard
+    for every row group."""
     fs, folder = job.target.filesystem, f"{job.target.root}/{D.KEPT}"
     if fs is None:
         Path(folder).mkdir(parents=True, exist_ok=True)
@@ -130,21 +142,30 @@ def write_shard(job: ShardReduce, blocks: list[pa.Table]) -> tuple[int, str, int
         sha, size = D.write_parquet_hashed(job.schema.empty_table(), path, fs,
                                            **shard_write_options(job.schema))
         return 0, sha, size
-    table = pa.concat_tables(blocks)
-    order = np.argsort(table[POSITION].to_numpy(), kind="stable")
+    blocks = [_by_position(b) for b in blocks if b.num_rows]
+    positions = [b[POSITION].to_numpy() for b in blocks]
+    every = np.sort(np.concatenate([np.zeros(0, dtype=np.int64), *positions]))
     options = shard_write_options(job.schema)
     rows_per_group = options.pop("row_group_size")
+    firsts = every[::rows_per_group]  # the first position of each row group
+    # cuts[b, g]: where row group g starts in block b (and its end, after the last group)
+    cuts = np.stack([np.r_[np.searchsorted(p, firsts), p.size] for p in positions]) \
+        if blocks else np.zeros((0, firsts.size + 1), dtype=np.int64)
     sink = D.HashingSink(D.open_output(path, fs))
     try:  # the bytes of pq.write_table(whole shard, **shard_write_options)
         with pq.ParquetWriter(sink, job.schema, **options) as writer:
-            for start in range(0, len(order), rows_per_group):
-                idx = pa.array(order[start:start + rows_per_group], pa.int64())
-                group = D.conform(table.take(idx).drop_columns([POSITION]), job.schema)
+            for g in range(firsts.size):
+                lo, hi = cuts[:, g], cuts[:, g + 1]
+                parts = [blocks[b].slice(lo[b], hi[b] - lo[b]) for b in np.flatnonzero(hi > lo)]
+                rows = pa.concat_tables(parts)
+                order = np.argsort(rows[POSITION].to_numpy(), kind="stable")
+                rows = rows.take(pa.array(order, pa.int64())).drop_columns([POSITION])
+                group = D.conform(rows, job.schema)
                 writer.write_table(pa.Table.from_batches([group], schema=job.schema),
                                    row_group_size=rows_per_group)
     finally:
         sink.close()
-    return table.num_rows, sink.hexdigest(), D.file_size(path, fs)
+    return int(every.size), sink.hexdigest(), D.file_size(path, fs)
 
 
 def shuffle_into_shards(run: Any, datasets: list[D.Dataset], plan: Any, schema: pa.Schema,
