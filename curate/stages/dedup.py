@@ -598,11 +598,10 @@ def _image_clusters(codes: np.ndarray, ids: np.ndarray, first: np.ndarray, count
     from curate.index.unionfind import components
 
     n = count[members].astype(np.int64)
-    starts = np.cumsum(n) - n
-    place = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(starts, n)
+    place = _places(n)
     image = np.repeat(first[members], n) + place  # the compared images, row after row
     segment = np.repeat(group, n) * max(int(n.max(initial=0)), 1) + place
-    del starts, place
+    del place
     code = codes[image]
     # nodes: the distinct (group and place, hash); the search compares a segment's nodes
     order = _by_segment_and_code(segment, code)
@@ -624,7 +623,7 @@ def _image_clusters(codes: np.ndarray, ids: np.ndarray, first: np.ndarray, count
     copy_of = copies[head][np.cumsum(head) - 1]  # each copy's first copy
     copies, copy_of = copies[~head], copy_of[~head]
     n = count[copies].astype(np.int64)
-    place = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+    place = _places(n)
     ci = labels[np.repeat(first[copies], n) + place]
     cj = labels[np.repeat(first[copy_of], n) + place]
     del copies, copy_group, copy_of, head, n, place
@@ -747,11 +746,16 @@ def _image_distance(codes: np.ndarray, first: np.ndarray, count: np.ndarray,
     n = count[rows].astype(np.int64)
     if not n.size:
         return np.zeros(0, dtype=np.int64)
-    starts = np.cumsum(n) - n
-    at = np.arange(int(n.sum())) - np.repeat(starts, n)
+    at = _places(n)
     a = codes[np.repeat(first[rows], n) + at]
     b = codes[np.repeat(first[other], n) + at]
-    return np.maximum.reduceat(np.bitwise_count(a ^ b), starts).astype(np.int64)
+    return np.maximum.reduceat(np.bitwise_count(a ^ b), np.cumsum(n) - n).astype(np.int64)
+
+
+def _places(n: np.ndarray) -> np.ndarray:
+    """For rows with `n` images each, every image's place in its row: 0..n[k] - 1, row
+    after row."""
+    return np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
 
 
 def decide(keys: pa.Table, cfg: DedupConfig) -> Decisions:
