@@ -133,7 +133,7 @@ class TrlExporter(Exporter):
             if pending:
                 self._flush(kind, shard, pending)
         self._pending = {}
-        self.abort()
+        self._close_writers()
 
     def _flush(self, kind: str, shard: str, records: list[dict[str, Any]]) -> None:
         writer = self._writers.get(kind)
@@ -144,10 +144,14 @@ class TrlExporter(Exporter):
         writer.write_table(pa.Table.from_pylist(records, schema=self.schema(kind)),
                            row_group_size=ROW_GROUP)
 
-    def abort(self) -> None:
+    def _close_writers(self) -> None:
         for writer in self._writers.values():
             writer.close()
         self._writers = {}
+
+    def abort(self) -> None:
+        self._pending = {}
+        self._close_writers()
 
     def close(self) -> dict[str, Any]:
         """Per subset: rows per file and the `data_files` patterns of its splits."""
